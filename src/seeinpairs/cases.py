@@ -1,0 +1,336 @@
+"""Cases and case tables: the one record every data set is mapped onto.
+
+A manifest (CSV, Parquet or JSONL) holds one row per case with the columns
+``case_id, image|images, label, patient_id, age, sex, site, split``; any other
+column travels along in ``Case.extra``. Validation collects *every* problem and
+reports them in one line, each naming the row and field, so a user fixes a
+manifest in one pass instead of one error at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import pandas as pd
+
+from .errors import ManifestError
+
+CORE_FIELDS = ("case_id", "images", "label", "patient_id", "age", "sex", "site", "split")
+IMAGE_LIST_SEPARATOR = ";"
+_SEX_ALIASES = {
+    "m": "M", "male": "M", "man": "M",
+    "f": "F", "female": "F", "woman": "F",
+    "o": "O", "other": "O",
+}
+_MAX_REPORTED_PROBLEMS = 8
+
+
+@dataclass(frozen=True)
+class Case:
+    """One imaging case: a query candidate or a reference.
+
+    ``patient_id`` defaults to ``case_id`` when a data set has none, so that
+    leakage checks are still well defined (each case its own patient).
+    """
+
+    case_id: str
+    images: tuple[str, ...]
+    label: str | None = None
+    patient_id: str | None = None
+    age: float | None = None
+    sex: str | None = None
+    site: str | None = None
+    split: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def image(self) -> str:
+        """The first (primary) image of the case."""
+        return self.images[0]
+
+    @property
+    def patient(self) -> str:
+        return self.patient_id if self.patient_id is not None else self.case_id
+
+    def to_record(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["images"] = list(self.images)
+        return record
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    if isinstance(value, str) and value.strip() == "":
+        return True
+    try:
+        return bool(pd.isna(value)) if not isinstance(value, (list, tuple)) else False
+    except (TypeError, ValueError):
+        return False
+
+
+def _as_text(value: Any) -> str | None:
+    if _is_missing(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def normalise_sex(value: Any) -> str | None:
+    """Map the spellings found in public data sets onto ``M``/``F``/``O``."""
+    text = _as_text(value)
+    if text is None:
+        return None
+    mapped = _SEX_ALIASES.get(text.lower())
+    if mapped is None:
+        raise ValueError(f"'{text}' is not a sex (use M/F/O, male/female/other)")
+    return mapped
+
+
+def _parse_age(value: Any) -> float | None:
+    if _is_missing(value):
+        return None
+    text = str(value).strip().upper()
+    # DICOM-style ages ("062Y", "006M") appear in exported manifests.
+    units = {"Y": 1.0, "M": 1 / 12, "W": 1 / 52, "D": 1 / 365}
+    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        age = float(text[:-1]) * units[text[-1]]
+    else:
+        try:
+            age = float(text)
+        except ValueError:
+            raise ValueError(f"'{value}' is not a number") from None
+    if not math.isfinite(age) or age < 0 or age > 150:
+        raise ValueError(f"{age:g} is outside 0..150")
+    return age
+
+
+def _parse_images(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        items = [str(v).strip() for v in value]
+    elif hasattr(value, "tolist"):
+        items = [str(v).strip() for v in value.tolist()]
+    elif _is_missing(value):
+        items = []
+    else:
+        text = str(value).strip()
+        if text.startswith("["):
+            try:
+                items = [str(v).strip() for v in json.loads(text)]
+            except json.JSONDecodeError:
+                raise ValueError(f"'{text}' is not a JSON list of paths") from None
+        else:
+            items = [p.strip() for p in text.split(IMAGE_LIST_SEPARATOR)]
+    items = [i for i in items if i]
+    if not items:
+        raise ValueError("no image given")
+    return items
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a manifest file by extension (CSV, TSV, Parquet, JSONL/JSON)."""
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError(f"{path}: manifest not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".jsonl", ".ndjson"):
+            return pd.read_json(path, lines=True, dtype=False)
+        if suffix == ".json":
+            return pd.read_json(path, dtype=False)
+    except ManifestError:
+        raise
+    except Exception as exc:  # parsers raise many types; the user needs the file and the reason
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ManifestError(f"{path}: cannot parse manifest ({reason})") from None
+    raise ManifestError(f"{path}: unsupported manifest format '{suffix}' (use .csv, .tsv, .parquet or .jsonl)")
+
+
+class CaseTable(Sequence[Case]):
+    """An ordered, id-unique collection of cases with split and label views."""
+
+    def __init__(self, cases: Iterable[Case], source: str = "<memory>") -> None:
+        self.cases: list[Case] = list(cases)
+        self.source = source
+        self._by_id: dict[str, Case] = {}
+        for case in self.cases:
+            if case.case_id in self._by_id:
+                raise ManifestError(f"{source}: case_id '{case.case_id}' occurs more than once")
+            self._by_id[case.case_id] = case
+
+    # Sequence protocol
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return CaseTable(self.cases[index], self.source)
+        return self.cases[index]
+
+    def __iter__(self) -> Iterator[Case]:
+        return iter(self.cases)
+
+    def get(self, case_id: str) -> Case:
+        try:
+            return self._by_id[case_id]
+        except KeyError:
+            raise ManifestError(f"{self.source}: no case with case_id '{case_id}'") from None
+
+    def filter(self, split: str | None = None, labels: Iterable[str] | None = None) -> "CaseTable":
+        wanted = set(labels) if labels is not None else None
+        return CaseTable(
+            (c for c in self.cases
+             if (split is None or c.split == split) and (wanted is None or c.label in wanted)),
+            self.source,
+        )
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted({c.split for c in self.cases if c.split is not None})
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = []
+        for case in self.cases:
+            row = {k: getattr(case, k) for k in CORE_FIELDS}
+            row["images"] = IMAGE_LIST_SEPARATOR.join(case.images)
+            row.update(case.extra)
+            rows.append(row)
+        return pd.DataFrame(rows, columns=None if rows else list(CORE_FIELDS))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the table; image paths are written as stored (absolute after loading)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame = self.to_frame()
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            frame.to_csv(path, index=False)
+        elif suffix in (".parquet", ".pq"):
+            frame.to_parquet(path, index=False)
+        elif suffix in (".jsonl", ".ndjson"):
+            frame.to_json(path, orient="records", lines=True)
+        else:
+            raise ManifestError(f"{path}: unsupported manifest format '{suffix}'")
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        image_root: str | Path | None = None,
+        classes: Sequence[str] | None = None,
+        check_files: bool = True,
+    ) -> "CaseTable":
+        """Load and validate a manifest.
+
+        Relative image paths resolve against ``image_root`` (default: the
+        manifest's folder). With ``classes`` given, labels outside them are
+        errors. All problems are gathered and raised as one ManifestError.
+        """
+        path = Path(path)
+        frame = read_table(path)
+        root = Path(image_root) if image_root is not None else path.parent
+        return cls.from_frame(frame, source=str(path), image_root=root, classes=classes, check_files=check_files)
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        source: str = "<frame>",
+        image_root: str | Path | None = None,
+        classes: Sequence[str] | None = None,
+        check_files: bool = True,
+    ) -> "CaseTable":
+        columns = {str(c).strip(): c for c in frame.columns}
+        image_column = "images" if "images" in columns else ("image" if "image" in columns else None)
+        problems: list[str] = []
+        missing = [c for c in ("case_id",) if c not in columns]
+        if image_column is None:
+            missing.append("image (or images)")
+        if missing:
+            raise ManifestError(f"{source}: missing required column(s): {', '.join(missing)}")
+        known = set(CORE_FIELDS) | {"image"}
+        extra_columns = [c for c in columns if c not in known]
+        root = Path(image_root) if image_root is not None else None
+        allowed = list(classes) if classes is not None else None
+
+        cases: list[Case] = []
+        seen: dict[str, int] = {}
+        for position, row in enumerate(frame.to_dict(orient="records")):
+            row_no = position + 1
+            row = {str(k).strip(): v for k, v in row.items()}
+
+            def problem(field_name: str, message: str) -> None:
+                problems.append(f"row {row_no} field '{field_name}': {message}")
+
+            case_id = _as_text(row.get("case_id"))
+            if case_id is None:
+                problem("case_id", "empty")
+                continue
+            if case_id in seen:
+                problem("case_id", f"'{case_id}' already used in row {seen[case_id]}")
+                continue
+            seen[case_id] = row_no
+
+            try:
+                images = _parse_images(row.get(image_column))
+            except ValueError as exc:
+                problem(image_column, str(exc))
+                images = []
+            resolved = []
+            for image in images:
+                image_path = Path(image).expanduser()
+                if not image_path.is_absolute() and root is not None:
+                    image_path = root / image_path
+                if check_files and not image_path.is_file():
+                    problem(image_column, f"file not found '{image_path}'")
+                resolved.append(str(image_path))
+
+            label = _as_text(row.get("label"))
+            if label is not None and allowed is not None and label not in allowed:
+                problem("label", f"'{label}' is not one of [{', '.join(allowed)}]")
+            try:
+                age = _parse_age(row.get("age"))
+            except ValueError as exc:
+                problem("age", str(exc))
+                age = None
+            try:
+                sex = normalise_sex(row.get("sex"))
+            except ValueError as exc:
+                problem("sex", str(exc))
+                sex = None
+            extra = {c: row.get(c) for c in extra_columns if not _is_missing(row.get(c))}
+            if resolved:
+                cases.append(
+                    Case(
+                        case_id=case_id,
+                        images=tuple(resolved),
+                        label=label,
+                        patient_id=_as_text(row.get("patient_id")),
+                        age=age,
+                        sex=sex,
+                        site=_as_text(row.get("site")),
+                        split=_as_text(row.get("split")),
+                        extra=extra,
+                    )
+                )
+        if problems:
+            shown = "; ".join(problems[:_MAX_REPORTED_PROBLEMS])
+            more = f"; and {len(problems) - _MAX_REPORTED_PROBLEMS} more" if len(problems) > _MAX_REPORTED_PROBLEMS else ""
+            raise ManifestError(f"{source}: {len(problems)} problem(s): {shown}{more}")
+        return cls(cases, source)
+
+
+def with_split(case: Case, split: str) -> Case:
+    return replace(case, split=split)
