@@ -1,0 +1,175 @@
+"""The ``seeinpairs`` command line: eval, demo, build-tiny, validate, list.
+
+Every user-facing error (bad manifest, config, image, impossible request)
+is printed as one line and exits with status 2; a Ctrl-C leaves the already
+stored predictions intact and says how to resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import SeeInPairsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Reference-guided comparative diagnosis with vision-language models.")
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    try:
+        if value != value:  # NaN
+            return "NA"
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def print_summary(result) -> None:
+    """Metrics per condition (with 95% bootstrap CIs) and paired-vs-single tests."""
+    summary = result.summary
+    table = Table(title="Metrics (95% bootstrap CI)")
+    for column in ("model", "mode", "selector", "k", "seed", "n"):
+        table.add_column(column)
+    metrics = [c for c in summary.columns if f"{c}_lo" in summary.columns]
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for _, row in summary.iterrows():
+        cells = [str(row[c]) for c in ("model", "mode", "selector", "k", "seed", "n")]
+        cells += [f"{_fmt(row[m])} [{_fmt(row[m + '_lo'], 2)}, {_fmt(row[m + '_hi'], 2)}]" for m in metrics]
+        table.add_row(*cells)
+    console.print(table)
+    tests = result.paired_tests
+    if tests is not None and not tests.empty:
+        paired = Table(title="Paired vs single on the same cases (McNemar; delta = paired - single)")
+        for column in ("model", "selector", "k", "seed", "n", "single right/paired wrong",
+                       "single wrong/paired right", "McNemar p", "delta accuracy", "delta AUROC"):
+            paired.add_column(column)
+        for _, row in tests.iterrows():
+            paired.add_row(
+                str(row["model"]), str(row["selector"]), str(row["k"]), str(row["seed"]), str(row["n"]),
+                str(row["single_right_paired_wrong"]), str(row["single_wrong_paired_right"]),
+                _fmt(row["mcnemar_p"]),
+                f"{_fmt(row['delta_accuracy'])} [{_fmt(row['delta_accuracy_lo'], 2)}, {_fmt(row['delta_accuracy_hi'], 2)}]",
+                f"{_fmt(row['delta_auroc'])} [{_fmt(row['delta_auroc_lo'], 2)}, {_fmt(row['delta_auroc_hi'], 2)}]",
+            )
+        console.print(paired)
+    if result.output_dir is not None:
+        console.print(f"tables and predictions in {result.output_dir}")
+
+
+@app.command("eval")
+def eval_command(
+    config: Path = typer.Argument(..., help="Experiment YAML."),
+    output: Optional[Path] = typer.Option(None, help="Override the config's output_dir."),
+    max_cases: Optional[int] = typer.Option(None, help="Evaluate at most this many cases per condition."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Run (or resume) an experiment and print single vs paired metrics."""
+    from .evaluation.config import ExperimentConfig
+    from .evaluation.runner import run_experiment
+
+    cfg = ExperimentConfig.from_yaml(config)
+    updates = {}
+    if output is not None:
+        updates["output_dir"] = output
+    if max_cases is not None:
+        updates["eval"] = cfg.eval.model_copy(update={"max_cases": max_cases})
+    cfg = cfg.model_copy(update=updates)
+    print_summary(run_experiment(cfg, progress=progress))
+
+
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("runs/demo"), help="Where data, model and results go."),
+    family: str = typer.Option("qwen2_vl", help="Tiny model family (qwen2_vl, idefics3)."),
+    patients: int = typer.Option(120, help="Patients in the generated data set."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Generate a small data set, build a tiny offline VLM and compare single vs paired."""
+    from .demo import run_demo
+
+    print_summary(run_demo(output, family=family, patients=patients, progress=progress))
+
+
+@app.command("build-tiny")
+def build_tiny(
+    family: str = typer.Argument(..., help="qwen2_vl or idefics3"),
+    output: Path = typer.Argument(..., help="Folder to write the model to."),
+    text: list[str] = typer.Option([], help="Extra words for the tokenizer (class names, questions)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Build a tiny randomly initialised VLM of a real architecture, offline."""
+    from .backends.tiny import build_tiny_vlm
+
+    console.print(f"saved {build_tiny_vlm(family, output, texts=text, seed=seed)}")
+
+
+@app.command()
+def validate(
+    manifest: Path = typer.Argument(..., help="CSV, TSV, Parquet or JSONL manifest."),
+    task: Optional[Path] = typer.Option(None, help="Task YAML; labels are checked against its classes."),
+    image_root: Optional[Path] = typer.Option(None, help="Folder that relative image paths start from."),
+) -> None:
+    """Check a manifest: every problem is reported with its row and field."""
+    from .cases import CaseTable
+    from .tasks import Task
+
+    classes = Task.from_yaml(task).classes if task is not None else None
+    table = CaseTable.load(manifest, image_root=image_root, classes=classes)
+    counts: dict[tuple, int] = {}
+    for case in table:
+        counts[(case.split, case.label)] = counts.get((case.split, case.label), 0) + 1
+    console.print(f"{manifest}: {len(table)} cases, OK")
+    for (split, label), n in sorted(counts.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+        console.print(f"  split={split} label={label}: {n}")
+
+
+@app.command("list")
+def list_components() -> None:
+    """List the registered selectors, embedders, backends and tiny model families."""
+    from .backends import hf  # noqa: F401  (registers the backend)
+    from .backends.base import BACKENDS
+    from .backends.tiny import list_tiny_families
+    from .embedders import list_embedders
+    from .references.selectors import list_selectors
+
+    console.print("selectors: " + ", ".join(list_selectors()))
+    console.print("embedders: " + ", ".join(list_embedders()))
+    console.print("backends: " + ", ".join(BACKENDS.list_names()))
+    console.print("tiny model families: " + ", ".join(list_tiny_families()))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except SeeInPairsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: predictions computed so far are stored; run the same command to resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

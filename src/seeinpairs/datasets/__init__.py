@@ -1,0 +1,1 @@
+"""Data set adapters and generators; each produces a CaseTable and a Task."""

@@ -1,0 +1,132 @@
+"""Experiment configs: a declarative spec of data x model x selector x k x seed.
+
+Read from YAML and validated with pydantic; every error names the file and the
+field path, in one line. Relative paths resolve against the config's folder so
+a config and its data travel together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ConfigError
+from ..tasks import Task
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    manifest: Path
+    image_root: Path | None = None
+
+
+class BankConfig(_Strict):
+    """Where healthy references come from (default: the train split)."""
+
+    split: str | None = "train"
+    cache_dir: Path | None = None
+
+
+class ModelConfig(_Strict):
+    """A model: a hub id or folder (``name``), or a tiny offline model of a family (``tiny``)."""
+
+    backend: str = "hf"
+    name: str | None = None
+    tiny: str | None = None
+    tiny_seed: int = 0
+    label: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+    batch_size: int = Field(8, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if (self.name is None) == (self.tiny is None):
+            raise ValueError("give exactly one of 'name' (hub id or folder) or 'tiny' (a tiny model family)")
+        return self
+
+    @property
+    def display(self) -> str:
+        return self.label or (self.name if self.name is not None else f"tiny-{self.tiny}-{self.tiny_seed}")
+
+
+class ConditionConfig(_Strict):
+    """A selector with one or several k; k=0 is the single-image baseline."""
+
+    selector: str = "none"
+    k: int | list[int] = 0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("k")
+    @classmethod
+    def _non_negative(cls, value: int | list[int]) -> int | list[int]:
+        values = value if isinstance(value, list) else [value]
+        if not values or any(v < 0 for v in values):
+            raise ValueError("k must be a non-negative integer or a non-empty list of them")
+        return value
+
+    def expand(self) -> list[tuple[str, int, dict[str, Any]]]:
+        ks = self.k if isinstance(self.k, list) else [self.k]
+        return [(self.selector if k > 0 else "none", k, self.params if k > 0 else {}) for k in ks]
+
+
+class EvalConfig(_Strict):
+    split: str = "test"
+    conditions: list[ConditionConfig] = Field(default_factory=lambda: [ConditionConfig()], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    max_cases: int | None = Field(None, ge=1)
+    n_boot: int = Field(1000, ge=0)
+    metrics: list[str] | None = None
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    task: Task
+    data: DataConfig
+    bank: BankConfig = Field(default_factory=BankConfig)
+    models: list[ModelConfig] = Field(min_length=1)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output_dir: Path = Path("runs/experiment")
+
+    def resolve_paths(self, base: Path) -> "ExperimentConfig":
+        def resolve(path: Path | None) -> Path | None:
+            return None if path is None or path.is_absolute() else base / path
+
+        data = self.data.model_copy(update={
+            "manifest": resolve(self.data.manifest), "image_root": resolve(self.data.image_root)})
+        bank = self.bank.model_copy(update={"cache_dir": resolve(self.bank.cache_dir)})
+        models = [m.model_copy(update={"name": str(resolve(Path(m.name)))})
+                  if m.name is not None and (base / m.name).exists() else m for m in self.models]
+        return self.model_copy(update={"data": data, "bank": bank, "models": models,
+                                       "output_dir": resolve(self.output_dir)})
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config", base: Path | None = None) -> "ExperimentConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level")
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise ConfigError(f"{source}: field '{where}': {first['msg']}{more}") from None
+        return config.resolve_paths(base) if base is not None else config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        return cls.from_dict(data, source=str(path), base=path.resolve().parent)

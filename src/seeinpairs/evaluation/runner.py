@@ -1,0 +1,282 @@
+"""Run an experiment grid: model x selector x k x seed over the evaluation cases.
+
+Each grid cell is a *condition* whose store key hashes everything that
+determines its predictions (data, task, bank, model content, selector, k,
+parameters, seed, prompt version). Predictions are appended to the store after
+every batch, so an interrupted run resumes where it stopped and a finished
+condition is never recomputed. Reference choice uses a per-case random stream
+derived from (seed, case id), so results do not depend on order, batching or
+which cases were already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..backends.base import Backend, create_backend, option_probabilities
+from ..backends.hf import checkpoint_fingerprint
+from ..backends.tiny import build_tiny_vlm
+from ..cases import Case, CaseTable
+from ..errors import BankError, ConfigError
+from ..imaging import file_hash, load_image
+from ..prompts import PROMPT_VERSION, PromptBuilder
+from ..references.bank import ReferenceBank
+from ..references.selectors import create_selector
+from .config import ExperimentConfig, ModelConfig
+from .stats import mcnemar, paired_bootstrap_delta, summarise, write_tables
+from .store import PredictionStore, run_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One cell of the grid."""
+
+    model_index: int
+    selector: str
+    k: int
+    params_json: str
+    seed: int
+    model: ModelConfig = field(compare=False, hash=False)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json)
+
+    @property
+    def mode(self) -> str:
+        return "single" if self.k == 0 else "paired"
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.display} | {self.selector} k={self.k} | seed {self.seed}"
+
+
+@dataclass
+class ExperimentResult:
+    summary: pd.DataFrame
+    paired_tests: pd.DataFrame
+    records: dict[str, list[dict]] = field(default_factory=dict)
+    output_dir: Path | None = None
+
+
+def case_rng(seed: int, case_id: str) -> np.random.Generator:
+    """A random stream for one case under one seed, independent of processing order."""
+    digest = int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "little")
+    return np.random.default_rng([seed, digest])
+
+
+def expand_conditions(config: ExperimentConfig) -> list[Condition]:
+    seen: set = set()
+    conditions = []
+    for index, model in enumerate(config.models):
+        for spec in config.eval.conditions:
+            for selector, k, params in spec.expand():
+                for seed in config.eval.seeds:
+                    cond = Condition(index, selector, k, json.dumps(params, sort_keys=True), seed, model)
+                    if cond not in seen:
+                        seen.add(cond)
+                        conditions.append(cond)
+    return conditions
+
+
+def select_eval_cases(table: CaseTable, split: str, max_cases: int | None) -> list[Case]:
+    """The evaluation split, optionally capped to a fixed, order-independent subset."""
+    cases = [c for c in table if c.split == split]
+    if not cases:
+        found = ", ".join(table.splits) or "none"
+        raise ConfigError(f"{table.source}: no cases in evaluation split '{split}' (splits found: {found})")
+    if max_cases is not None and len(cases) > max_cases:
+        ranked = sorted(cases, key=lambda c: hashlib.sha256(c.case_id.encode()).hexdigest())
+        keep = {c.case_id for c in ranked[:max_cases]}
+        cases = [c for c in cases if c.case_id in keep]
+    return cases
+
+
+class ExperimentRunner:
+    """Runs (or resumes) every condition of a config and summarises the metrics."""
+
+    def __init__(self, config: ExperimentConfig, progress: bool = True, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console(stderr=True)
+        self.progress = progress
+        self.task = config.task
+        self.table = CaseTable.load(config.data.manifest, image_root=config.data.image_root,
+                                    classes=self.task.classes)
+        self.eval_cases = select_eval_cases(self.table, config.eval.split, config.eval.max_cases)
+        self.output_dir = Path(config.output_dir)
+        self.store = PredictionStore(self.output_dir)
+        self.conditions = expand_conditions(config)
+        self._bank: ReferenceBank | None = None
+        self._load = lru_cache(maxsize=2048)(load_image)
+        self.builder = PromptBuilder(self.task, image_loader=self._load)
+        self._data_identity = {"manifest": str(Path(config.data.manifest).name),
+                               "sha256": file_hash(config.data.manifest), "split": config.eval.split}
+        self._model_paths: dict[str, str] = {}
+
+    # ----- components ---------------------------------------------------------------------------
+    @property
+    def bank(self) -> ReferenceBank:
+        if self._bank is None:
+            self._bank = ReferenceBank.from_table(self.table, self.task, split=self.config.bank.split,
+                                                  cache_dir=self.config.bank.cache_dir)
+        return self._bank
+
+    def check_feasible(self) -> None:
+        """Fail before any model work when a condition asks for more references than the bank has."""
+        largest = max((c.k for c in self.conditions), default=0)
+        if largest > 0 and largest > len(self.bank):
+            raise BankError(f"k={largest} is larger than the reference bank ({len(self.bank)} healthy cases "
+                            f"in split '{self.config.bank.split}')")
+
+    def model_path(self, model: ModelConfig) -> str:
+        """The checkpoint of a model; tiny models are built once into the output folder."""
+        if model.display not in self._model_paths:
+            if model.tiny is not None:
+                folder = self.output_dir / "models" / f"tiny-{model.tiny}-s{model.tiny_seed}"
+                if not (folder / "config.json").exists():
+                    texts = [*self.task.classes, self.task.question, *self.task.descriptions.values()]
+                    build_tiny_vlm(model.tiny, folder, texts=texts, seed=model.tiny_seed)
+                self._model_paths[model.display] = str(folder)
+            else:
+                self._model_paths[model.display] = str(model.name)
+        return self._model_paths[model.display]
+
+    def condition_key(self, cond: Condition) -> tuple[str, dict[str, Any]]:
+        model = cond.model
+        path = self.model_path(model)
+        description = {
+            "data": self._data_identity,
+            "task": self.task.model_dump(),
+            "bank": {"split": self.config.bank.split} if cond.k > 0 else None,
+            "model": {"backend": model.backend, "source": model.name or f"tiny:{model.tiny}",
+                      "fingerprint": checkpoint_fingerprint(path), "dtype": model.dtype,
+                      "options": model.options},
+            "selector": cond.selector, "k": cond.k, "params": cond.params, "seed": cond.seed,
+            "prompt": PROMPT_VERSION,
+        }
+        return run_key(description), description
+
+    def create_backend(self, model: ModelConfig) -> Backend:
+        kwargs = dict(model.options)
+        if model.backend == "hf":
+            kwargs.update(model=self.model_path(model), dtype=model.dtype, device=model.device,
+                          batch_size=model.batch_size)
+        return create_backend(model.backend, **kwargs)
+
+    # ----- running ------------------------------------------------------------------------------
+    def _predict(self, backend: Backend, cond: Condition, key: str, cases: list[Case]) -> list[dict]:
+        selector = create_selector(cond.selector, self.bank if cond.k > 0 else None, **cond.params)
+        selections = [selector.select(case, cond.k, case_rng(cond.seed, case.case_id)) for case in cases]
+        requests = [self.builder.build(case, sel.references) for case, sel in zip(cases, selections)]
+        started = time.perf_counter()
+        scores = backend.score_options(requests)
+        seconds = (time.perf_counter() - started) / max(1, len(cases))
+        records = []
+        for case, selection, request, option_scores in zip(cases, selections, requests, scores):
+            probs = option_probabilities(option_scores)
+            records.append({
+                "run_key": key, "case_id": case.case_id, "mode": cond.mode, "model": cond.model.display,
+                "selector": cond.selector, "k": cond.k, "seed": cond.seed,
+                "reference_ids": selection.case_ids, "options": request.options,
+                "option_logprobs": [float(s) for s in option_scores],
+                "probabilities": [float(p) for p in probs],
+                "predicted": request.options[int(np.argmax(probs))], "gold": case.label,
+                "patient_id": case.patient, "selection_note": selection.note, "seconds": seconds,
+            })
+        return records
+
+    def run(self) -> ExperimentResult:
+        self.check_feasible()
+        keys = {cond: self.condition_key(cond) for cond in self.conditions}
+        pending = {cond: [c for c in self.eval_cases if c.case_id not in self.store.done(key)]
+                   for cond, (key, _) in keys.items()}
+        total = sum(len(v) for v in pending.values())
+        if total == 0:
+            self.console.print(f"[green]all {len(self.conditions)} conditions already computed in {self.output_dir}")
+        backends: dict[str, Backend] = {}
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=self.console, disable=not self.progress or total == 0) as bar:
+            overall = bar.add_task("predictions", total=total)
+            for cond in self.conditions:
+                key, description = keys[cond]
+                self.store.register_run(key, description)
+                todo = pending[cond]
+                if not todo:
+                    continue
+                display = cond.model.display
+                if display not in backends:
+                    backends.clear()  # one model in memory at a time
+                    backends[display] = self.create_backend(cond.model)
+                backend = backends[display]
+                bar.update(overall, description=cond.label)
+                step = cond.model.batch_size
+                for start in range(0, len(todo), step):
+                    batch = todo[start:start + step]
+                    self.store.append(self._predict(backend, cond, key, batch))
+                    bar.advance(overall, len(batch))
+        return self.summarise()
+
+    # ----- results ------------------------------------------------------------------------------
+    def records_by_condition(self) -> dict[Condition, list[dict]]:
+        wanted = {c.case_id for c in self.eval_cases}
+        out = {}
+        for cond in self.conditions:
+            key, _ = self.condition_key(cond)
+            out[cond] = [r for r in self.store.records(key) if r["case_id"] in wanted]
+        return out
+
+    def summarise(self) -> ExperimentResult:
+        task, ev = self.task, self.config.eval
+        by_cond = self.records_by_condition()
+        labelled = {cond.label: recs for cond, recs in by_cond.items()}
+        summary = summarise(labelled, task.classes, task.healthy_class, n_boot=ev.n_boot, metrics=ev.metrics)
+        meta = pd.DataFrame([{"model": c.model.display, "mode": c.mode, "selector": c.selector, "k": c.k,
+                              "seed": c.seed} for c in by_cond])
+        summary = pd.concat([meta, summary.drop(columns=["condition"])], axis=1)
+        tests = []
+        for cond, recs in by_cond.items():
+            if cond.k == 0:
+                continue
+            baseline = next((b for b in by_cond if b.k == 0 and b.model.display == cond.model.display
+                             and b.seed == cond.seed), None)
+            if baseline is None:
+                continue
+            base_recs = by_cond[baseline]
+            test = mcnemar(base_recs, recs)
+            row = {"model": cond.model.display, "selector": cond.selector, "k": cond.k, "seed": cond.seed,
+                   "n": test["n"], "single_right_paired_wrong": test["b"],
+                   "single_wrong_paired_right": test["c"], "mcnemar_p": test["p"]}
+            for metric in ("accuracy", "auroc"):
+                delta = paired_bootstrap_delta(base_recs, recs, task.classes, task.healthy_class, metric,
+                                               n_boot=ev.n_boot)
+                row.update({f"delta_{metric}": delta["delta"], f"delta_{metric}_lo": delta["lo"],
+                            f"delta_{metric}_hi": delta["hi"]})
+            tests.append(row)
+        tests_frame = pd.DataFrame(tests)
+        write_tables(summary, self.output_dir, "metrics")
+        if not tests_frame.empty:
+            write_tables(tests_frame, self.output_dir, "paired_tests")
+        return ExperimentResult(summary, tests_frame, {c.label: r for c, r in by_cond.items()}, self.output_dir)
+
+
+def run_experiment(config: ExperimentConfig, progress: bool = True) -> ExperimentResult:
+    return ExperimentRunner(config, progress=progress).run()
+
+
+def conditions_table(conditions: Iterable[Condition]) -> pd.DataFrame:
+    return pd.DataFrame([{"model": c.model.display, "selector": c.selector, "k": c.k, "seed": c.seed}
+                         for c in conditions])
