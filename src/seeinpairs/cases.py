@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .errors import ManifestError
@@ -62,6 +64,14 @@ class Case:
         return record
 
 
+_LINE_BREAKS = re.compile("\\s*[\\r\\n\\x0b\\x0c\\x1c-\\x1e\\x85\\u2028\\u2029]+\\s*")
+
+
+def _one_line(text: str) -> str:
+    """Collapse line breaks (values quoted from a manifest may hold them) so a message is one line."""
+    return _LINE_BREAKS.sub(" ", str(text))
+
+
 def _is_missing(value: Any) -> bool:
     if value is None:
         return True
@@ -69,10 +79,21 @@ def _is_missing(value: Any) -> bool:
         return True
     if isinstance(value, str) and value.strip() == "":
         return True
+    if isinstance(value, (list, tuple, dict, set, np.ndarray)):
+        return False
     try:
-        return bool(pd.isna(value)) if not isinstance(value, (list, tuple)) else False
+        return bool(pd.isna(value))
     except (TypeError, ValueError):
         return False
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars and arrays (Parquet, JSON readers) as plain Python values."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _as_text(value: Any) -> str | None:
@@ -97,11 +118,14 @@ def normalise_sex(value: Any) -> str | None:
 def _parse_age(value: Any) -> float | None:
     if _is_missing(value):
         return None
+    if isinstance(value, bool):
+        raise ValueError(f"'{value}' is not a number")
     text = str(value).strip().upper()
     # DICOM-style ages ("062Y", "006M") appear in exported manifests.
     units = {"Y": 1.0, "M": 1 / 12, "W": 1 / 52, "D": 1 / 365}
-    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        age = float(text[:-1]) * units[text[-1]]
+    number = text[:-1].strip()
+    if text and text[-1] in units and number.replace(".", "", 1).isdigit() and number.isascii():
+        age = float(number) * units[text[-1]]
     else:
         try:
             age = float(text)
@@ -113,19 +137,21 @@ def _parse_age(value: Any) -> float | None:
 
 
 def _parse_images(value: Any) -> list[str]:
+    value = _plain(value)
     if isinstance(value, (list, tuple)):
-        items = [str(v).strip() for v in value]
-    elif hasattr(value, "tolist"):
-        items = [str(v).strip() for v in value.tolist()]
+        items = [str(v).strip() for v in value if not _is_missing(v)]
     elif _is_missing(value):
         items = []
     else:
         text = str(value).strip()
+        parsed: Any = None
         if text.startswith("["):
             try:
-                items = [str(v).strip() for v in json.loads(text)]
+                parsed = json.loads(text)
             except json.JSONDecodeError:
-                raise ValueError(f"'{text}' is not a JSON list of paths") from None
+                parsed = None  # a file name that merely starts with '['
+        if isinstance(parsed, list):
+            items = [str(v).strip() for v in parsed if not _is_missing(v)]
         else:
             items = [p.strip() for p in text.split(IMAGE_LIST_SEPARATOR)]
     items = [i for i in items if i]
@@ -142,19 +168,39 @@ def read_table(path: str | Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+            # utf-8-sig: spreadsheet exports often start with a byte-order mark
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                               encoding="utf-8-sig")
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(path, lines=True, dtype=False)
+            return _read_jsonl(path)
         if suffix == ".json":
-            return pd.read_json(path, dtype=False)
+            return pd.read_json(path, dtype=False, convert_dates=False, precise_float=True)
     except ManifestError:
         raise
     except Exception as exc:  # parsers raise many types; the user needs the file and the reason
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__
         raise ManifestError(f"{path}: cannot parse manifest ({reason})") from None
     raise ManifestError(f"{path}: unsupported manifest format '{suffix}' (use .csv, .tsv, .parquet or .jsonl)")
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """JSON Lines with the json module: exact floats, values kept as written (no type or date guessing)."""
+    records = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{path}: cannot parse manifest (line {line_no}: {exc.msg})") from None
+            if not isinstance(record, dict):
+                raise ManifestError(f"{path}: cannot parse manifest (line {line_no}: expected a JSON object per line)")
+            records.append(record)
+    return pd.DataFrame(records, dtype=object)
 
 
 class CaseTable(Sequence[Case]):
@@ -187,7 +233,9 @@ class CaseTable(Sequence[Case]):
         except KeyError:
             raise ManifestError(f"{self.source}: no case with case_id '{case_id}'") from None
 
-    def filter(self, split: str | None = None, labels: Iterable[str] | None = None) -> "CaseTable":
+    def filter(self, split: str | None = None, labels: Iterable[str] | str | None = None) -> "CaseTable":
+        if isinstance(labels, str):
+            labels = [labels]  # one label, not the set of its characters
         wanted = set(labels) if labels is not None else None
         return CaseTable(
             (c for c in self.cases
@@ -199,29 +247,44 @@ class CaseTable(Sequence[Case]):
     def splits(self) -> list[str]:
         return sorted({c.split for c in self.cases if c.split is not None})
 
-    def to_frame(self) -> pd.DataFrame:
+    def _records(self, image_lists: bool) -> list[dict[str, Any]]:
         rows = []
         for case in self.cases:
             row = {k: getattr(case, k) for k in CORE_FIELDS}
-            row["images"] = IMAGE_LIST_SEPARATOR.join(case.images)
-            row.update(case.extra)
+            if image_lists:
+                row["images"] = list(case.images)
+            else:
+                row["images"] = _join_images(case.images)
+            row.update({k: _plain(v) for k, v in case.extra.items() if k not in row})
             rows.append(row)
+        return rows
+
+    def to_frame(self, image_lists: bool = False) -> pd.DataFrame:
+        """One row per case; ``images`` joined with ';' (or as lists with ``image_lists``)."""
+        rows = self._records(image_lists)
         return pd.DataFrame(rows, columns=None if rows else list(CORE_FIELDS))
 
     def save(self, path: str | Path) -> Path:
         """Write the table; image paths are written as stored (absolute after loading)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame = self.to_frame()
         suffix = path.suffix.lower()
-        if suffix == ".csv":
-            frame.to_csv(path, index=False)
-        elif suffix in (".parquet", ".pq"):
-            frame.to_parquet(path, index=False)
-        elif suffix in (".jsonl", ".ndjson"):
-            frame.to_json(path, orient="records", lines=True)
-        else:
-            raise ManifestError(f"{path}: unsupported manifest format '{suffix}'")
+        if suffix not in (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson"):
+            raise ManifestError(f"{path}: unsupported manifest format '{suffix}' (use .csv, .tsv, .parquet or .jsonl)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if suffix in (".csv", ".tsv"):
+                self.to_frame().to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+            elif suffix in (".parquet", ".pq"):
+                self.to_frame(image_lists=True).to_parquet(path, index=False)
+            else:
+                # json.dumps writes floats exactly (pandas' to_json rounds to 10 digits)
+                with open(path, "w", encoding="utf-8") as handle:
+                    for record in self._records(image_lists=True):
+                        clean = {k: (None if _is_missing(v) else v) for k, v in record.items()}
+                        handle.write(json.dumps(clean, ensure_ascii=False, default=str) + "\n")
+        except (ValueError, TypeError, OSError, ImportError) as exc:  # pyarrow type errors derive from these
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise ManifestError(f"{path}: cannot write manifest ({lines[0] if lines else type(exc).__name__})") from None
         return path
 
     @classmethod
@@ -240,7 +303,8 @@ class CaseTable(Sequence[Case]):
         """
         path = Path(path)
         frame = read_table(path)
-        root = Path(image_root) if image_root is not None else path.parent
+        # absolute, so that stored paths stay valid wherever the table is saved next
+        root = (Path(image_root).expanduser() if image_root is not None else path.parent).absolute()
         return cls.from_frame(frame, source=str(path), image_root=root, classes=classes, check_files=check_files)
 
     @classmethod
@@ -262,7 +326,7 @@ class CaseTable(Sequence[Case]):
             raise ManifestError(f"{source}: missing required column(s): {', '.join(missing)}")
         known = set(CORE_FIELDS) | {"image"}
         extra_columns = [c for c in columns if c not in known]
-        root = Path(image_root) if image_root is not None else None
+        root = Path(image_root).expanduser() if image_root is not None else None
         allowed = list(classes) if classes is not None else None
 
         cases: list[Case] = []
@@ -274,14 +338,17 @@ class CaseTable(Sequence[Case]):
             def problem(field_name: str, message: str) -> None:
                 problems.append(f"row {row_no} field '{field_name}': {message}")
 
+            # a bad case_id is reported, and the rest of the row is still checked
             case_id = _as_text(row.get("case_id"))
+            usable = True
             if case_id is None:
                 problem("case_id", "empty")
-                continue
-            if case_id in seen:
+                usable = False
+            elif case_id in seen:
                 problem("case_id", f"'{case_id}' already used in row {seen[case_id]}")
-                continue
-            seen[case_id] = row_no
+                usable = False
+            else:
+                seen[case_id] = row_no
 
             try:
                 images = _parse_images(row.get(image_column))
@@ -310,8 +377,8 @@ class CaseTable(Sequence[Case]):
             except ValueError as exc:
                 problem("sex", str(exc))
                 sex = None
-            extra = {c: row.get(c) for c in extra_columns if not _is_missing(row.get(c))}
-            if resolved:
+            extra = {c: _plain(row.get(c)) for c in extra_columns if not _is_missing(row.get(c))}
+            if resolved and usable:
                 cases.append(
                     Case(
                         case_id=case_id,
@@ -328,8 +395,15 @@ class CaseTable(Sequence[Case]):
         if problems:
             shown = "; ".join(problems[:_MAX_REPORTED_PROBLEMS])
             more = f"; and {len(problems) - _MAX_REPORTED_PROBLEMS} more" if len(problems) > _MAX_REPORTED_PROBLEMS else ""
-            raise ManifestError(f"{source}: {len(problems)} problem(s): {shown}{more}")
+            raise ManifestError(_one_line(f"{source}: {len(problems)} problem(s): {shown}{more}"))
         return cls(cases, source)
+
+
+def _join_images(images: Sequence[str]) -> str:
+    """';'-joined paths, or a JSON list where a path would be misread that way."""
+    if any(IMAGE_LIST_SEPARATOR in i or i.strip() != i for i in images) or (images and images[0].startswith("[")):
+        return json.dumps(list(images), ensure_ascii=False)
+    return IMAGE_LIST_SEPARATOR.join(images)
 
 
 def with_split(case: Case, split: str) -> Case:

@@ -8,6 +8,7 @@ and 16-bit radiographs are mapped deliberately rather than truncated.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,7 +42,15 @@ NAMED_WINDOWS = {
 }
 
 
-def to_uint8(array: np.ndarray, window: Window | None = None) -> np.ndarray:
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (or its type name)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def to_uint8(array: np.ndarray, window: Window | None = None, source: str = "array") -> np.ndarray:
     """Map a float array to 0..255 with a window, or its own finite min..max without one."""
     data = np.asarray(array, dtype=np.float64)
     if window is not None:
@@ -49,11 +58,13 @@ def to_uint8(array: np.ndarray, window: Window | None = None) -> np.ndarray:
     else:
         finite = data[np.isfinite(data)]
         if finite.size == 0:
-            raise ImageError("image holds no finite pixel values")
+            raise ImageError(f"{source}: image holds no finite pixel values")
         low, high = float(finite.min()), float(finite.max())
     if high <= low:
         return np.zeros(data.shape, dtype=np.uint8)
-    scaled = (np.nan_to_num(data, nan=low) - low) / (high - low)
+    # NaN and -inf go to the bottom of the range, +inf to the top (no overflow warnings).
+    data = np.nan_to_num(data, nan=low, posinf=high, neginf=low)
+    scaled = (data - low) / (high - low)
     return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -66,16 +77,19 @@ def array_to_image(array: np.ndarray, window: Window | None = None, source: str 
         data = data[..., 0]
     if data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[-1] not in (3, 4)):
         raise ImageError(f"{source}: array of shape {data.shape} is not an image (expected HxW or HxWxC)")
+    if data.dtype.kind not in "biuf":
+        raise ImageError(f"{source}: array of dtype {data.dtype} is not an image (expected numbers or booleans)")
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise ImageError(f"{source}: array of shape {data.shape} holds no pixels")
     if data.shape[0] * data.shape[1] > MAX_PIXELS:
         raise ImageError(f"{source}: {data.shape[0]}x{data.shape[1]} pixels exceeds the limit of {MAX_PIXELS}")
-    if data.dtype != np.uint8 or window is not None:
-        if data.dtype == bool:
-            data = data.astype(np.uint8) * 255
-        else:
-            data = to_uint8(data, window)
     if data.ndim == 3 and data.shape[-1] == 4:
-        data = data[..., :3]
-    return Image.fromarray(data).convert("RGB")
+        data = data[..., :3]  # drop alpha before scaling so it cannot stretch the colour range
+    if data.dtype == bool:
+        data = data.astype(np.uint8) * 255
+    elif data.dtype != np.uint8 or window is not None:
+        data = to_uint8(data, window, source=source)
+    return Image.fromarray(np.ascontiguousarray(data)).convert("RGB")
 
 
 def _load_dicom(path: Path, window: Window | None) -> Image.Image:
@@ -85,37 +99,64 @@ def _load_dicom(path: Path, window: Window | None) -> Image.Image:
 
     try:
         dataset = pydicom.dcmread(path)
-        pixels = dataset.pixel_array
     except InvalidDicomError:
         raise ImageError(f"{path}: not a DICOM file") from None
+    except Exception as exc:  # truncated or malformed element data
+        raise ImageError(f"{path}: cannot read DICOM file ({_first_line(exc)})") from None
+    try:
+        rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
+    except (TypeError, ValueError):
+        rows = columns = 0
+    if rows * columns > MAX_PIXELS:  # refuse before decoding, not after
+        raise ImageError(f"{path}: {rows}x{columns} pixels exceeds the limit of {MAX_PIXELS}")
+    try:
+        pixels = dataset.pixel_array
     except Exception as exc:  # pixel decoding fails in many ways (compression, truncation)
-        raise ImageError(f"{path}: cannot decode DICOM pixels ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) == 1:
+        raise ImageError(f"{path}: cannot decode DICOM pixels ({_first_line(exc)})") from None
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    if samples == 1 and pixels.ndim == 3:
         pixels = pixels[pixels.shape[0] // 2]  # a multi-frame volume: take the middle frame
-    if dataset.get("SamplesPerPixel", 1) == 1:
-        values = apply_modality_lut(pixels, dataset).astype(np.float64)
+    elif samples > 1 and pixels.ndim == 4:
+        pixels = pixels[pixels.shape[0] // 2]  # a multi-frame colour series: the middle frame
+    if samples == 1:
+        try:
+            values = apply_modality_lut(pixels, dataset).astype(np.float64)
+        except Exception as exc:  # a malformed Modality LUT or rescale attributes
+            raise ImageError(f"{path}: cannot apply the DICOM modality LUT ({_first_line(exc)})") from None
         if window is None:
-            center, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
-            if center is not None and width is not None:
-                center = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
-                width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
-                if width > 0:
-                    window = Window(center, width)
+            window = _dicom_window(dataset)
         image = array_to_image(values, window, source=str(path))
-        if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
-            image = Image.fromarray(255 - np.asarray(image))
+        if str(dataset.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+            image = Image.fromarray(255 - np.asarray(image)).convert("RGB")
         return image
     return array_to_image(pixels, window, source=str(path))
+
+
+def _dicom_window(dataset) -> Window | None:
+    """The first (centre, width) pair stored in a DICOM header, if it is usable."""
+    from pydicom.multival import MultiValue
+
+    center, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
+    if center is None or width is None:
+        return None
+    try:
+        center = float(center[0] if isinstance(center, (MultiValue, list, tuple)) else center)
+        width = float(width[0] if isinstance(width, (MultiValue, list, tuple)) else width)
+    except (TypeError, ValueError, IndexError):
+        return None  # an empty or malformed window falls back to the data's own range
+    if not (np.isfinite(center) and np.isfinite(width)) or width <= 0:
+        return None
+    return Window(center, width)
 
 
 def load_image(path: str | Path, window: Window | str | None = None) -> Image.Image:
     """Load an image file as 8-bit RGB; DICOM uses its own window unless one is given."""
     path = Path(path)
     if isinstance(window, str):
-        try:
-            window = NAMED_WINDOWS[window]
-        except KeyError:
-            raise ImageError(f"unknown window '{window}' (known: {', '.join(NAMED_WINDOWS)})") from None
+        key = window.strip().lower().replace("-", "_").replace(" ", "_")
+        if key not in NAMED_WINDOWS:
+            raise ImageError(f"{path}: unknown window '{window}' (known: {', '.join(NAMED_WINDOWS)})")
+        window = NAMED_WINDOWS[key]
     if not path.is_file():
         raise ImageError(f"{path}: image file not found")
     suffix = path.suffix.lower()
@@ -123,26 +164,48 @@ def load_image(path: str | Path, window: Window | str | None = None) -> Image.Im
         if suffix in NUMPY_SUFFIXES:
             try:
                 array = np.load(path, allow_pickle=False)
-            except ValueError as exc:
-                raise ImageError(f"{path}: not a plain NumPy array ({exc})") from None
+            except (ValueError, EOFError, OSError) as exc:
+                raise ImageError(f"{path}: not a plain NumPy array ({_first_line(exc)})") from None
+            if not isinstance(array, np.ndarray):
+                raise ImageError(f"{path}: not a plain NumPy array")
             return array_to_image(array, window, source=str(path))
         if suffix in TIFF_SUFFIXES:
             import tifffile
 
             return array_to_image(tifffile.imread(path), window, source=str(path))
-        if suffix in DICOM_SUFFIXES or _has_dicom_preamble(path):
+        if suffix in DICOM_SUFFIXES - {""} or _has_dicom_preamble(path):
             return _load_dicom(path, window)
-        with Image.open(path) as handle:
+        try:
+            handle = Image.open(path)
+        except UnidentifiedImageError:
+            if suffix == "":
+                # no suffix and no preamble: perhaps a DICOM file without its preamble
+                return _load_dicom(path, window)
+            raise
+        with handle:
             if handle.width * handle.height > MAX_PIXELS:
                 raise ImageError(f"{path}: {handle.width}x{handle.height} pixels exceeds the limit of {MAX_PIXELS}")
             handle.load()
-            if handle.mode in ("I", "I;16", "I;16B", "F") or window is not None:
+            if handle.mode.startswith("I") or handle.mode == "F":
                 return array_to_image(np.asarray(handle), window, source=str(path))
+            if window is not None:
+                # window the displayed intensities, never palette indices or alpha
+                grey = handle.mode in ("1", "L", "LA", "La", "P") and _is_grey(handle)
+                converted = handle.convert("L" if grey else "RGB")
+                return array_to_image(np.asarray(converted), window, source=str(path))
             return handle.convert("RGB")
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{path}: corrupt or unsupported image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error,
+            Image.DecompressionBombError) as exc:
+        raise ImageError(f"{path}: corrupt or unsupported image ({_first_line(exc)})") from None
+
+
+def _is_grey(handle: Image.Image) -> bool:
+    if handle.mode != "P":
+        return True
+    rgb = np.asarray(handle.convert("RGB"))
+    return bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))
 
 
 def _has_dicom_preamble(path: Path) -> bool:
@@ -170,5 +233,11 @@ def cached_file_hash(path: str, mtime_ns: int, size: int) -> str:
 
 def image_hash(path: str | Path) -> str:
     """File hash memoised on (path, mtime, size), so repeated references are hashed once."""
-    stat = Path(path).stat()
-    return cached_file_hash(str(path), stat.st_mtime_ns, stat.st_size)
+    resolved = Path(path).expanduser().absolute()  # a relative path means another file after chdir
+    try:
+        stat = resolved.stat()
+        if not resolved.is_file():
+            raise ImageError(f"{path}: image file not found")
+        return cached_file_hash(str(resolved), stat.st_mtime_ns, stat.st_size)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read image file ({_first_line(exc)})") from None

@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError
+
+
+class UnknownClassError(ConfigError, ValueError):
+    """A label outside a task's classes (a ValueError too, as ``list.index`` raised before)."""
 
 
 class Task(BaseModel):
@@ -27,44 +31,88 @@ class Task(BaseModel):
     descriptions: dict[str, str] = Field(default_factory=dict)
     modality: str = "medical image"
 
-    @model_validator(mode="after")
-    def _check(self) -> "Task":
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"classes contain duplicates: {self.classes}")
-        if any(not c.strip() for c in self.classes):
+    # Field validators (not one model validator) so that an error names its field.
+    @field_validator("classes")
+    @classmethod
+    def _check_classes(cls, classes: list[str]) -> list[str]:
+        if any(not c.strip() for c in classes):
             raise ValueError("class names must not be empty")
-        if self.healthy_class not in self.classes:
-            raise ValueError(f"healthy_class '{self.healthy_class}' is not one of the classes {self.classes}")
-        unknown = sorted(set(self.descriptions) - set(self.classes))
-        if unknown:
-            raise ValueError(f"descriptions given for unknown classes {unknown}")
-        return self
+        duplicates = sorted({c for c in classes if classes.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"classes contain duplicates: {duplicates}")
+        return classes
+
+    @field_validator("question")
+    @classmethod
+    def _check_question(cls, question: str) -> str:
+        if not question.strip():
+            raise ValueError("question must not be blank")
+        return question
+
+    @field_validator("healthy_class")
+    @classmethod
+    def _check_healthy(cls, healthy_class: str, info: ValidationInfo) -> str:
+        classes = info.data.get("classes")
+        if classes is not None and healthy_class not in classes:
+            raise ValueError(f"healthy_class '{healthy_class}' is not one of the classes {classes}")
+        return healthy_class
+
+    @field_validator("descriptions")
+    @classmethod
+    def _check_descriptions(cls, descriptions: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        classes = info.data.get("classes")
+        if classes is not None:
+            unknown = sorted(set(descriptions) - set(classes))
+            if unknown:
+                raise ValueError(f"descriptions given for unknown classes {unknown}")
+        return descriptions
 
     @property
     def abnormal_classes(self) -> list[str]:
         return [c for c in self.classes if c != self.healthy_class]
 
     def index(self, label: str) -> int:
-        return self.classes.index(label)
+        try:
+            return self.classes.index(label)
+        except ValueError:
+            raise UnknownClassError(f"task '{self.name}': '{label}' is not one of the classes {self.classes}") from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "task") -> "Task":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of task fields, got {type(data).__name__}")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "task"
-            raise ConfigError(f"{source}: field '{where}': {first['msg']}") from None
+            # every problem, each naming its field, on one line
+            problems = []
+            for error in exc.errors():
+                where = ".".join(str(p) for p in error["loc"]) or "task"
+                message = _one_line(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"field '{where}': {message}")
+            raise ConfigError(f"{source}: " + "; ".join(problems)) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Task":
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: task file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
+            raise ConfigError(f"{path}: cannot read task file ({_first_line(str(exc))})") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not valid YAML ({_first_line(str(exc))})") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of task fields")
+            found = "an empty file" if data is None else f"a {type(data).__name__}"
+            raise ConfigError(f"{path}: expected a mapping of task fields (question, classes, healthy_class), found {found}")
         return cls.from_dict(data, source=str(path))
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())

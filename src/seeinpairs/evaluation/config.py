@@ -97,7 +97,7 @@ class ExperimentConfig(_Strict):
 
     def resolve_paths(self, base: Path) -> "ExperimentConfig":
         def resolve(path: Path | None) -> Path | None:
-            return None if path is None or path.is_absolute() else base / path
+            return path if path is None or path.is_absolute() else base / path
 
         data = self.data.model_copy(update={
             "manifest": resolve(self.data.manifest), "image_root": resolve(self.data.image_root)})

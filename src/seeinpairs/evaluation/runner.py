@@ -33,7 +33,7 @@ from ..errors import BankError, ConfigError
 from ..imaging import file_hash, load_image
 from ..prompts import PROMPT_VERSION, PromptBuilder
 from ..references.bank import ReferenceBank
-from ..references.selectors import create_selector
+from ..references.selectors import SELECTORS, create_selector
 from .config import ExperimentConfig, ModelConfig
 from .stats import mcnemar, paired_bootstrap_delta, summarise, write_tables
 from .store import PredictionStore, run_key
@@ -136,7 +136,9 @@ class ExperimentRunner:
         return self._bank
 
     def check_feasible(self) -> None:
-        """Fail before any model work when a condition asks for more references than the bank has."""
+        """Fail before any model work on unknown selectors or more references than the bank has."""
+        for cond in self.conditions:
+            SELECTORS.get(cond.selector)
         largest = max((c.k for c in self.conditions), default=0)
         if largest > 0 and largest > len(self.bank):
             raise BankError(f"k={largest} is larger than the reference bank ({len(self.bank)} healthy cases "

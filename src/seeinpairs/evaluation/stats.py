@@ -1,0 +1,230 @@
+"""Uncertainty and significance for comparing single-image against paired diagnosis.
+
+Medical test sets are small, so a point metric alone overstates differences.
+This module gives percentile-bootstrap intervals per condition, a paired
+bootstrap of the difference between two conditions on the same cases (the
+pairing removes case-difficulty variance), and McNemar's exact test on
+per-case correctness. Resampling is over cases; all resamples of one call share
+one index matrix, so every metric and both arms of a comparison see the same
+draws and results are reproducible per seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from ..errors import SeeInPairsError
+from .metrics import METRICS, batched, default_metric_names, to_arrays
+
+# Upper bound on floats materialised per bootstrap chunk (B * n * C), ~32 MB.
+_CHUNK_ELEMENTS = 4_000_000
+
+
+def _resample_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    if n_boot < 1:
+        raise SeeInPairsError(f"n_boot must be at least 1, got {n_boot}")
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def _replicates(
+    metric: str, gold: np.ndarray, probs: np.ndarray, classes: Sequence[str], healthy_index: int, idx: np.ndarray
+) -> np.ndarray:
+    """Metric value on each resample ``gold[idx[b]]``; vectorised when the metric has a batched form."""
+    batch = batched(metric)
+    n_boot, n = idx.shape
+    if batch is None:
+        fn = METRICS.get(metric)
+        return np.array([fn(gold[row], probs[row], classes, healthy_index) for row in idx], dtype=float)
+    step = max(1, _CHUNK_ELEMENTS // max(1, n * probs.shape[1]))
+    parts = [
+        batch(gold[idx[s : s + step]], probs[idx[s : s + step]], classes, healthy_index)
+        for s in range(0, n_boot, step)
+    ]
+    return np.concatenate(parts).astype(float)
+
+
+def _percentiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    if not 0 < alpha < 1:
+        raise SeeInPairsError(f"alpha must be in (0, 1), got {alpha}")
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_ci(
+    records: Sequence[dict[str, Any]],
+    classes: Sequence[str],
+    healthy_class: str,
+    metric: str,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap ``(low, high)`` of ``metric`` over cases.
+
+    Resamples where the metric is undefined (NaN, e.g. AUROC on a one-class
+    draw) are dropped rather than counted, so the interval describes the
+    metric where it exists; NaN bounds mean it never existed.
+    """
+    METRICS.get(metric)
+    gold, probs, _, healthy_index = to_arrays(records, classes, healthy_class)
+    if len(gold) == 0:
+        return float("nan"), float("nan")
+    idx = _resample_indices(len(gold), n_boot, seed)
+    return _percentiles(_replicates(metric, gold, probs, list(classes), healthy_index, idx), alpha)
+
+
+def summarise(
+    records_by_condition: dict[str, Sequence[dict[str, Any]]],
+    classes: Sequence[str],
+    healthy_class: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    metrics: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One row per condition: ``condition``, ``n`` (cases with gold), then ``<m>, <m>_lo, <m>_hi`` per metric."""
+    names = list(metrics) if metrics is not None else default_metric_names()
+    for name in names:
+        METRICS.get(name)
+    rows = []
+    for condition, records in records_by_condition.items():
+        gold, probs, _, healthy_index = to_arrays(records, classes, healthy_class)
+        row: dict[str, Any] = {"condition": condition, "n": len(gold)}
+        idx = _resample_indices(len(gold), n_boot, seed) if len(gold) else None
+        for name in names:
+            if idx is None:
+                row[name] = row[f"{name}_lo"] = row[f"{name}_hi"] = float("nan")
+                continue
+            row[name] = float(METRICS.get(name)(gold, probs, list(classes), healthy_index))
+            row[f"{name}_lo"], row[f"{name}_hi"] = _percentiles(
+                _replicates(name, gold, probs, list(classes), healthy_index, idx), alpha
+            )
+        rows.append(row)
+    columns = ["condition", "n"] + [c for name in names for c in (name, f"{name}_lo", f"{name}_hi")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _first_by_case(records: Sequence[dict[str, Any]], side: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if "case_id" not in rec:
+            raise SeeInPairsError(f"records_{side}: a record has no case_id, so it cannot be matched")
+        out.setdefault(str(rec["case_id"]), rec)
+    return out
+
+
+def matched_records(
+    records_a: Sequence[dict[str, Any]], records_b: Sequence[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Records of the cases present, with gold, in both conditions, aligned in ``records_a``'s order.
+
+    Comparing conditions only on shared cases keeps a partially finished run
+    from biasing the comparison with an easier or harder subset.
+    """
+    by_a = _first_by_case(records_a, "a")
+    by_b = _first_by_case(records_b, "b")
+    out_a, out_b = [], []
+    for case, ra in by_a.items():
+        rb = by_b.get(case)
+        if rb is None or ra.get("gold") is None or rb.get("gold") is None:
+            continue
+        if ra["gold"] != rb["gold"]:
+            raise SeeInPairsError(f"case '{case}' has gold '{ra['gold']}' in one condition and '{rb['gold']}' in the other")
+        out_a.append(ra)
+        out_b.append(rb)
+    return out_a, out_b
+
+
+def mcnemar(records_a: Sequence[dict[str, Any]], records_b: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Exact McNemar test on per-case correctness (``predicted == gold``) of two conditions.
+
+    Returns ``n`` (matched cases), ``b`` (A right, B wrong), ``c`` (A wrong,
+    B right) and the two-sided exact binomial ``p`` on the discordant pairs
+    (1.0 when there are none: no evidence of a difference).
+    """
+    a, b = matched_records(records_a, records_b)
+    right_a = np.array([r.get("predicted") == r["gold"] for r in a], dtype=bool)
+    right_b = np.array([r.get("predicted") == r["gold"] for r in b], dtype=bool)
+    n_b = int(np.sum(right_a & ~right_b))
+    n_c = int(np.sum(~right_a & right_b))
+    p = float(binomtest(n_b, n_b + n_c, 0.5, alternative="two-sided").pvalue) if n_b + n_c > 0 else 1.0
+    return {"n": len(a), "b": n_b, "c": n_c, "p": p}
+
+
+def paired_bootstrap_delta(
+    records_a: Sequence[dict[str, Any]],
+    records_b: Sequence[dict[str, Any]],
+    classes: Sequence[str],
+    healthy_class: str,
+    metric: str,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``delta = metric(B) - metric(A)`` on matched cases, with a paired percentile bootstrap CI.
+
+    Both arms are resampled with the same case indices, so the interval
+    reflects the difference itself rather than two independent noises.
+    """
+    fn = METRICS.get(metric)
+    a, b = matched_records(records_a, records_b)
+    gold_a, probs_a, _, h = to_arrays(a, classes, healthy_class)
+    gold_b, probs_b, _, _ = to_arrays(b, classes, healthy_class)
+    n = len(gold_a)
+    if n == 0:
+        return {"delta": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    cls = list(classes)
+    delta = float(fn(gold_b, probs_b, cls, h) - fn(gold_a, probs_a, cls, h))
+    idx = _resample_indices(n, n_boot, seed)
+    reps = _replicates(metric, gold_b, probs_b, cls, h, idx) - _replicates(metric, gold_a, probs_a, cls, h, idx)
+    lo, high = _percentiles(reps, alpha)
+    return {"delta": delta, "lo": lo, "hi": high, "n": n}
+
+
+# ------------------------------------------------------------------- tables
+def _md_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "NA"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no ``tabulate`` dependency), floats to 4 decimals."""
+    header = [str(c) for c in frame.columns]
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in header) + " |",
+        "|" + "|".join("---:" if num else ":---" for num in numeric) + "|",
+    ]
+    for row in frame.itertuples(index=False, name=None):
+        lines.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(frame: pd.DataFrame, out_dir: str | Path, stem: str) -> dict[str, Path]:
+    """Write ``<stem>.csv``, ``<stem>.md`` and ``<stem>.json`` (NaN -> null) and return their paths.
+
+    CSV for spreadsheets, Markdown for papers/READMEs, JSON for programs.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.reset_index()
+    paths = {"csv": out / f"{stem}.csv", "md": out / f"{stem}.md", "json": out / f"{stem}.json"}
+    frame.to_csv(paths["csv"], index=False)
+    paths["md"].write_text(to_markdown(frame), encoding="utf-8")
+    rows = json.loads(frame.to_json(orient="records", double_precision=15))
+    paths["json"].write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return paths

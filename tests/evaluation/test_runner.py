@@ -1,0 +1,141 @@
+import shutil
+
+import pytest
+import yaml
+
+from seeinpairs.errors import BankError, ConfigError, ManifestError, SeeInPairsError
+from seeinpairs.evaluation.config import ExperimentConfig
+from seeinpairs.evaluation.runner import ExperimentRunner, case_rng, run_experiment
+from seeinpairs.evaluation.store import PredictionStore
+
+
+def make_config(data_root, model_dir, out_dir, task, **eval_overrides) -> ExperimentConfig:
+    raw = {
+        "name": "t",
+        "task": task.model_dump(),
+        "data": {"manifest": str(data_root / "manifest.csv")},
+        "models": [{"name": str(model_dir), "batch_size": 4, "device": "cpu"}],
+        "eval": {"split": "test", "seeds": [0], "n_boot": 50, "max_cases": 10,
+                 "conditions": [{"selector": "none", "k": 0}, {"selector": "random", "k": [1, 2]},
+                                {"selector": "embedding", "k": 1}], **eval_overrides},
+        "output_dir": str(out_dir),
+    }
+    return ExperimentConfig.from_dict(raw)
+
+
+def comparable(records):
+    return sorted((r["run_key"], r["case_id"], tuple(r["reference_ids"]), tuple(round(x, 5) for x in r["option_logprobs"]))
+                  for r in records)
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_data, tiny_models, tmp_path, monkeypatch):
+    root, _, task = synthetic_data
+    full = run_experiment(make_config(root, tiny_models["qwen2_vl"], tmp_path / "full", task), progress=False)
+    assert len(full.summary) == 4 and (full.summary["n"] == 10).all()
+
+    calls = {"n": 0}
+    original = PredictionStore.append
+
+    def crashing_append(self, records):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C mid-run
+        return original(self, records)
+
+    monkeypatch.setattr(PredictionStore, "append", crashing_append)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(make_config(root, tiny_models["qwen2_vl"], tmp_path / "resumed", task), progress=False)
+    partial = PredictionStore(tmp_path / "resumed").records()
+    assert 0 < len(partial) < 40
+    monkeypatch.setattr(PredictionStore, "append", original)
+    resumed = run_experiment(make_config(root, tiny_models["qwen2_vl"], tmp_path / "resumed", task), progress=False)
+    assert comparable(PredictionStore(tmp_path / "resumed").records()) == comparable(PredictionStore(tmp_path / "full").records())
+    assert resumed.summary.drop(columns=[]).equals(full.summary)
+
+
+def test_finished_run_is_not_recomputed(synthetic_data, tiny_models, tmp_path, monkeypatch):
+    root, _, task = synthetic_data
+    config = make_config(root, tiny_models["qwen2_vl"], tmp_path / "out", task)
+    run_experiment(config, progress=False)
+    from seeinpairs.backends.hf import HFBackend
+
+    def fail(*args, **kwargs):
+        raise AssertionError("model was called for a finished run")
+
+    monkeypatch.setattr(HFBackend, "score_options", fail)
+    monkeypatch.setattr(HFBackend, "__init__", fail)
+    result = run_experiment(config, progress=False)
+    assert (result.summary["n"] == 10).all()
+
+
+def test_predictions_record_everything_needed_to_recompute_metrics(synthetic_data, tiny_models, tmp_path):
+    root, table, task = synthetic_data
+    run_experiment(make_config(root, tiny_models["idefics3"], tmp_path / "out", task), progress=False)
+    records = PredictionStore(tmp_path / "out").records()
+    for record in records:
+        case = table.get(record["case_id"])
+        assert record["gold"] == case.label
+        assert len(record["reference_ids"]) == record["k"]
+        for ref in record["reference_ids"]:
+            assert table.get(ref).patient != case.patient and table.get(ref).label == task.healthy_class
+        assert record["predicted"] in task.classes and abs(sum(record["probabilities"]) - 1) < 1e-6
+
+
+def test_case_rng_is_order_independent():
+    assert case_rng(3, "a").random() == case_rng(3, "a").random()
+    assert case_rng(3, "a").random() != case_rng(4, "a").random()
+
+
+def test_k_larger_than_bank_fails_before_any_model_work(synthetic_data, tiny_models, tmp_path):
+    root, table, task = synthetic_data
+    config = make_config(root, tiny_models["qwen2_vl"], tmp_path / "out", task,
+                         conditions=[{"selector": "random", "k": 10_000}])
+    with pytest.raises(BankError, match="10000"):
+        ExperimentRunner(config, progress=False).run()
+    assert PredictionStore(tmp_path / "out").records() == []
+
+
+def test_empty_bank_is_a_clear_error(synthetic_data, tiny_models, tmp_path):
+    root, _, task = synthetic_data
+    raw = make_config(root, tiny_models["qwen2_vl"], tmp_path / "out", task).model_dump(mode="json")
+    raw["bank"] = {"split": "nonexistent"}
+    with pytest.raises(BankError, match="nonexistent"):
+        run_experiment(ExperimentConfig.from_dict(raw), progress=False)
+
+
+def test_unknown_label_in_manifest_names_row_and_field(synthetic_data, tiny_models, tmp_path):
+    root, _, task = synthetic_data
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    manifest = data / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    lines[3] = lines[3].replace(",normal,", ",pnemonia,").replace(",abnormal,", ",pnemonia,")
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ManifestError, match=r"row 3 field 'label'"):
+        run_experiment(make_config(data, tiny_models["qwen2_vl"], tmp_path / "out", task), progress=False)
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda raw: raw["eval"].update(conditions=[{"selector": "random", "k": -1}]), "eval.conditions.0.k"),
+    (lambda raw: raw["models"][0].pop("name"), "models.0"),
+    (lambda raw: raw.update(unexpected=1), "unexpected"),
+    (lambda raw: raw["task"].update(healthy_class="missing"), "task"),
+])
+def test_malformed_config_names_the_field(tmp_path, mutate, field, synthetic_data, tiny_models):
+    root, _, task = synthetic_data
+    raw = make_config(root, tiny_models["qwen2_vl"], tmp_path / "out", task).model_dump(mode="json")
+    mutate(raw)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig.from_yaml(path)
+    assert field in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unknown_selector_is_a_clear_error(synthetic_data, tiny_models, tmp_path):
+    root, _, task = synthetic_data
+    config = make_config(root, tiny_models["qwen2_vl"], tmp_path / "out", task,
+                         conditions=[{"selector": "telepathy", "k": 1}])
+    with pytest.raises(SeeInPairsError, match="unknown selector 'telepathy'"):
+        run_experiment(config, progress=False)
+    assert PredictionStore(tmp_path / "out").records() == []
