@@ -22,8 +22,11 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
+    """A manifest; with ``synthetic`` set, the generated data set is written there first if absent."""
+
     manifest: Path
     image_root: Path | None = None
+    synthetic: dict[str, Any] | None = None
 
 
 class BankConfig(_Strict):
@@ -97,7 +100,7 @@ class ExperimentConfig(_Strict):
 
     def resolve_paths(self, base: Path) -> "ExperimentConfig":
         def resolve(path: Path | None) -> Path | None:
-            return path if path is None or path.is_absolute() else base / path
+            return path if path is None or path.is_absolute() else (base / path).resolve()
 
         data = self.data.model_copy(update={
             "manifest": resolve(self.data.manifest), "image_root": resolve(self.data.image_root)})

@@ -93,6 +93,23 @@ def expand_conditions(config: ExperimentConfig) -> list[Condition]:
     return conditions
 
 
+def ensure_data(config: ExperimentConfig) -> None:
+    """Generate the synthetic data set a config asks for, unless its manifest already exists."""
+    data = config.data
+    if data.synthetic is None or Path(data.manifest).exists():
+        return
+    from ..datasets.synthetic import SyntheticConfig, generate_synthetic
+
+    try:
+        generator = SyntheticConfig(**data.synthetic)
+    except TypeError as exc:
+        raise ConfigError(f"data.synthetic: {exc}") from None
+    manifest = Path(data.manifest)
+    if manifest.name != "manifest.csv":
+        raise ConfigError(f"data.manifest: a generated data set is written as manifest.csv, got '{manifest.name}'")
+    generate_synthetic(manifest.parent, generator)
+
+
 def select_eval_cases(table: CaseTable, split: str, max_cases: int | None) -> list[Case]:
     """The evaluation split, optionally capped to a fixed, order-independent subset."""
     cases = [c for c in table if c.split == split]
@@ -114,6 +131,7 @@ class ExperimentRunner:
         self.console = console or Console(stderr=True)
         self.progress = progress
         self.task = config.task
+        ensure_data(config)
         self.table = CaseTable.load(config.data.manifest, image_root=config.data.image_root,
                                     classes=self.task.classes)
         self.eval_cases = select_eval_cases(self.table, config.eval.split, config.eval.max_cases)
