@@ -22,10 +22,13 @@ from ..tasks import Task
 
 @dataclass
 class SiteProfile:
+    """An acquisition site: intensity calibration (gain, offset), contrast (gamma), noise, blur."""
+
     gain: float = 1.0
     offset: float = 0.0
     noise: float = 0.03
     blur: float = 0.0
+    gamma: float = 1.0
 
 
 @dataclass
@@ -41,12 +44,22 @@ class SyntheticConfig:
     anatomy_variation: float = 0.12
     texture_strength: float = 0.08
     sites: dict[str, SiteProfile] = field(default_factory=lambda: {
-        "site_a": SiteProfile(1.0, 0.0, 0.03, 0.0),
-        "site_b": SiteProfile(0.85, 0.08, 0.05, 0.6),
-        "site_c": SiteProfile(1.1, -0.05, 0.04, 0.3),
+        "site_a": SiteProfile(1.0, 0.0, 0.03, 0.0, 1.0),
+        "site_b": SiteProfile(0.85, 0.08, 0.05, 0.6, 0.8),
+        "site_c": SiteProfile(1.1, -0.05, 0.04, 0.3, 1.2),
     })
+    #: sites whose patients all go to the test split (an unseen site, for acquisition shift)
+    unseen_sites: tuple[str, ...] = ()
     split_fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.sites = {name: SiteProfile(**p) if isinstance(p, dict) else p for name, p in self.sites.items()}
+        unknown = [s for s in self.unseen_sites if s not in self.sites]
+        if unknown:
+            raise ValueError(f"unseen_sites {unknown} are not among the sites {list(self.sites)}")
+        if self.n_patients < 1 or not 0 <= self.abnormal_fraction <= 1:
+            raise ValueError("n_patients must be >= 1 and abnormal_fraction within 0..1")
 
 
 SYNTHETIC_TASK = Task(
@@ -72,16 +85,24 @@ def render(rng: np.random.Generator, anatomy: dict, site: SiteProfile, config: S
     y, x = np.mgrid[0:n, 0:n] / (n - 1)
     body = 0.35 + 0.1 * np.exp(-(((x - 0.5) / 0.45) ** 2 + ((y - 0.55) / 0.6) ** 2))
     image = body.copy()
+    lungs = np.zeros((n, n), dtype=bool)
     for side in (-1, 1):
         cx = 0.5 + side * anatomy["lung_dx"]
-        inside = ((x - cx) / anatomy["lung_rx"]) ** 2 + ((y - anatomy["lung_cy"]) / anatomy["lung_ry"]) ** 2 < 1
-        image[inside] -= anatomy["lung_darkness"]
+        lungs |= ((x - cx) / anatomy["lung_rx"]) ** 2 + ((y - anatomy["lung_cy"]) / anatomy["lung_ry"]) ** 2 < 1
+    image[lungs] -= anatomy["lung_darkness"]
+    # ribs: faint horizontal bands over the lung fields, spacing varying by patient
+    ribs = 0.5 + 0.5 * np.cos(2 * np.pi * (y - anatomy["rib_phase"]) / anatomy["rib_spacing"])
+    image += anatomy["rib_strength"] * ribs * lungs
+    # heart shadow: a bright ellipse left of centre whose size varies by patient
+    heart = ((x - 0.55) / anatomy["heart_rx"]) ** 2 + ((y - 0.66) / (anatomy["heart_rx"] * 0.8)) ** 2 < 1
+    image[heart] += 0.5 * anatomy["lung_darkness"]
     image += config.texture_strength * anatomy["texture"]
     mask = np.zeros((n, n), dtype=bool)
     if lesion is not None:
         blob = np.exp(-(((x - lesion["x"]) ** 2 + (y - lesion["y"]) ** 2) / (2 * lesion["r"] ** 2)))
         image += config.lesion_contrast * blob
         mask = blob > 0.5
+    image = np.clip(image, 0, 1) ** site.gamma
     image = site.gain * image + site.offset + rng.normal(0, site.noise, image.shape)
     image = np.clip(image, 0, 1)
     if site.blur > 0:
@@ -107,6 +128,8 @@ def generate_synthetic(out_dir: str | Path, config: SyntheticConfig | None = Non
         site_name = site_names[int(rng.integers(len(site_names)))]
         draw = rng.random()
         split = "train" if draw < train_f else ("val" if draw < train_f + val_f else "test")
+        if site_name in config.unseen_sites:
+            split = "test"
         v = config.anatomy_variation
         anatomy = {
             "lung_dx": 0.2 + v * 0.2 * rng.standard_normal() + (0.01 if sex == "M" else -0.01),
@@ -115,6 +138,10 @@ def generate_synthetic(out_dir: str | Path, config: SyntheticConfig | None = Non
             "lung_cy": 0.48 + 0.03 * rng.standard_normal(),
             "lung_darkness": 0.2 + 0.05 * rng.standard_normal() - 0.001 * (age - 50),
             "texture": _smooth_noise(rng, config.image_size, 8),
+            "rib_spacing": 0.09 + 0.015 * rng.standard_normal(),
+            "rib_phase": rng.random(),
+            "rib_strength": 0.04 + 0.01 * rng.standard_normal(),
+            "heart_rx": 0.11 * (1 + v * rng.standard_normal()) + 0.0005 * (age - 50),
         }
         low, high = config.images_per_patient
         for i in range(int(rng.integers(low, high + 1))):
