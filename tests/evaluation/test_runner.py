@@ -139,3 +139,27 @@ def test_unknown_selector_is_a_clear_error(synthetic_data, tiny_models, tmp_path
     with pytest.raises(SeeInPairsError, match="unknown selector 'telepathy'"):
         run_experiment(config, progress=False)
     assert PredictionStore(tmp_path / "out").records() == []
+
+
+def test_paired_model_is_tested_against_another_models_single_baseline(synthetic_data, tiny_models, tmp_path):
+    root, _, task = synthetic_data
+    raw = make_config(root, tiny_models["qwen2_vl"], tmp_path / "out", task).model_dump(mode="json")
+    raw["models"] = [
+        {"name": str(tiny_models["qwen2_vl"]), "label": "single-trained", "device": "cpu",
+         "conditions": [{"selector": "none", "k": 0}]},
+        {"name": str(tiny_models["idefics3"]), "label": "paired-trained", "device": "cpu",
+         "conditions": [{"selector": "random", "k": [1, 2]}]},
+    ]
+    raw["eval"]["baseline_model"] = "single-trained"
+    result = run_experiment(ExperimentConfig.from_dict(raw), progress=False)
+    assert list(result.summary["model"]) == ["single-trained", "paired-trained", "paired-trained"]
+    assert list(result.paired_tests["baseline"]) == ["single-trained", "single-trained"]
+    assert list(result.paired_tests["k"]) == [1, 2]
+
+
+def test_unknown_baseline_model_is_a_config_error(synthetic_data, tiny_models, tmp_path):
+    root, _, task = synthetic_data
+    raw = make_config(root, tiny_models["qwen2_vl"], tmp_path / "out", task).model_dump(mode="json")
+    raw["eval"]["baseline_model"] = "nobody"
+    with pytest.raises(ConfigError, match="nobody"):
+        ExperimentConfig.from_dict(raw)

@@ -36,30 +36,6 @@ class BankConfig(_Strict):
     cache_dir: Path | None = None
 
 
-class ModelConfig(_Strict):
-    """A model: a hub id or folder (``name``), or a tiny offline model of a family (``tiny``)."""
-
-    backend: str = "hf"
-    name: str | None = None
-    tiny: str | None = None
-    tiny_seed: int = 0
-    label: str | None = None
-    dtype: str = "float32"
-    device: str = "auto"
-    batch_size: int = Field(8, ge=1)
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "ModelConfig":
-        if (self.name is None) == (self.tiny is None):
-            raise ValueError("give exactly one of 'name' (hub id or folder) or 'tiny' (a tiny model family)")
-        return self
-
-    @property
-    def display(self) -> str:
-        return self.label or (self.name if self.name is not None else f"tiny-{self.tiny}-{self.tiny_seed}")
-
-
 class ConditionConfig(_Strict):
     """A selector with one or several k; k=0 is the single-image baseline."""
 
@@ -80,6 +56,32 @@ class ConditionConfig(_Strict):
         return [(self.selector if k > 0 else "none", k, self.params if k > 0 else {}) for k in ks]
 
 
+class ModelConfig(_Strict):
+    """A model: a hub id or folder (``name``), or a tiny offline model of a family (``tiny``)."""
+
+    backend: str = "hf"
+    name: str | None = None
+    tiny: str | None = None
+    tiny_seed: int = 0
+    label: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+    batch_size: int = Field(8, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: conditions for this model only (default: the experiment's eval.conditions)
+    conditions: list[ConditionConfig] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if (self.name is None) == (self.tiny is None):
+            raise ValueError("give exactly one of 'name' (hub id or folder) or 'tiny' (a tiny model family)")
+        return self
+
+    @property
+    def display(self) -> str:
+        return self.label or (self.name if self.name is not None else f"tiny-{self.tiny}-{self.tiny_seed}")
+
+
 class EvalConfig(_Strict):
     split: str = "test"
     conditions: list[ConditionConfig] = Field(default_factory=lambda: [ConditionConfig()], min_length=1)
@@ -87,6 +89,9 @@ class EvalConfig(_Strict):
     max_cases: int | None = Field(None, ge=1)
     n_boot: int = Field(1000, ge=0)
     metrics: list[str] | None = None
+    #: model label whose single-image (k=0) condition every paired condition is tested against;
+    #: by default each model's own k=0 condition
+    baseline_model: str | None = None
 
 
 class ExperimentConfig(_Strict):
@@ -97,6 +102,15 @@ class ExperimentConfig(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: Path = Path("runs/experiment")
+
+    @model_validator(mode="after")
+    def _check_models(self) -> "ExperimentConfig":
+        labels = [m.display for m in self.models]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"models need distinct labels, got {labels}")
+        if self.eval.baseline_model is not None and self.eval.baseline_model not in labels:
+            raise ValueError(f"eval.baseline_model '{self.eval.baseline_model}' is not one of the model labels {labels}")
+        return self
 
     def resolve_paths(self, base: Path) -> "ExperimentConfig":
         def resolve(path: Path | None) -> Path | None:

@@ -83,7 +83,7 @@ def expand_conditions(config: ExperimentConfig) -> list[Condition]:
     seen: set = set()
     conditions = []
     for index, model in enumerate(config.models):
-        for spec in config.eval.conditions:
+        for spec in model.conditions if model.conditions is not None else config.eval.conditions:
             for selector, k, params in spec.expand():
                 for seed in config.eval.seeds:
                     cond = Condition(index, selector, k, json.dumps(params, sort_keys=True), seed, model)
@@ -271,13 +271,14 @@ class ExperimentRunner:
         for cond, recs in by_cond.items():
             if cond.k == 0:
                 continue
-            baseline = next((b for b in by_cond if b.k == 0 and b.model.display == cond.model.display
+            baseline_model = self.config.eval.baseline_model or cond.model.display
+            baseline = next((b for b in by_cond if b.k == 0 and b.model.display == baseline_model
                              and b.seed == cond.seed), None)
             if baseline is None:
                 continue
             base_recs = by_cond[baseline]
             test = mcnemar(base_recs, recs)
-            row = {"model": cond.model.display, "selector": cond.selector, "k": cond.k, "seed": cond.seed,
+            row = {"model": cond.model.display, "baseline": baseline.model.display, "selector": cond.selector, "k": cond.k, "seed": cond.seed,
                    "n": test["n"], "single_right_paired_wrong": test["b"],
                    "single_wrong_paired_right": test["c"], "mcnemar_p": test["p"]}
             for metric in ("accuracy", "auroc"):
