@@ -1,0 +1,429 @@
+"""Figures for the HTML report: metric by selector and k, learning curves, example panels.
+
+Every plotting function draws with matplotlib's non-interactive Agg backend and
+returns the figure as PNG bytes (``None`` when there is nothing to draw), and
+optionally writes the same bytes to ``path``. Figures are small (about 100 dpi)
+because the report embeds them as base64 data URIs to stay one self-contained
+file; :func:`png_data_uri` makes such a URI.
+
+Aggregation over seeds is explicit and shared with the tables and captions:
+
+* metric by selector and k (:func:`aggregate_seeds`): the point is the mean over
+  seeds; with one seed the bar is that run's 95% bootstrap CI, with several it
+  is the envelope of the per-seed CIs (lowest lower bound to highest upper
+  bound), which covers both case sampling and seed-to-seed variation.
+* learning curves (:func:`aggregate_curves`): the point is the mean over seeds;
+  the band is the min-max over seeds where there are several, or the run's own
+  bootstrap CI (``<metric>_lo``/``<metric>_hi``) where there is one.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+DPI = 100
+#: the metrics drawn by default, in panel order
+PLOT_METRICS = ("auroc", "accuracy")
+#: metrics where a smaller value is better
+LOWER_IS_BETTER = frozenset({"ece", "brier", "log_loss", "nll"})
+METRIC_NAMES = {
+    "auroc": "AUROC",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "macro_f1": "macro F1",
+    "ece": "ECE",
+}
+_THUMBNAIL = 256
+
+
+def metric_name(metric: str) -> str:
+    """Display name of a metric (``auroc`` -> ``AUROC``)."""
+    return METRIC_NAMES.get(metric, metric.replace("_", " "))
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def png_data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` for embedding PNG bytes in HTML."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _figure(nrows: int, ncols: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    """A figure on its own Agg canvas (no pyplot state, so no global backend switch and no leaks)."""
+    fig = Figure(figsize=figsize, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _finish(fig: Figure, path: str | Path | None) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    png = buffer.getvalue()
+    if path is not None:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(png)
+    return png
+
+
+def _nanmean(values: pd.Series) -> float:
+    arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.mean()) if arr.size else float("nan")
+
+
+def _nanmin(values: pd.Series) -> float:
+    arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.min()) if arr.size else float("nan")
+
+
+def _nanmax(values: pd.Series) -> float:
+    arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.max()) if arr.size else float("nan")
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------- aggregation
+def aggregate_seeds(summary: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    """One row per (model, selector, k): ``n_seeds``, ``value`` (mean over seeds), ``lo``, ``hi``.
+
+    With one seed ``lo``/``hi`` are that run's bootstrap CI; with several they
+    are the envelope of the per-seed CIs (min of ``<metric>_lo``, max of
+    ``<metric>_hi``). NaN values are ignored; a group with none left is NaN.
+    Rows without the metric column give an empty frame.
+    """
+    columns = ["model", "mode", "selector", "k", "n_seeds", "value", "lo", "hi"]
+    if summary is None or summary.empty or metric not in summary.columns:
+        return pd.DataFrame(columns=columns)
+    frame = summary.copy()
+    if "model" not in frame.columns:
+        frame["model"] = ""
+    if "selector" not in frame.columns:
+        frame["selector"] = "none"
+    if "k" not in frame.columns:
+        frame["k"] = 0
+    if "seed" not in frame.columns:
+        frame["seed"] = 0
+    for suffix in ("_lo", "_hi"):
+        if metric + suffix not in frame.columns:
+            frame[metric + suffix] = float("nan")
+    frame["model"] = frame["model"].astype(str)
+    frame["selector"] = frame["selector"].astype(str)
+    frame["k"] = pd.to_numeric(frame["k"], errors="coerce").fillna(0).astype(int)
+    rows = []
+    for (model, selector, k), group in frame.groupby(["model", "selector", "k"], sort=False):
+        seeds = group["seed"].nunique(dropna=False)
+        if len(group) == 1:
+            lo, hi = float(group[metric + "_lo"].iloc[0]), float(group[metric + "_hi"].iloc[0])
+        else:
+            lo, hi = _nanmin(group[metric + "_lo"]), _nanmax(group[metric + "_hi"])
+        rows.append({"model": model, "mode": "single" if k == 0 else "paired", "selector": selector, "k": k,
+                     "n_seeds": int(seeds), "value": _nanmean(group[metric]), "lo": lo, "hi": hi})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def aggregate_curves(curves: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    """One row per (model, mode, n_train) of a learning-curve frame: mean over seeds with a band.
+
+    ``band`` says how ``lo``/``hi`` were made: ``"seeds"`` (min-max over
+    several seeds), ``"bootstrap"`` (one seed: its ``<metric>_lo``/``_hi``)
+    or ``"none"`` (one seed and no CI columns).
+    """
+    columns = ["model", "mode", "n_train", "n_seeds", "value", "lo", "hi", "band"]
+    if curves is None or curves.empty or metric not in curves.columns or "n_train" not in curves.columns:
+        return pd.DataFrame(columns=columns)
+    frame = curves.copy()
+    if "model" not in frame.columns:
+        frame["model"] = ""
+    if "mode" not in frame.columns:
+        frame["mode"] = "single"
+    if "seed" not in frame.columns:
+        frame["seed"] = 0
+    frame["model"] = frame["model"].astype(str)
+    frame["mode"] = frame["mode"].astype(str)
+    frame["n_train"] = pd.to_numeric(frame["n_train"], errors="coerce")
+    frame = frame[frame["n_train"].notna()]
+    has_ci = metric + "_lo" in frame.columns and metric + "_hi" in frame.columns
+    rows = []
+    for (model, mode, n_train), group in frame.groupby(["model", "mode", "n_train"], sort=True):
+        values = pd.to_numeric(group[metric], errors="coerce")
+        finite = values[np.isfinite(values.to_numpy(dtype=float))]
+        if len(finite) >= 2:
+            lo, hi, band = float(finite.min()), float(finite.max()), "seeds"
+        elif has_ci and len(group) == 1:
+            lo, hi = float(group[metric + "_lo"].iloc[0]), float(group[metric + "_hi"].iloc[0])
+            band = "bootstrap" if _finite(lo) and _finite(hi) else "none"
+        else:
+            lo = hi = float("nan")
+            band = "none"
+        rows.append({"model": model, "mode": mode, "n_train": float(n_train), "n_seeds": int(group["seed"].nunique()),
+                     "value": _nanmean(values), "lo": lo, "hi": hi, "band": band})
+    out = pd.DataFrame(rows, columns=columns)
+    return out
+
+
+# ------------------------------------------------------------------- metric by selector and k
+def _present(frame: pd.DataFrame | None, metrics: Sequence[str]) -> list[str]:
+    if frame is None or frame.empty:
+        return []
+    return [m for m in metrics if m in frame.columns and pd.to_numeric(frame[m], errors="coerce").notna().any()]
+
+
+def metric_by_k_caption(summary: pd.DataFrame | None) -> str:
+    """How :func:`plot_metric_by_k` aggregated, in words, for the figure caption."""
+    seeds = int(summary["seed"].nunique()) if summary is not None and "seed" in getattr(summary, "columns", []) else 1
+    base = ("x = number of healthy references k; the single-image baseline (k=0) is the dashed line with its "
+            "shaded band; one line per reference selector. ")
+    if seeds <= 1:
+        return base + "Error bars: 95% bootstrap CI over cases (one seed)."
+    return base + (f"Points: mean over {seeds} seeds; error bars and band: envelope of the per-seed 95% bootstrap "
+                   "CIs (lowest lower to highest upper bound), covering case sampling and seed variation.")
+
+
+def plot_metric_by_k(
+    summary: pd.DataFrame | None,
+    metrics: Sequence[str] = PLOT_METRICS,
+    path: str | Path | None = None,
+) -> bytes | None:
+    """Panels of metric vs k, one column per metric and one row per model; ``None`` if nothing to draw."""
+    metrics = _present(summary, metrics)
+    if not metrics:
+        return None
+    aggregated = {m: aggregate_seeds(summary, m) for m in metrics}
+    models = list(dict.fromkeys(aggregated[metrics[0]]["model"]))
+    fig, axes = _figure(len(models), len(metrics), (4.4 * len(metrics), 3.3 * len(models)))
+    for row, model in enumerate(models):
+        for col, metric in enumerate(metrics):
+            ax = axes[row][col]
+            data = aggregated[metric]
+            data = data[data["model"] == model]
+            single = data[data["k"] == 0]
+            paired = data[data["k"] > 0]
+            ks = sorted(set(data["k"].tolist()) | {0})
+            if not single.empty and _finite(single["value"].iloc[0]):
+                s = single.iloc[0]
+                ax.axhline(s["value"], color="black", linestyle="--", linewidth=1.2, label="single (k=0)")
+                if _finite(s["lo"]) and _finite(s["hi"]):
+                    ax.axhspan(s["lo"], s["hi"], color="grey", alpha=0.18, linewidth=0)
+                ax.plot([0], [s["value"]], marker="s", color="black")
+            selectors = list(dict.fromkeys(paired["selector"]))
+            width = 0.06 * max(1, (max(ks) - min(ks)) if len(ks) > 1 else 1)
+            for i, selector in enumerate(selectors):
+                part = paired[paired["selector"] == selector].sort_values("k")
+                part = part[np.isfinite(part["value"].to_numpy(dtype=float))]
+                if part.empty:
+                    continue
+                offset = (i - (len(selectors) - 1) / 2) * width
+                x = part["k"].to_numpy(dtype=float) + offset
+                y = part["value"].to_numpy(dtype=float)
+                lo = part["lo"].to_numpy(dtype=float)
+                hi = part["hi"].to_numpy(dtype=float)
+                ok = np.isfinite(lo) & np.isfinite(hi)
+                err = np.vstack([np.where(ok, y - lo, 0.0), np.where(ok, hi - y, 0.0)]).clip(min=0)
+                ax.errorbar(x, y, yerr=err, marker="o", markersize=4, capsize=3, linewidth=1.3, label=selector)
+            ax.set_xticks(ks)
+            ax.set_xlabel("k (healthy references)")
+            ax.set_ylabel(metric_name(metric))
+            title = metric_name(metric) if len(models) == 1 or not model else f"{model}: {metric_name(metric)}"
+            ax.set_title(title, fontsize=10)
+            ax.grid(alpha=0.3)
+            if row == 0 and col == len(metrics) - 1:
+                ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+# ------------------------------------------------------------------- learning curves
+def learning_curve_caption(curves: pd.DataFrame | None, metric: str = "auroc") -> str:
+    """How :func:`plot_learning_curves` drew its bands, in words."""
+    agg = aggregate_curves(curves, metric)
+    kinds = set(agg["band"]) if not agg.empty else set()
+    parts = ["x = training-set size n (log2 scale); lines: mean over seeds per mode."]
+    if kinds == {"seeds"}:
+        parts.append("Bands: min-max over seeds.")
+    elif kinds == {"bootstrap"}:
+        parts.append("Bands: 95% bootstrap CI over evaluation cases (one seed).")
+    elif kinds == {"none"} or not kinds:
+        parts.append("No bands: one seed and no CI columns.")
+    else:
+        parts.append("Bands: min-max over seeds where there are several, the run's 95% bootstrap CI where there "
+                     "is one seed (none where neither exists).")
+    return " ".join(parts)
+
+
+_MODE_COLOURS = {"single": "tab:blue", "paired": "tab:orange"}
+
+
+def plot_learning_curves(
+    curves: pd.DataFrame | None,
+    metrics: Sequence[str] = PLOT_METRICS,
+    path: str | Path | None = None,
+) -> bytes | None:
+    """Metric vs training-set size per mode (single/paired), one panel per metric; ``None`` if nothing to draw.
+
+    Rows with ``n_train <= 0`` (e.g. zero-shot) cannot sit on a log axis and
+    are drawn as dotted horizontal lines instead.
+    """
+    metrics = _present(curves, metrics)
+    if not metrics or "n_train" not in curves.columns:
+        return None
+    fig, axes = _figure(1, len(metrics), (4.4 * len(metrics), 3.3))
+    for col, metric in enumerate(metrics):
+        ax = axes[0][col]
+        agg = aggregate_curves(curves, metric)
+        drew = False
+        order = {"single": 0, "paired": 1}
+        keys = sorted(agg.groupby(["model", "mode"], sort=False).groups,
+                      key=lambda mm: (mm[0], order.get(mm[1], 2), mm[1]))
+        for model, mode in keys:
+            part = agg[(agg["model"] == model) & (agg["mode"] == mode)]
+            label = mode if agg["model"].nunique() <= 1 or not model else f"{model} {mode}"
+            colour = _MODE_COLOURS.get(mode) if agg["model"].nunique() <= 1 else None
+            zero = part[part["n_train"] <= 0]
+            part = part[(part["n_train"] > 0) & np.isfinite(part["value"].to_numpy(dtype=float))]
+            if not part.empty:
+                x = part["n_train"].to_numpy(dtype=float)
+                line = ax.plot(x, part["value"], marker="o", markersize=4, label=label, color=colour)[0]
+                lo, hi = part["lo"].to_numpy(dtype=float), part["hi"].to_numpy(dtype=float)
+                ok = np.isfinite(lo) & np.isfinite(hi)
+                if ok.any():
+                    ax.fill_between(x[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
+                drew = True
+            for value in zero["value"]:
+                if _finite(value):
+                    ax.axhline(value, linestyle=":", color=colour or "grey", label=f"{label} (n=0)")
+        if drew:
+            ax.set_xscale("log", base=2)
+            ladder = sorted(v for v in agg["n_train"].unique() if v > 0)
+            if len(ladder) <= 12:
+                ax.set_xticks(ladder)
+                ax.set_xticklabels([f"{v:g}" for v in ladder])
+                ax.minorticks_off()
+        ax.set_xlabel("training cases n")
+        ax.set_ylabel(metric_name(metric))
+        ax.set_title(metric_name(metric), fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        if col == len(metrics) - 1:
+            ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+# ------------------------------------------------------------------- examples
+def _as_image(source: Any) -> Image.Image | None:
+    """A PIL image from a path, an array or an image; ``None`` when it cannot be opened."""
+    from ..errors import SeeInPairsError
+    from ..imaging import array_to_image, load_image
+
+    try:
+        if isinstance(source, Image.Image):
+            image = source.convert("RGB")
+        elif isinstance(source, np.ndarray):
+            image = array_to_image(source)
+        elif source is None:
+            return None
+        else:
+            image = load_image(source)
+    except (SeeInPairsError, OSError, ValueError):
+        return None
+    image = image.copy()
+    image.thumbnail((_THUMBNAIL, _THUMBNAIL))
+    return image
+
+
+def format_probabilities(probabilities: Any, options: Sequence[str] | None = None, digits: int = 2) -> str:
+    """``"normal 0.20, abnormal 0.80"`` from a mapping, or from a list aligned with ``options``."""
+    if probabilities is None:
+        return ""
+    if isinstance(probabilities, Mapping):
+        items = list(probabilities.items())
+    else:
+        values = list(probabilities)
+        names = list(options) if options is not None and len(options) == len(values) else \
+            [str(i) for i in range(len(values))]
+        items = list(zip(names, values))
+    parts = []
+    for name, value in items:
+        parts.append(f"{name} {float(value):.{digits}f}" if _finite(value) else f"{name} NA")
+    return ", ".join(parts)
+
+
+def plot_example(
+    query: Any,
+    references: Sequence[Any] = (),
+    *,
+    title: str | None = None,
+    gold: str | None = None,
+    predicted: str | None = None,
+    probabilities: Any = None,
+    options: Sequence[str] | None = None,
+    reference_labels: Sequence[str] | None = None,
+    path: str | Path | None = None,
+) -> bytes:
+    """The references (left to right) then the query, with gold/predicted/probabilities in the title.
+
+    Images are paths (any format :func:`seeinpairs.imaging.load_image` opens),
+    arrays or PIL images; one that cannot be opened shows as a grey panel
+    saying so instead of failing the report. The query is framed green when
+    ``predicted == gold``, red when not, grey when either is unknown.
+    """
+    references = list(references or [])
+    panels = [(ref, (reference_labels[i] if reference_labels and i < len(reference_labels) else f"reference {i + 1}"))
+              for i, ref in enumerate(references)]
+    panels.append((query, "query"))
+    fig, axes = _figure(1, len(panels), (2.1 * len(panels), 2.6))
+    if gold is not None and predicted is not None:
+        frame_colour = "tab:green" if str(gold) == str(predicted) else "tab:red"
+    else:
+        frame_colour = "grey"
+    for i, (source, label) in enumerate(panels):
+        ax = axes[0][i]
+        image = _as_image(source)
+        if image is None:
+            ax.imshow(np.full((8, 8, 3), 200, dtype=np.uint8))
+            ax.text(0.5, 0.5, "image not\navailable", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        else:
+            ax.imshow(np.asarray(image), cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        is_query = i == len(panels) - 1
+        ax.set_title(label, fontsize=8, fontweight="bold" if is_query else "normal")
+        if is_query:
+            for spine in ax.spines.values():
+                spine.set_edgecolor(frame_colour)
+                spine.set_linewidth(3)
+    lines = [title] if title else []
+    detail = []
+    if gold is not None:
+        detail.append(f"gold: {gold}")
+    if predicted is not None:
+        detail.append(f"predicted: {predicted}")
+    probs = format_probabilities(probabilities, options)
+    if probs:
+        detail.append(f"p: {probs}")
+    if detail:
+        lines.append("  |  ".join(detail))
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, path)

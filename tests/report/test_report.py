@@ -1,0 +1,294 @@
+"""The HTML report: sections, empty inputs, escaping, findings as measured, sample efficiency."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from seeinpairs.cases import Case, CaseTable
+from seeinpairs.report import (
+    aggregate_curves,
+    aggregate_seeds,
+    examples_from_records,
+    findings_from,
+    fmt_ci,
+    plot_example,
+    sample_efficiency,
+    sample_efficiency_ratio,
+    write_report,
+)
+
+METRICS = ("accuracy", "auroc", "balanced_accuracy", "ece", "macro_f1")
+SECTIONS = ("Findings", "Metrics", "Paired vs single", "Metrics by selector and k", "Sample efficiency", "Examples",
+            "What this can and cannot show")
+IMG = '<img src="data:image/png;base64,'
+
+
+def summary_row(model, selector, k, seed, values, half_width=0.05, n=120):
+    row = {"model": model, "mode": "single" if k == 0 else "paired", "selector": selector, "k": k, "seed": seed,
+           "n": n}
+    for metric in METRICS:
+        value = values.get(metric, 0.1 if metric == "ece" else 0.7)
+        row[metric] = value
+        row[f"{metric}_lo"] = value - half_width if not math.isnan(value) else float("nan")
+        row[f"{metric}_hi"] = value + half_width if not math.isnan(value) else float("nan")
+    return row
+
+
+def make_results(paired_auroc: dict, single_auroc=0.80, delta_half_width=0.03, seeds=(0,), model="m",
+                 ece_single=0.10, ece_paired=0.10, p=0.41):
+    """A summary and paired-test frame where each paired condition (selector, k) has the given AUROC."""
+    rows, tests = [], []
+    for seed in seeds:
+        rows.append(summary_row(model, "none", 0, seed, {"auroc": single_auroc, "accuracy": 0.75, "ece": ece_single}))
+        for (selector, k), auroc in paired_auroc.items():
+            rows.append(summary_row(model, selector, k, seed, {"auroc": auroc, "accuracy": 0.76, "ece": ece_paired}))
+            delta = auroc - single_auroc
+            tests.append({"model": model, "selector": selector, "k": k, "seed": seed, "n": 120,
+                          "single_right_paired_wrong": 7, "single_wrong_paired_right": 9, "mcnemar_p": p,
+                          "delta_accuracy": 0.01, "delta_accuracy_lo": -0.04, "delta_accuracy_hi": 0.06,
+                          "delta_auroc": delta, "delta_auroc_lo": delta - delta_half_width,
+                          "delta_auroc_hi": delta + delta_half_width})
+    return pd.DataFrame(rows), pd.DataFrame(tests)
+
+
+def curves_frame(single, paired, ladder=(16, 32, 64, 128), metric="auroc", seeds=(0,)):
+    rows = []
+    for seed in seeds:
+        for mode, values in (("single", single), ("paired", paired)):
+            for n, value in zip(ladder, values):
+                rows.append({"mode": mode, "n_train": n, "seed": seed, metric: value})
+    return pd.DataFrame(rows)
+
+
+def write_png(path, seed):
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((48, 40)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+# ------------------------------------------------------------------- full report
+def test_report_renders_all_sections_self_contained(tmp_path):
+    summary, tests = make_results({("embedding", 1): 0.83, ("embedding", 2): 0.812, ("random", 1): 0.79,
+                                   ("random", 2): float("nan")})
+    summary.loc[summary["selector"] == "random", "ece_lo"] = float("nan")  # a missing CI
+    tests.loc[tests["selector"] == "random", "mcnemar_p"] = float("nan")
+    curves = curves_frame([0.6, 0.7, 0.8, 0.85], [0.65, 0.78, 0.86, 0.88])
+    curves["auroc_lo"], curves["auroc_hi"] = curves["auroc"] - 0.04, curves["auroc"] + 0.04
+    curves["accuracy"] = curves["auroc"] - 0.1
+    images = tmp_path / "images"
+    images.mkdir()
+    query, ref1, ref2 = (write_png(images / f"{name}.png", i) for i, name in enumerate(("q", "r1", "r2")))
+    examples = [
+        {"query": query, "references": [ref1, ref2], "gold": "abnormal", "predicted": "normal",
+         "probabilities": [0.6, 0.4], "options": ["normal", "abnormal"], "title": "case q"},
+        {"query": images / "missing.png", "references": [], "gold": "normal", "predicted": "normal"},
+    ]
+    out = write_report(tmp_path / "out" / "report.html", title="Pairs on synthetic", summary=summary,
+                       paired_tests=tests, learning_curves=curves, examples=examples,
+                       metadata={"data set": "synthetic", "model": "m", "date": "2025-01-01",
+                                 "config": {"seeds": [0], "k": [1, 2]}})
+    assert out.exists() and [p.name for p in out.parent.iterdir()] == ["report.html"]
+    html = out.read_text(encoding="utf-8")
+    for section in SECTIONS:
+        assert f"<h2>{section}</h2>" in html
+    assert html.count(IMG) == 4  # metric by k, learning curves, two examples
+    assert not re.search(r'src="(?!data:)', html)  # nothing refers to another file
+    assert "0.830 [0.78, 0.88]" in html  # metric with CI, as in the tables
+    assert "NA" in html  # NaN shown, not crashed
+    assert "&#34;seeds&#34;" in html or "&quot;seeds&quot;" in html  # config rendered as JSON
+    # filled sections do not say "not run"
+    for section in ("metrics", "paired", "by-k", "sample-efficiency", "examples"):
+        body = html.split(f'<section id="{section}">')[1].split("</section>")[0]
+        assert "Not run" not in body, section
+    assert "sample-efficiency ratio" in html
+
+
+def test_empty_inputs_render_not_run(tmp_path):
+    out = write_report(tmp_path / "r.html", title="empty", summary=pd.DataFrame(), paired_tests=None)
+    html = out.read_text(encoding="utf-8")
+    for section in SECTIONS:
+        assert f"<h2>{section}</h2>" in html
+    for section in ("metrics", "paired", "by-k", "sample-efficiency", "examples"):
+        body = html.split(f'<section id="{section}">')[1].split("</section>")[0]
+        assert "Not run" in body, section
+    assert "not run" in html.split('<section id="findings">')[1].split("</section>")[0]
+    assert IMG not in html
+    assert "What this can show" in html  # default limitations text
+
+
+def test_summary_without_paired_conditions(tmp_path):
+    summary, _ = make_results({})
+    out = write_report(tmp_path / "r.html", title="baseline only", summary=summary, paired_tests=pd.DataFrame())
+    html = out.read_text(encoding="utf-8")
+    assert "No paired condition (k&gt;0) was run." in html
+    assert html.count(IMG) == 1
+
+
+def test_html_escapes_malicious_names(tmp_path):
+    evil = "<script>alert(1)</script>"
+    summary, tests = make_results({("embedding", 1): 0.82}, model=evil)
+    out = write_report(tmp_path / "r.html", title=evil, summary=summary, paired_tests=tests,
+                       findings=[f"model {evil} did things"], metadata={"model": evil, "config": {"name": evil}},
+                       limitations=evil)
+    html = out.read_text(encoding="utf-8")
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+
+
+# ------------------------------------------------------------------- findings
+def test_findings_say_paired_did_not_beat_single():
+    summary, tests = make_results({("embedding", 1): 0.78, ("embedding", 2): 0.75, ("random", 1): 0.70},
+                                  delta_half_width=0.03)
+    text = " ".join(findings_from(summary, tests))
+    assert "Paired did not beat single in any condition" in text
+    assert "Best paired condition: embedding k=1, AUROC 0.780 [0.73, 0.83] vs single 0.800 [0.75, 0.85]" in text
+    assert "-0.020 [-0.050, 0.010]" in text
+    assert "no improvement is established" in text
+    assert "Paired was worse than single with the 95% CI excluding 0 in 2 of 3 comparisons" in text
+    assert "paired's favour in" not in text
+    assert "beat single on the point estimate" not in text
+
+
+def test_findings_say_paired_beat_single_when_it_did():
+    summary, tests = make_results({("embedding", 2): 0.88, ("random", 1): 0.81}, delta_half_width=0.03, p=0.003,
+                                  ece_paired=0.15)
+    findings = findings_from(summary, tests)
+    text = " ".join(findings)
+    assert "did not beat" not in text
+    assert "Paired beat single on the point estimate of AUROC in 2 of 2 conditions" in text
+    assert "Best paired condition: embedding k=2" in text
+    assert "+0.080 [0.050, 0.110], its 95% CI excludes 0 (McNemar on per-case correctness: p=0.003, significant" \
+        in text
+    assert "excluded 0 in paired's favour in 1 of 2 comparisons: embedding k=2" in text
+    assert "discrimination improved while calibration worsened" in text
+
+
+def test_findings_point_gain_without_significance():
+    summary, tests = make_results({("embedding", 2): 0.83}, delta_half_width=0.05, p=0.41)
+    text = " ".join(findings_from(summary, tests))
+    assert "Paired beat single on the point estimate of AUROC in 1 of 1 conditions" in text
+    assert "+0.030 [-0.020, 0.080], its 95% CI includes 0, not significant (McNemar on per-case correctness: " \
+           "p=0.41, not significant at 0.05)" in text
+    assert "no improvement is established" in text
+
+
+def test_findings_multiple_seeds_and_models():
+    a_summary, a_tests = make_results({("embedding", 1): 0.85}, seeds=(0, 1, 2), model="A")
+    b_summary, b_tests = make_results({("embedding", 1): 0.70}, seeds=(0, 1, 2), model="B")
+    findings = findings_from(pd.concat([a_summary, b_summary]), pd.concat([a_tests, b_tests]))
+    text = " ".join(findings)
+    assert "A: Paired beat single" in text
+    assert "B: Paired did not beat single in any condition" in text
+    assert "mean over 3 seeds" in text
+    assert "3 comparisons against the same baseline without correction" in text
+
+
+def test_findings_handle_nan_and_empty():
+    summary, tests = make_results({("embedding", 1): 0.82}, single_auroc=float("nan"))
+    assert any("undefined" in f for f in findings_from(summary, tests))
+    summary, tests = make_results({("embedding", 1): float("nan")})
+    tests["delta_auroc"] = float("nan")
+    assert any("undefined (NaN) in every paired condition" in f for f in findings_from(summary, tests))
+    assert findings_from(None, None) == ["No evaluation results: the single-vs-paired comparison was not run."]
+    # no paired tests at all: the difference comes from the summary, without a CI
+    summary, _ = make_results({("embedding", 1): 0.85})
+    text = " ".join(findings_from(summary, None))
+    assert "+0.050 (no paired CI available)" in text
+
+
+# ------------------------------------------------------------------- sample efficiency
+def test_ratio_on_constructed_curves():
+    single = [0.6, 0.7, 0.8, 0.9]  # target = 0.9, reached at n=128
+    assert sample_efficiency_ratio(curves_frame(single, [0.7, 0.8, 0.9, 0.95])) == pytest.approx(2.0)
+    # crossing half way between 64 (0.85) and 128 (0.95) in log2(n): n = 2**6.5
+    ratio = sample_efficiency_ratio(curves_frame(single, [0.65, 0.75, 0.85, 0.95]))
+    assert ratio == pytest.approx(128 / 2 ** 6.5)
+    assert math.isnan(sample_efficiency_ratio(curves_frame(single, [0.5, 0.6, 0.7, 0.85])))
+    censored = sample_efficiency(curves_frame(single, [0.95, 0.95, 0.96, 0.97]))
+    assert censored.ratio == pytest.approx(8.0) and censored.paired_censored
+    # an explicit target
+    assert sample_efficiency_ratio(curves_frame(single, [0.7, 0.8, 0.9, 0.95]), target=0.8) == pytest.approx(2.0)
+    # lower is better (ECE): reaching means going at or below the target
+    ece = curves_frame([0.3, 0.2, 0.1, 0.05], [0.2, 0.1, 0.05, 0.04], metric="ece")
+    assert sample_efficiency_ratio(ece, metric="ece") == pytest.approx(2.0)
+
+
+def test_ratio_averages_seeds_and_ignores_nan():
+    rows = curves_frame([0.6, 0.7, 0.8, 0.9], [0.7, 0.8, 0.9, 0.95], seeds=(0,))
+    noisy = curves_frame([0.6, 0.7, 0.8, 0.9], [0.7, 0.8, 0.9, 0.95], seeds=(1, 2))
+    noisy.loc[noisy["seed"] == 1, "auroc"] += 0.02
+    noisy.loc[noisy["seed"] == 2, "auroc"] -= 0.02
+    nan_row = pd.DataFrame([{"mode": "paired", "n_train": 64, "seed": 3, "auroc": float("nan")}])
+    assert sample_efficiency_ratio(pd.concat([rows, noisy, nan_row])) == pytest.approx(2.0)
+
+
+def test_findings_on_sample_efficiency():
+    reached = sample_efficiency(curves_frame([0.6, 0.7, 0.8, 0.9], [0.7, 0.8, 0.9, 0.95]))
+    text = " ".join(findings_from(None, None, reached))
+    assert "single model's AUROC at its largest training set (n=128), 0.900" in text
+    assert "Paired training first reaches it at n=64" in text
+    assert "ratio n_single/n_paired = 2.00" in text
+    never = curves_frame([0.6, 0.7, 0.8, 0.9], [0.5, 0.6, 0.7, 0.85])
+    text = " ".join(findings_from(None, None, never))
+    assert "Paired training never reaches it" in text and "ratio is undefined" in text
+
+
+# ------------------------------------------------------------------- aggregation and plots
+def test_aggregation_bands():
+    summary, _ = make_results({("embedding", 1): 0.82}, seeds=(0, 1))
+    summary.loc[summary["seed"] == 1, "auroc"] += 0.02
+    summary.loc[summary["seed"] == 1, "auroc_hi"] += 0.02
+    agg = aggregate_seeds(summary, "auroc").set_index(["selector", "k"])
+    assert agg.loc[("embedding", 1), "value"] == pytest.approx(0.83)
+    assert agg.loc[("embedding", 1), "lo"] == pytest.approx(0.77)  # envelope of the per-seed CIs
+    assert agg.loc[("embedding", 1), "hi"] == pytest.approx(0.89)
+    one = curves_frame([0.6, 0.7], [0.65, 0.75], ladder=(8, 16))
+    one["auroc_lo"], one["auroc_hi"] = one["auroc"] - 0.1, one["auroc"] + 0.1
+    assert set(aggregate_curves(one, "auroc")["band"]) == {"bootstrap"}
+    several = curves_frame([0.6, 0.7], [0.65, 0.75], ladder=(8, 16), seeds=(0, 1))
+    assert set(aggregate_curves(several, "auroc")["band"]) == {"seeds"}
+    assert fmt_ci(0.8123, 0.751, 0.874) == "0.812 [0.75, 0.87]"
+    assert fmt_ci(float("nan"), 0.1, 0.2) == "NA"
+
+
+def test_plot_example_writes_png(tmp_path):
+    png = plot_example(np.zeros((20, 20)), [Image.new("RGB", (30, 20))], title="t", gold="a", predicted="a",
+                       probabilities={"a": 0.9, "b": 0.1}, path=tmp_path / "ex.png")
+    assert png.startswith(b"\x89PNG") and (tmp_path / "ex.png").read_bytes() == png
+
+
+def test_examples_from_records(tmp_path):
+    cases = CaseTable([Case(name, (str(write_png(tmp_path / f"{name}.png", i)),), label="normal")
+                       for i, name in enumerate(("q1", "q2", "r1"))])
+    records = [
+        {"case_id": "q1", "reference_ids": ["r1"], "probabilities": [0.2, 0.8], "options": ["normal", "abnormal"],
+         "predicted": "abnormal", "gold": "normal"},
+        {"case_id": "q2", "reference_ids": ["r1"], "probabilities": [0.9, 0.1], "options": ["normal", "abnormal"],
+         "predicted": "normal", "gold": "normal"},
+        {"case_id": "unknown", "reference_ids": [], "probabilities": [0.5, 0.5], "predicted": "normal",
+         "gold": "abnormal"},
+    ]
+    specs = examples_from_records(records, cases, n=4, title="embedding k=1")
+    assert [s["title"] for s in specs] == ["embedding k=1: case q1", "embedding k=1: case q2"]
+    assert specs[0]["references"] == [str(tmp_path / "r1.png")]
+    html = write_report(tmp_path / "r.html", title="x", summary=None, paired_tests=None,
+                        examples=specs).read_text(encoding="utf-8")
+    assert html.count(IMG) == 2 and "normal 0.20, abnormal 0.80" in html
+
+
+def test_findings_use_another_models_baseline_when_tests_name_one():
+    base, _ = make_results({}, model="zero-shot", single_auroc=0.70)
+    tuned, tests = make_results({("embedding", 1): 0.80}, single_auroc=0.70, model="paired-tuned")
+    tuned = tuned[tuned["k"] > 0]
+    tests.insert(1, "baseline", "zero-shot")
+    findings = findings_from(pd.concat([base, tuned]), tests)
+    text = " ".join(findings)
+    assert "Single-image baseline (k=0, model zero-shot): AUROC 0.700" in text
+    assert "Paired beat single on the point estimate of AUROC in 1 of 1 conditions" in text
+    assert not any(f.startswith("zero-shot") for f in findings)  # the baseline gets no block of its own
