@@ -6,11 +6,20 @@ appended after the assistant turn starts, and the summed log-probability of
 those tokens is the option's score. Right padding keeps every real token at
 the same position as in an unbatched call, so batched and one-at-a-time
 scores agree.
+
+The encoding (prompt + answer tokens, right padded) and the answer-token
+log-probabilities are module functions shared with fine-tuning
+(:mod:`seeinpairs.training`), so the training loss and the option scores are
+computed by the same code on the same tokens.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
+import json
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,9 +61,163 @@ def checkpoint_fingerprint(name_or_path: str) -> str:
     return digest.hexdigest()[:16]
 
 
+# ----- shared encoding: used by HFBackend.score_options and by fine-tuning --------------------------
+def chat_prompt(processor, request: Request) -> str:
+    """The request rendered with the checkpoint's chat template, ending where the assistant answers."""
+    return processor.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
+
+
+def continuation(prompt: str, option: str) -> str:
+    """The option as the assistant would write it: after a colon comes a space."""
+    return option if not prompt or prompt[-1].isspace() else " " + option
+
+
+def answer_token_ids(tokenizer, prompt: str, option: str) -> list[int]:
+    """The token ids of ``option`` written as the answer to ``prompt`` (what is scored and trained on)."""
+    ids = tokenizer(continuation(prompt, option), add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise BackendError(f"option '{option}' tokenizes to nothing")
+    return list(ids)
+
+
+def encode_prompts(processor, texts: list[str], images: list[list], padding_side: str,
+                   name: str = "model") -> dict[str, torch.Tensor]:
+    """Run the processor on prompts and their images with the given padding side."""
+    tokenizer = processor.tokenizer
+    previous = tokenizer.padding_side
+    tokenizer.padding_side = padding_side
+    try:
+        encoded = processor(text=texts, images=images, padding=True, return_tensors="pt")
+    except Exception as exc:  # processors raise ValueError/TypeError/IndexError on mismatched inputs
+        raise BackendError(f"{name}: the processor rejected the request ({str(exc).splitlines()[0]})") from None
+    finally:
+        tokenizer.padding_side = previous
+    return dict(encoded)
+
+
+@dataclass
+class AnswerBatch:
+    """Prompts with answer tokens appended, right padded, ready for one forward pass.
+
+    ``inputs`` are the model's keyword arguments; row ``i`` holds its prompt in
+    positions ``[0, prompt_lengths[i])`` and ``answer_ids[i]`` right after it.
+    """
+
+    inputs: dict[str, Any]
+    prompt_lengths: list[int]
+    answer_ids: list[list[int]]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Causal-LM labels: the answer tokens at their positions, -100 everywhere else."""
+        input_ids = self.inputs["input_ids"]
+        labels = torch.full_like(input_ids, -100)
+        for row, (length, ids) in enumerate(zip(self.prompt_lengths, self.answer_ids)):
+            labels[row, length:length + len(ids)] = input_ids[row, length:length + len(ids)]
+        return labels
+
+    def to(self, device: torch.device | str) -> "AnswerBatch":
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
+        return AnswerBatch(inputs, self.prompt_lengths, self.answer_ids)
+
+
+def _per_token(encoded: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The processor outputs with one integer entry per token (ids, mask, mm_token_type_ids, ...)."""
+    shape = encoded["input_ids"].shape
+    return {k: v for k, v in encoded.items()
+            if isinstance(v, torch.Tensor) and v.shape == shape and not torch.is_floating_point(v)}
+
+
+def append_answers(encoded: dict[str, Any], answer_ids: list[list[int]], pad_id: int) -> AnswerBatch:
+    """Append each row's answer tokens after its last real token (rows must be right padded).
+
+    Per-token tensors other than ids and mask (e.g. ``mm_token_type_ids``) are extended with zeros.
+    """
+    input_ids, attention = encoded["input_ids"], encoded["attention_mask"]
+    lengths = attention.sum(dim=1).tolist()
+    width = max(length + len(ids) for length, ids in zip(lengths, answer_ids))
+    rows = len(answer_ids)
+    per_token = _per_token(encoded)
+    grown = {k: torch.zeros((rows, width), dtype=v.dtype) for k, v in per_token.items()}
+    grown["input_ids"].fill_(pad_id)
+    for row, (length, ids) in enumerate(zip(lengths, answer_ids)):
+        for key, value in per_token.items():
+            grown[key][row, :length] = value[row, :length]
+        grown["input_ids"][row, length:length + len(ids)] = torch.tensor(ids, dtype=input_ids.dtype)
+        grown["attention_mask"][row, :length + len(ids)] = 1
+    result = dict(encoded)
+    result.update(grown)
+    return AnswerBatch(result, [int(n) for n in lengths], [list(ids) for ids in answer_ids])
+
+
+def encode_answers(processor, prompts: list[str], images: list[list], answer_ids: list[list[int]],
+                   name: str = "model") -> AnswerBatch:
+    """Encode prompts with their images and append the answer tokens: the one encoding that both
+    option scoring and fine-tuning use."""
+    encoded = encode_prompts(processor, prompts, images, "right", name)
+    pad_id = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else 0
+    return append_answers(encoded, answer_ids, pad_id)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    """True when the model's forward takes a boolean (batch, seq) ``logits_to_keep`` mask."""
+    if not hasattr(transformers.modeling_utils, "slice_logits_to_keep"):
+        return False  # older transformers: only an int or a 1-D tensor
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def answer_log_probs(model, batch: AnswerBatch) -> list[torch.Tensor]:
+    """Per row, the log-probability of each answer token given everything before it.
+
+    Logits are computed only where an answer token is predicted (when the model
+    supports ``logits_to_keep``), which keeps memory small for large vocabularies.
+    Gradients flow when called outside ``torch.inference_mode``/``no_grad``.
+    """
+    labels = batch.labels.to(batch.inputs["input_ids"].device)
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
+    targets = labels[:, 1:][labels[:, 1:] != -100]  # row-major, the order of hidden_states[keep]
+    logits = None
+    if _accepts_logits_to_keep(model):
+        sliced = model(**batch.inputs, logits_to_keep=keep, use_cache=False).logits
+        if sliced.ndim == 2 and sliced.shape[0] == len(targets):
+            logits = sliced
+        elif sliced.ndim == 3 and sliced.shape[:2] == keep.shape:  # the mask was ignored
+            logits = sliced[keep]
+    if logits is None:
+        logits = model(**batch.inputs, use_cache=False).logits[keep]
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    picked = log_probs.gather(1, targets[:, None]).squeeze(1)
+    return list(torch.split(picked, [len(ids) for ids in batch.answer_ids]))
+
+
+def peft_adapter_base(path: str | Path) -> str | None:
+    """The base model of a PEFT adapter folder (``adapter_config.json`` without ``config.json``), else None."""
+    folder = Path(path)
+    adapter_config = folder / "adapter_config.json"
+    if not folder.is_dir() or not adapter_config.is_file() or (folder / "config.json").is_file():
+        return None
+    try:
+        base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError):
+        base = None
+    if not base:
+        raise BackendError(f"{folder}: adapter_config.json names no base_model_name_or_path")
+    return str(base)
+
+
 @BACKENDS.register("hf")
 class HFBackend(Backend):
-    """A transformers VLM with its processor and chat template."""
+    """A transformers VLM with its processor and chat template.
+
+    ``model`` is a hub id, a checkpoint folder, or a PEFT (LoRA) adapter folder, whose
+    base model (``base_model_name_or_path`` in ``adapter_config.json``) is loaded with
+    its processor and the adapter merged in.
+    """
 
     kind = "hf"
 
@@ -73,13 +236,22 @@ class HFBackend(Backend):
         kwargs = dict(load_kwargs)
         if revision is not None:
             kwargs["revision"] = revision
+        # A PEFT adapter folder loads its base model (processor included) and merges the adapter in.
+        adapter_base = peft_adapter_base(self.name_or_path)
+        source = adapter_base if adapter_base is not None else self.name_or_path
         try:
-            AutoConfig.from_pretrained(self.name_or_path, **kwargs)
+            AutoConfig.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot load model '{self.name_or_path}': {str(exc).splitlines()[0]}") from None
-        self.processor = load_processor(self.name_or_path, **kwargs)
+            raise BackendError(f"cannot load model '{source}': {str(exc).splitlines()[0]}") from None
+        self.processor = load_processor(source, **kwargs)
         self.tokenizer = getattr(self.processor, "tokenizer", None)
-        self.model = AutoModelForImageTextToText.from_pretrained(self.name_or_path, dtype=_DTYPES[dtype], **kwargs)
+        self.model = AutoModelForImageTextToText.from_pretrained(source, dtype=_DTYPES[dtype], **kwargs)
+        if adapter_base is not None:
+            from peft import PeftModel
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # peft probes deprecated transformers attributes
+                self.model = PeftModel.from_pretrained(self.model, self.name_or_path).merge_and_unload()
         self.model.to(self.device).eval()
         self.revision = revision
         self._fingerprint = checkpoint_fingerprint(self.name_or_path)
@@ -105,43 +277,21 @@ class HFBackend(Backend):
 
     # ----- prompt construction -------------------------------------------------------------
     def prompt_text(self, request: Request) -> str:
-        return self.processor.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
+        return chat_prompt(self.processor, request)
 
     @staticmethod
     def continuation(prompt: str, option: str) -> str:
         """The option as the assistant would write it: after a colon comes a space."""
-        return option if not prompt or prompt[-1].isspace() else " " + option
+        return continuation(prompt, option)
 
     def _encode(self, texts: list[str], images: list[list], padding_side: str) -> dict[str, torch.Tensor]:
-        tokenizer = self.tokenizer
-        previous = tokenizer.padding_side
-        tokenizer.padding_side = padding_side
-        try:
-            encoded = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
-        except Exception as exc:  # processors raise ValueError/TypeError/IndexError on mismatched inputs
-            raise BackendError(f"{self.name_or_path}: the processor rejected the request ({str(exc).splitlines()[0]})") from None
-        finally:
-            tokenizer.padding_side = previous
-        return dict(encoded)
+        return encode_prompts(self.processor, texts, images, padding_side, self.name_or_path)
 
     def _with_options(self, encoded: dict[str, torch.Tensor], option_ids: list[list[int]]):
         """Append each row's option tokens after its last real token (rows are right-padded)."""
-        input_ids, attention = encoded["input_ids"], encoded["attention_mask"]
-        lengths = attention.sum(dim=1).tolist()
-        width = max(length + len(ids) for length, ids in zip(lengths, option_ids))
-        rows = len(option_ids)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        per_token = {k: v for k, v in encoded.items() if isinstance(v, torch.Tensor) and v.shape == input_ids.shape}
-        grown = {k: torch.zeros((rows, width), dtype=v.dtype) for k, v in per_token.items()}
-        grown["input_ids"].fill_(pad_id)
-        for row, (length, ids) in enumerate(zip(lengths, option_ids)):
-            for key, value in per_token.items():
-                grown[key][row, :length] = value[row, :length]
-            grown["input_ids"][row, length:length + len(ids)] = torch.tensor(ids, dtype=input_ids.dtype)
-            grown["attention_mask"][row, :length + len(ids)] = 1
-        result = dict(encoded)
-        result.update(grown)
-        return result, lengths
+        batch = append_answers(encoded, option_ids, pad_id)
+        return batch.inputs, batch.prompt_lengths
 
     # ----- backend API -----------------------------------------------------------------------
     @torch.inference_mode()
@@ -151,22 +301,12 @@ class HFBackend(Backend):
         scores: list[list[float]] = [[0.0] * len(r.options) for r in requests]
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start:start + self.batch_size]
-            option_ids = []
-            for ri, oi in chunk:
-                ids = self.tokenizer(self.continuation(prompts[ri], requests[ri].options[oi]),
-                                     add_special_tokens=False)["input_ids"]
-                if not ids:
-                    raise BackendError(f"option '{requests[ri].options[oi]}' tokenizes to nothing")
-                option_ids.append(ids)
-            encoded = self._encode([prompts[ri] for ri, _ in chunk], [requests[ri].images for ri, _ in chunk], "right")
-            batch, prompt_lengths = self._with_options(encoded, option_ids)
-            batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            logits = self.model(**batch).logits.float()
-            log_probs = torch.log_softmax(logits, dim=-1)
-            for row, ((ri, oi), ids, length) in enumerate(zip(chunk, option_ids, prompt_lengths)):
-                positions = torch.arange(length - 1, length - 1 + len(ids), device=log_probs.device)
-                targets = torch.tensor(ids, device=log_probs.device)
-                scores[ri][oi] = float(log_probs[row, positions, targets].sum())
+            option_ids = [answer_token_ids(self.tokenizer, prompts[ri], requests[ri].options[oi]) for ri, oi in chunk]
+            batch = encode_answers(self.processor, [prompts[ri] for ri, _ in chunk],
+                                   [requests[ri].images for ri, _ in chunk], option_ids, self.name_or_path)
+            token_log_probs = answer_log_probs(self.model, batch.to(self.device))
+            for (ri, oi), values in zip(chunk, token_log_probs):
+                scores[ri][oi] = float(values.sum())
         return scores
 
     @torch.inference_mode()

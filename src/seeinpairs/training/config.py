@@ -1,0 +1,189 @@
+"""Fine-tuning configs: what to train on, with which references, and how.
+
+Read from YAML and validated with pydantic like :class:`ExperimentConfig`: an
+unknown or invalid field is a one-line :class:`ConfigError` naming the field.
+Relative paths resolve against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from ..backends.tiny import TinySpec
+from ..errors import ConfigError
+from ..evaluation.config import BankConfig, DataConfig, ModelConfig
+from ..tasks import Task
+
+#: LoRA targets by ``config.model_type``: the language model's attention projections (the vision
+#: tower is left frozen); other model types fall back to peft's ``"all-linear"``.
+_LM_ATTENTION = r".*{lm}.*\.(q_proj|k_proj|v_proj|o_proj)"
+DEFAULT_LORA_TARGETS: dict[str, str] = {
+    "qwen2_vl": _LM_ATTENTION.format(lm="language_model"),
+    "qwen2_5_vl": _LM_ATTENTION.format(lm="language_model"),
+    "llava": _LM_ATTENTION.format(lm="language_model"),
+    "llava_onevision": _LM_ATTENTION.format(lm="language_model"),
+    "idefics3": _LM_ATTENTION.format(lm="text_model"),
+    "smolvlm": _LM_ATTENTION.format(lm="text_model"),
+}
+LORA_FALLBACK_TARGETS = "all-linear"
+
+#: the member tags pydantic appends to the location of a union field's errors ("k.list[int]")
+_UNION_MEMBER = re.compile(r"^(bool|int|float|str|none|list\[.*\]|dict\[.*\]|literal\[.*\]|function-.*)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraConfig(_Strict):
+    """Low-rank adaptation. ``enabled="auto"``: LoRA for pretrained checkpoints, full training for
+    tiny randomly initialised models (an adapter on random weights cannot learn the task)."""
+
+    enabled: bool | Literal["auto"] = "auto"
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str | None = None
+
+    def targets(self, model_type: str) -> list[str] | str:
+        """Explicit ``target_modules``, else the default for the model type, else ``"all-linear"``."""
+        if self.target_modules is not None:
+            return self.target_modules
+        return DEFAULT_LORA_TARGETS.get(model_type, LORA_FALLBACK_TARGETS)
+
+
+class TrainConfig(_Strict):
+    """Comparative supervised fine-tuning: each training case is shown with k healthy references
+    (k=0: the single-image baseline) and the gold class name is the assistant's answer.
+
+    * ``k``: an int, or a list from which each example draws its k uniformly (one model for several k).
+    * ``n_train``: train on a subset of that many cases, chosen by a seeded hash of case ids, so
+      single and paired runs with the same ``n_train`` and ``seed`` see the same cases, and subsets
+      of growing size are nested; ``balance_labels`` interleaves the classes.
+    * ``max_steps`` (optimizer steps) overrides ``epochs`` when set.
+    * Validation every ``eval_every`` steps (and at the end) on up to ``max_val_cases`` cases of
+      ``val_split`` (``None``: no validation) with ``val_k`` references (default: the largest k).
+      Early stopping and the kept ("best") checkpoint use the validation loss (mean negative
+      log-likelihood of the gold answer tokens, the training objective): it is smooth and defined
+      on any validation subset, whereas AUROC is undefined when the capped subset holds one class,
+      moves in coarse steps on small validation sets and saturates at 1.0 while calibration still
+      improves. ``patience``: evaluations without improvement before stopping (``None``: never).
+    """
+
+    name: str = "sft"
+    task: Task
+    data: DataConfig
+    bank: BankConfig = Field(default_factory=BankConfig)
+    model: ModelConfig
+    tiny_spec: dict[str, Any] = Field(default_factory=dict)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    selector: str = "random"
+    k: int | list[int] = 1
+    selector_params: dict[str, Any] = Field(default_factory=dict)
+    vary_references: bool = True
+    train_split: str = "train"
+    val_split: str | None = "val"
+    n_train: int | None = Field(None, ge=1)
+    balance_labels: bool = False
+
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+
+    eval_every: int = Field(50, ge=1)
+    max_val_cases: int | None = Field(200, ge=1)
+    val_k: int | None = Field(None, ge=0)
+    patience: int | None = Field(None, ge=1)
+
+    seed: int = 0
+    output_dir: Path = Path("runs/sft")
+
+    @field_validator("k")
+    @classmethod
+    def _non_negative(cls, value: int | list[int]) -> int | list[int]:
+        values = value if isinstance(value, list) else [value]
+        if not values or any(v < 0 for v in values):
+            raise ValueError("k must be a non-negative integer or a non-empty list of them")
+        return value
+
+    @field_validator("tiny_spec")
+    @classmethod
+    def _known_spec(cls, value: dict[str, Any]) -> dict[str, Any]:
+        known = {f.name for f in fields(TinySpec)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown TinySpec field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return value
+
+    @field_validator("val_k")
+    @classmethod
+    def _val_k_allowed(cls, value: int | None, info: ValidationInfo) -> int | None:
+        k = info.data.get("k")
+        ks = k if isinstance(k, list) else [k] if k is not None else []
+        if value and ks and max(ks) == 0:
+            raise ValueError("val_k > 0 needs training with references (k > 0)")
+        return value
+
+    # ----- derived ------------------------------------------------------------------------------
+    @property
+    def ks(self) -> list[int]:
+        return list(self.k) if isinstance(self.k, list) else [self.k]
+
+    @property
+    def validation_k(self) -> int:
+        return self.val_k if self.val_k is not None else max(self.ks)
+
+    @property
+    def paired(self) -> bool:
+        return max(self.ks) > 0
+
+    # ----- loading ------------------------------------------------------------------------------
+    def resolve_paths(self, base: Path) -> "TrainConfig":
+        def resolve(path: Path | None) -> Path | None:
+            return path if path is None or path.is_absolute() else (base / path).resolve()
+
+        data = self.data.model_copy(update={
+            "manifest": resolve(self.data.manifest), "image_root": resolve(self.data.image_root)})
+        bank = self.bank.model_copy(update={"cache_dir": resolve(self.bank.cache_dir)})
+        model = self.model
+        if model.name is not None and (base / model.name).exists():
+            model = model.model_copy(update={"name": str(resolve(Path(model.name)))})
+        return self.model_copy(update={"data": data, "bank": bank, "model": model,
+                                       "output_dir": resolve(self.output_dir)})
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config", base: Path | None = None) -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level")
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"] if not _UNION_MEMBER.match(str(p))) or "(top level)"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            message = " ".join(str(first["msg"]).split())
+            raise ConfigError(f"{source}: field '{where}': {message}{more}") from None
+        return config.resolve_paths(base) if base is not None else config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        return cls.from_dict(data, source=str(path), base=path.resolve().parent)

@@ -1,0 +1,454 @@
+"""Comparative supervised fine-tuning: a plain PyTorch loop over (query + references, gold answer).
+
+The loss is the mean negative log-likelihood of the gold option's tokens after
+the assistant turn starts, computed by the same encoding and log-probability
+code that :class:`~seeinpairs.backends.hf.HFBackend` scores options with, so a
+lower training loss is a higher score for the gold option at evaluation.
+
+Layout of ``output_dir``::
+
+    base_model/         the tiny model trained from (tiny models only)
+    best/               the best checkpoint so far by validation loss (model + processor, or adapter)
+    last/               resume state: weights, optimizer, scheduler, RNG, step, history
+    adapter/            LoRA only: the final adapter (loadable by HFBackend too)
+    final/              the final model (LoRA merged in) + processor: HFBackend(model=output_dir/final)
+    history.json        one record per evaluation: step, train loss, val loss, val metrics
+    train_summary.json  what was trained on, how long, and the best step
+
+Determinism: model init and dropout follow ``torch.manual_seed(seed)``, the
+order of each epoch is a permutation from ``numpy.random.default_rng([seed,
+epoch])`` and each example's references from (seed, epoch, case id). ``last/``
+holds everything else, so an interrupted run resumed with ``resume=True``
+ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import AutoConfig, AutoModelForImageTextToText
+
+from ..backends.base import option_probabilities
+from ..backends.hf import HFBackend, answer_log_probs, answer_token_ids, chat_prompt, resolve_device
+from ..backends.processors import load_processor
+from ..backends.tiny import TinySpec, build_tiny_vlm
+from ..cases import Case, CaseTable
+from ..errors import BankError, ConfigError
+from ..evaluation.metrics import compute_metrics
+from ..evaluation.runner import ensure_data, select_eval_cases
+from ..imaging import load_image
+from ..references.bank import ReferenceBank
+from .config import TrainConfig
+from .data import ExampleBuilder, select_train_cases
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced. ``checkpoint`` loads with ``HFBackend(model=checkpoint)``."""
+
+    checkpoint: Path
+    output_dir: Path
+    history: list[dict[str, Any]]
+    train_case_ids: list[str]
+    seconds: float
+    steps: int
+    best_step: int | None
+    stopped_early: bool
+    mode: str
+    adapter: Path | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    #: the final model in memory (LoRA merged in), eval mode; ``None`` when the run was stopped early by ``stop_after``
+    model: Any = field(default=None, repr=False)
+    processor: Any = field(default=None, repr=False)
+
+
+# ----- model ----------------------------------------------------------------------------------------
+def _tiny_marker(config: TrainConfig) -> dict[str, Any]:
+    return {"family": config.model.tiny, "seed": config.model.tiny_seed, **asdict(TinySpec(**config.tiny_spec))}
+
+
+def base_model_path(config: TrainConfig) -> str:
+    """The checkpoint training starts from; a tiny model is built (once) into ``output_dir/base_model``."""
+    model = config.model
+    if model.tiny is None:
+        if config.tiny_spec:
+            raise ConfigError("field 'tiny_spec': only applies to a tiny model (model.tiny)")
+        return str(model.name)
+    folder = (Path(config.output_dir) / "base_model").resolve()  # absolute: adapters record it
+    marker = folder / "seeinpairs_tiny.json"
+    wanted = _tiny_marker(config)
+    if not (folder / "config.json").is_file() or not marker.is_file() or json.loads(marker.read_text()) != wanted:
+        shutil.rmtree(folder, ignore_errors=True)
+        task = config.task
+        texts = [*task.classes, task.question, *task.descriptions.values()]
+        build_tiny_vlm(model.tiny, folder, texts=texts, seed=model.tiny_seed, spec=TinySpec(**config.tiny_spec))
+    return str(folder)
+
+
+def _is_tiny(path: str) -> bool:
+    folder = Path(path)
+    if (folder / "seeinpairs_tiny.json").is_file():
+        return True
+    sft = folder / "seeinpairs_sft.json"
+    return sft.is_file() and bool(json.loads(sft.read_text()).get("tiny"))
+
+
+def uses_lora(config: TrainConfig, base: str) -> bool:
+    enabled = config.lora.enabled
+    return (not _is_tiny(base)) if enabled == "auto" else bool(enabled)
+
+
+def _load_kwargs(config: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.model.options.items() if k in ("revision", "trust_remote_code", "cache_dir")}
+
+
+def _load_model(path: str, config: TrainConfig, device: torch.device):
+    if config.model.dtype not in _DTYPES:
+        raise ConfigError(f"field 'model.dtype': unknown dtype '{config.model.dtype}' (use {', '.join(_DTYPES)})")
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=_DTYPES[config.model.dtype], **_load_kwargs(config))
+    return model.to(device)
+
+
+def _wrap_lora(model, config: TrainConfig, base: str, adapter: Path | None = None):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel, get_peft_model
+
+    if adapter is not None:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    model_type = AutoConfig.from_pretrained(base, **_load_kwargs(config)).model_type
+    lora = config.lora
+    peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=lora.targets(model_type))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft probes deprecated transformers attributes
+            return get_peft_model(model, peft_config)
+    except ValueError as exc:
+        raise ConfigError(f"field 'lora.target_modules': {str(exc).splitlines()[0]}") from None
+
+
+def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)  # no decay on biases and norms
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+
+
+# ----- checkpoints ----------------------------------------------------------------------------------
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Swap a fully written folder into place (a crash leaves the old or the new one, never half)."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_weights(model, processor, folder: Path, lora: bool) -> None:
+    """Full training: model + processor; LoRA: the adapter only."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if not lora:
+        processor.save_pretrained(tmp)
+    _replace_dir(tmp, folder)
+
+
+def _comparable(config: TrainConfig) -> dict[str, Any]:
+    dumped = config.model_dump(mode="json")
+    dumped.pop("output_dir", None)
+    return dumped
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----- validation -----------------------------------------------------------------------------------
+class Validator:
+    """Validation loss (gold-answer token NLL) and metrics via ``HFBackend.score_options``."""
+
+    def __init__(self, cases: list[Case], builder: ExampleBuilder, k: int, config: TrainConfig, processor) -> None:
+        self.cases = cases
+        self.requests = [builder.eval_request(c, k) for c in cases]
+        self.gold_tokens = [len(answer_token_ids(processor.tokenizer, chat_prompt(processor, r), str(c.label)))
+                            for c, r in zip(cases, self.requests)]
+        self.task = config.task
+        self.batch_size = config.model.batch_size
+        self.processor = processor
+
+    def __call__(self, model) -> dict[str, float]:
+        backend = HFBackend.from_components(model, self.processor, name="training", batch_size=self.batch_size)
+        try:
+            scores = backend.score_options(self.requests)
+        finally:
+            model.train()
+        records, nll = [], 0.0
+        for case, request, option_scores in zip(self.cases, self.requests, scores):
+            nll -= option_scores[request.options.index(str(case.label))]
+            records.append({"case_id": case.case_id, "gold": case.label, "options": request.options,
+                            "probabilities": option_probabilities(option_scores).tolist()})
+        metrics = compute_metrics(records, self.task.classes, self.task.healthy_class)
+        return {"val_loss": nll / max(1, sum(self.gold_tokens)), **{f"val_{k}": v for k, v in metrics.items()}}
+
+
+# ----- the loop ---------------------------------------------------------------------------------------
+def _train_cases(config: TrainConfig, table: CaseTable) -> list[Case]:
+    cases = [c for c in table if c.split == config.train_split and c.label is not None]
+    if not cases:
+        found = ", ".join(table.splits) or "none"
+        raise ConfigError(f"field 'train_split': no labelled cases in split '{config.train_split}' (splits found: {found})")
+    try:
+        return select_train_cases(cases, config.n_train, config.seed, config.balance_labels, config.task.classes)
+    except ConfigError as exc:
+        raise ConfigError(f"field 'n_train': {exc}") from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop_after: int | None = None,
+          console: Console | None = None) -> TrainResult:
+    """Fine-tune ``config.model`` on comparative (or k=0 single-image) examples.
+
+    ``resume=True`` continues from ``output_dir/last`` when it exists (the config must be the
+    same apart from ``output_dir``). ``stop_after`` ends this call after that many optimizer
+    steps in total, saving ``last/`` as an interruption would; a later ``resume=True`` call
+    continues with the same schedule.
+    """
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_dir, best_dir = out / "last", out / "best"
+    state_file = last_dir / STATE_FILE
+    resuming = resume and state_file.is_file()
+    if resuming:
+        saved = torch.load(state_file, weights_only=True)
+        if saved["config"] != _comparable(config):
+            changed = sorted(k for k in set(saved["config"]) | set(_comparable(config))
+                             if saved["config"].get(k) != _comparable(config).get(k))
+            raise ConfigError(f"cannot resume from {last_dir}: the config changed in field(s) {', '.join(changed)}")
+
+    # data
+    ensure_data(config)  # type: ignore[arg-type]  (uses only config.data)
+    task = config.task
+    table = CaseTable.load(config.data.manifest, image_root=config.data.image_root, classes=task.classes)
+    train_cases = _train_cases(config, table)
+    val_cases: list[Case] = []
+    if config.val_split:
+        try:
+            val_cases = select_eval_cases(table, config.val_split, config.max_val_cases)
+        except ConfigError as exc:
+            raise ConfigError(f"field 'val_split': {exc} (use val_split: null to train without validation)") from None
+    val_cases = [c for c in val_cases if c.label is not None]
+    needs_bank = config.paired or (val_cases and config.validation_k > 0)
+    bank = None
+    if needs_bank:
+        bank = ReferenceBank.from_table(table, task, split=config.bank.split, cache_dir=config.bank.cache_dir)
+        largest = max(config.ks + [config.validation_k])
+        if largest > len(bank):
+            raise BankError(f"k={largest} is larger than the reference bank ({len(bank)} healthy cases "
+                            f"in split '{config.bank.split}')")
+
+    if not resuming:  # a fresh run: clear the outputs of an earlier one (only now that the inputs are valid)
+        for name in ("last", "best", "final", "adapter", "history.json", "train_summary.json"):
+            target = out / name
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+
+    # model
+    device = resolve_device(config.model.device)
+    base = base_model_path(config)
+    lora = uses_lora(config, base)
+    processor = load_processor(base, **_load_kwargs(config))
+    torch.manual_seed(config.seed)
+    if lora:
+        model = _wrap_lora(_load_model(base, config, device), config, base, last_dir if resuming else None)
+    else:
+        model = _load_model(str(last_dir) if resuming else base, config, device)
+    model.train()
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_total = sum(p.numel() for p in model.parameters())
+
+    loader = lru_cache(maxsize=2048)(load_image)
+    builder = ExampleBuilder(task, processor, bank, config.selector, config.ks, config.selector_params,
+                             config.seed, image_loader=loader)
+    validator = Validator(val_cases, builder, config.validation_k, config, processor) if val_cases else None
+
+    # schedule
+    n = len(train_cases)
+    micro_per_epoch = math.ceil(n / config.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
+    total = config.max_steps if config.max_steps is not None else config.epochs * steps_per_epoch
+    optimizer = _optimizer(model, config)
+    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total), total)
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "micro": 0, "best_val": math.inf, "best_step": None,
+                             "bad_evals": 0, "window_loss": 0.0, "window_steps": 0, "history": [],
+                             "stopped_early": False, "seconds": 0.0}
+    if resuming:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state.update(saved["state"])
+        _set_rng_state(saved["rng"])
+
+    def save_last() -> None:
+        tmp = out / "last.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        torch.save({"config": _comparable(config), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                    "state": {**state, "seconds": state["seconds"] + time.perf_counter() - started}},
+                   tmp / STATE_FILE)
+        _write_json(tmp / "history.json", state["history"])
+        _replace_dir(tmp, last_dir)
+
+    orders: dict[int, np.ndarray] = {}
+
+    def next_cases() -> list[Case]:
+        if state["micro"] >= micro_per_epoch:
+            state["epoch"] += 1
+            state["micro"] = 0
+        epoch = state["epoch"]
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = np.random.default_rng([config.seed, epoch]).permutation(n)
+        chosen = orders[epoch][state["micro"] * config.batch_size:(state["micro"] + 1) * config.batch_size]
+        state["micro"] += 1
+        return [train_cases[int(i)] for i in chosen]
+
+    interrupted = False
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+                  disable=not progress) as bar:
+        job = bar.add_task(f"training {config.name} ({'lora' if lora else 'full'})", total=total,
+                           completed=state["step"], info="")
+        while state["step"] < total and not state["stopped_early"]:
+            if stop_after is not None and state["step"] >= stop_after:
+                interrupted = True
+                save_last()
+                break
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for _ in range(config.grad_accum):
+                cases = next_cases()
+                batch = builder.train_batch(cases, state["epoch"]).to(device)
+                loss = -torch.cat(answer_log_probs(model, batch)).mean()
+                (loss / config.grad_accum).backward()
+                step_loss += float(loss.detach()) / config.grad_accum
+            if config.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            state["window_loss"] += step_loss
+            state["window_steps"] += 1
+            bar.update(job, advance=1, info=f"loss {step_loss:.4f}")
+            if state["step"] % config.eval_every == 0 or state["step"] == total:
+                record: dict[str, Any] = {"step": state["step"], "epoch": state["epoch"],
+                                          "lr": scheduler.get_last_lr()[0],
+                                          "train_loss": state["window_loss"] / max(1, state["window_steps"])}
+                state["window_loss"], state["window_steps"] = 0.0, 0
+                if validator is not None:
+                    record.update(validator(model))
+                    if record["val_loss"] < state["best_val"]:
+                        state["best_val"], state["best_step"], state["bad_evals"] = record["val_loss"], state["step"], 0
+                        _save_weights(model, processor, best_dir, lora)
+                    else:
+                        state["bad_evals"] += 1
+                        if (config.patience is not None and state["bad_evals"] >= config.patience
+                                and state["step"] < total):
+                            state["stopped_early"] = True
+                state["history"].append(record)
+                _write_json(out / "history.json", state["history"])
+                auroc = record.get("val_auroc")
+                bar.update(job, info=f"loss {record['train_loss']:.4f}" + (
+                    f" | val loss {record['val_loss']:.4f} auroc {auroc:.3f}" if validator is not None else ""))
+                save_last()
+
+    seconds = state["seconds"] + time.perf_counter() - started
+    train_ids = [c.case_id for c in train_cases]
+    if interrupted:
+        return TrainResult(last_dir, out, state["history"], train_ids, seconds, state["step"], state["best_step"],
+                           False, "lora" if lora else "full")
+
+    # final model: the best validation checkpoint, else the last weights
+    final_dir, adapter_dir = out / "final", (out / "adapter" if lora else None)
+    best_is_current = state["best_step"] is None or state["best_step"] == state["step"]
+    del optimizer, scheduler
+    if best_is_current:
+        if lora:
+            _save_weights(model, processor, adapter_dir, lora=True)
+            model = model.merge_and_unload()
+    else:
+        del model
+        if lora:
+            from peft import PeftModel
+
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            shutil.copytree(best_dir, adapter_dir)
+            model = PeftModel.from_pretrained(_load_model(base, config, device), str(best_dir)).merge_and_unload()
+        else:
+            model = _load_model(str(best_dir), config, device)
+    model.eval()
+    _save_weights(model, processor, final_dir, lora=False)
+    provenance = {"base_model": base, "mode": "lora" if lora else "full", "tiny": _is_tiny(base),
+                  "step": state["best_step"] if state["best_step"] is not None else state["step"],
+                  "config_name": config.name}
+    _write_json(final_dir / "seeinpairs_sft.json", provenance)
+
+    best_record = next((r for r in state["history"] if r["step"] == state["best_step"]), None)
+    summary = {
+        "name": config.name, "mode": "lora" if lora else "full", "base_model": base,
+        "trainable_parameters": n_trainable, "total_parameters": n_total,
+        "n_train": n, "train_case_ids": train_ids,
+        "train_label_counts": {c: sum(case.label == c for case in train_cases) for c in task.classes},
+        "n_val": len(val_cases), "val_k": config.validation_k if val_cases else None,
+        "steps": state["step"], "total_steps": total, "epochs_started": state["epoch"] + 1,
+        "steps_per_epoch": steps_per_epoch, "best_step": state["best_step"], "best": best_record,
+        "stopped_early": state["stopped_early"], "seconds": seconds,
+        "checkpoint": str(final_dir), "adapter": str(adapter_dir) if adapter_dir else None,
+        "config": config.model_dump(mode="json"),
+    }
+    _write_json(out / "train_summary.json", summary)
+    return TrainResult(final_dir, out, state["history"], train_ids, seconds, state["step"], state["best_step"],
+                       state["stopped_early"], summary["mode"], adapter_dir, summary, model, processor)
