@@ -87,17 +87,57 @@ def eval_command(
     print_summary(run_experiment(cfg, progress=progress))
 
 
+def print_study(result) -> None:
+    print_summary(result.evaluation)
+    curves = result.learning_curves
+    if curves is not None and not curves.empty:
+        table = Table(title="Sample efficiency (test AUROC / accuracy by training cases)")
+        for column in ("mode", "n_train", "seed", "auroc", "accuracy"):
+            table.add_column(column)
+        for _, row in curves.sort_values(["mode", "n_train"]).iterrows():
+            table.add_row(str(row["mode"]), str(row["n_train"]), str(row["seed"]),
+                          f"{_fmt(row['auroc'])} [{_fmt(row['auroc_lo'], 2)}, {_fmt(row['auroc_hi'], 2)}]",
+                          f"{_fmt(row['accuracy'])} [{_fmt(row['accuracy_lo'], 2)}, {_fmt(row['accuracy_hi'], 2)}]")
+        console.print(table)
+    console.print(f"report: {result.report} ({result.seconds:.0f} s)")
+
+
 @app.command()
 def demo(
-    output: Path = typer.Option(Path("runs/demo"), help="Where data, model and results go."),
+    output: Path = typer.Option(Path("runs/demo"), help="Where data, models and results go."),
     family: str = typer.Option("qwen2_vl", help="Tiny model family (qwen2_vl, idefics3)."),
-    patients: int = typer.Option(120, help="Patients in the generated data set."),
+    patients: Optional[int] = typer.Option(None, help="Patients in the generated data set (default 300)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Generate a small data set, build a tiny offline VLM and compare single vs paired."""
+    """The embedded study: generated benchmark, tiny VLMs trained single vs paired, report."""
     from .demo import run_demo
 
-    print_summary(run_demo(output, family=family, patients=patients, progress=progress))
+    print_study(run_demo(output, family=family, patients=patients, progress=progress))
+
+
+@app.command()
+def study(
+    config: Path = typer.Argument(..., help="Study YAML (task, data, model, training, evaluation, sweep)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train single-image and comparative models, evaluate across selectors and k, write the report."""
+    from .study import StudyConfig, run_study
+
+    print_study(run_study(StudyConfig.from_yaml(config), progress=progress))
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Training YAML."),
+    resume: bool = typer.Option(True, help="Continue from the last checkpoint when one exists."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Comparative supervised fine-tuning (k=0: single-image) with full training or LoRA."""
+    from .training.config import TrainConfig
+    from .training.sft import train as run_training
+
+    result = run_training(TrainConfig.from_yaml(config), progress=progress, resume=resume)
+    console.print(f"checkpoint: {result.checkpoint} ({result.steps} steps, {result.seconds:.0f} s)")
 
 
 @app.command("build-tiny")

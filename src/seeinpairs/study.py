@@ -1,0 +1,239 @@
+"""The comparative study in one command: train single and paired, evaluate, sweep, report.
+
+For one data set and one base model it trains a single-image model (k=0) and a
+comparative model (k references per example) on identical cases, evaluates the
+single model alone and the comparative one under every configured selector and
+k against that single baseline, runs a sample-efficiency ladder (the same n
+cases for both modes), and writes the tables and an HTML report whose findings
+are generated from the measured numbers. Every stage is resumable: trained
+models and stored predictions are reused when the command runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .cases import CaseTable
+from .errors import ConfigError
+from .evaluation.config import BankConfig, ConditionConfig, DataConfig, EvalConfig, ExperimentConfig, ModelConfig
+from .evaluation.runner import ExperimentResult, ensure_data, run_experiment
+from .evaluation.stats import write_tables
+from .tasks import Task
+
+log = logging.getLogger(__name__)
+
+SINGLE_LABEL = "single-trained"
+PAIRED_LABEL = "paired-trained"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PairedTraining(_Strict):
+    """How the comparative model sees references during training."""
+
+    selector: str = "random"
+    k: int | list[int] = 1
+    selector_params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SampleEfficiencyConfig(_Strict):
+    """Train both modes on nested subsets of n cases; evaluate each on the test split."""
+
+    ladder: list[int | Literal["all"]] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    #: training overrides for sweep runs (e.g. fewer steps); defaults to the study's train settings
+    train: dict[str, Any] = Field(default_factory=dict)
+    eval_selector: str = "random"
+    eval_k: int = Field(1, ge=1)
+    eval_params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudyConfig(_Strict):
+    name: str = "study"
+    task: Task
+    data: DataConfig
+    bank: BankConfig = Field(default_factory=BankConfig)
+    model: ModelConfig
+    tiny_spec: dict[str, Any] = Field(default_factory=dict)
+    #: TrainConfig fields shared by every training run (max_steps, batch_size, lr, eval_every, ...)
+    train: dict[str, Any] = Field(default_factory=dict)
+    paired_training: PairedTraining = Field(default_factory=PairedTraining)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    sample_efficiency: SampleEfficiencyConfig | None = None
+    examples: int = Field(4, ge=0)
+    output_dir: Path = Path("runs/study")
+
+    def resolve_paths(self, base: Path) -> "StudyConfig":
+        def resolve(path: Path | None) -> Path | None:
+            return path if path is None or path.is_absolute() else (base / path).resolve()
+
+        data = self.data.model_copy(update={"manifest": resolve(self.data.manifest),
+                                            "image_root": resolve(self.data.image_root)})
+        model = self.model
+        if model.name is not None and (base / model.name).exists():
+            model = model.model_copy(update={"name": str(resolve(Path(model.name)))})
+        return self.model_copy(update={"data": data, "model": model, "output_dir": resolve(self.output_dir)})
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "study", base: Path | None = None) -> "StudyConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level")
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise ConfigError(f"{source}: field '{where}': {first['msg']}") from None
+        return config.resolve_paths(base) if base is not None else config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "StudyConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: study config not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        return cls.from_dict(data, source=str(path), base=path.resolve().parent)
+
+
+@dataclass
+class StudyResult:
+    evaluation: ExperimentResult
+    learning_curves: pd.DataFrame
+    training: dict[str, dict[str, Any]]
+    report: Path
+    seconds: float
+
+
+def _train(config: StudyConfig, output_dir: Path, k: int | list[int], selector: str,
+           selector_params: dict[str, Any], overrides: dict[str, Any], progress: bool):
+    """Train one model (or reuse a finished run in ``output_dir``); returns (checkpoint, summary)."""
+    from .training.config import TrainConfig
+    from .training.sft import train
+
+    summary_path = output_dir / "train_summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        checkpoint = Path(summary.get("checkpoint", ""))
+        if checkpoint.exists():
+            return checkpoint, summary
+    raw = {"name": output_dir.name, "task": config.task.model_dump(), "data": config.data.model_dump(mode="json"),
+           "bank": config.bank.model_dump(mode="json"), "model": config.model.model_dump(mode="json"),
+           "tiny_spec": config.tiny_spec, **config.train, **overrides,
+           "k": k, "selector": selector if k else "none", "selector_params": selector_params if k else {},
+           "output_dir": str(output_dir)}
+    try:
+        train_config = TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"study train settings: field '{where}': {first['msg']}") from None
+    result = train(train_config, progress=progress, resume=True)
+    return Path(result.checkpoint), result.summary
+
+
+def _model_entry(label: str, checkpoint: Path, batch_size: int, conditions: list[ConditionConfig],
+                 device: str) -> dict[str, Any]:
+    return {"name": str(checkpoint), "label": label, "batch_size": batch_size, "device": device,
+            "conditions": [c.model_dump(mode="json") for c in conditions]}
+
+
+def _evaluate(config: StudyConfig, models: list[dict[str, Any]], output_dir: Path, baseline: str | None,
+              progress: bool, seeds: list[int] | None = None) -> ExperimentResult:
+    eval_config = config.eval.model_copy(update={"baseline_model": baseline, "seeds": seeds or config.eval.seeds})
+    experiment = ExperimentConfig(name=config.name, task=config.task, data=config.data, bank=config.bank,
+                                  models=[ModelConfig.model_validate(m) for m in models], eval=eval_config,
+                                  output_dir=output_dir)
+    return run_experiment(experiment, progress=progress)
+
+
+def run_sample_efficiency(config: StudyConfig, progress: bool = True) -> pd.DataFrame:
+    """One row per (mode, n_train, seed) with the test metrics and their bootstrap CIs."""
+    sweep = config.sample_efficiency
+    if sweep is None:
+        return pd.DataFrame()
+    out = Path(config.output_dir) / "sample_efficiency"
+    batch = config.model.batch_size
+    rows = []
+    for seed in sweep.seeds:
+        for n in sweep.ladder:
+            n_train = None if n == "all" else int(n)
+            tag = f"n{n}-s{seed}"
+            overrides = {**sweep.train, "n_train": n_train, "seed": seed}
+            single, _ = _train(config, out / "models" / f"single-{tag}", 0, "none", {}, overrides, progress)
+            paired_training = config.paired_training
+            paired, _ = _train(config, out / "models" / f"paired-{tag}", paired_training.k, paired_training.selector,
+                               paired_training.selector_params, overrides, progress)
+            models = [
+                _model_entry(f"single-{tag}", single, batch, [ConditionConfig(selector="none", k=0)], config.model.device),
+                _model_entry(f"paired-{tag}", paired, batch,
+                             [ConditionConfig(selector=sweep.eval_selector, k=sweep.eval_k, params=sweep.eval_params)],
+                             config.model.device),
+            ]
+            result = _evaluate(config, models, out / "eval" / tag, baseline=f"single-{tag}", progress=progress,
+                               seeds=[seed])
+            for _, row in result.summary.iterrows():
+                mode = "single" if row["model"].startswith("single") else "paired"
+                rows.append({"mode": mode, "n_train": n_train if n_train is not None else -1, "seed": seed,
+                             **{c: row[c] for c in result.summary.columns if c not in ("model", "mode", "selector", "k", "seed")}})
+    curves = pd.DataFrame(rows)
+    if not curves.empty and (curves["n_train"] == -1).any():
+        table = CaseTable.load(config.data.manifest, image_root=config.data.image_root, classes=config.task.classes)
+        n_all = sum(1 for c in table if c.split == config.train.get("train_split", "train"))
+        curves.loc[curves["n_train"] == -1, "n_train"] = n_all
+    write_tables(curves, out, "learning_curves")
+    return curves
+
+
+def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
+    from .report import examples_from_records, write_report
+
+    started = time.perf_counter()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_data(ExperimentConfig(task=config.task, data=config.data, models=[config.model], output_dir=out))
+    paired_training = config.paired_training
+    single, single_summary = _train(config, out / "models" / "single", 0, "none", {}, {}, progress)
+    paired, paired_summary = _train(config, out / "models" / "paired", paired_training.k, paired_training.selector,
+                                    paired_training.selector_params, {}, progress)
+    batch, device = config.model.batch_size, config.model.device
+    models = [_model_entry(SINGLE_LABEL, single, batch, [ConditionConfig(selector="none", k=0)], device),
+              _model_entry(PAIRED_LABEL, paired, batch, config.eval.conditions, device)]
+    evaluation = _evaluate(config, models, out / "eval", baseline=SINGLE_LABEL, progress=progress)
+    curves = run_sample_efficiency(config, progress=progress)
+
+    table = CaseTable.load(config.data.manifest, image_root=config.data.image_root, classes=config.task.classes)
+    examples = []
+    if config.examples and not evaluation.paired_tests.empty:
+        best = evaluation.paired_tests.sort_values("delta_auroc", ascending=False).iloc[0]
+        label = next((lab for lab in evaluation.records
+                      if lab.startswith(PAIRED_LABEL) and f"| {best['selector']} k={best['k']} |" in lab), None)
+        if label is not None:
+            examples = examples_from_records(evaluation.records[label], table, n=config.examples,
+                                             title=f"{PAIRED_LABEL}, {best['selector']} k={best['k']}")
+    seconds = time.perf_counter() - started
+    training = {"single": single_summary, "paired": paired_summary}
+    metadata = {"study": config.name, "data": str(config.data.manifest), "model": config.model.display,
+                "paired training": paired_training.model_dump(), "train settings": config.train,
+                "evaluation split": config.eval.split, "cases evaluated": int(evaluation.summary["n"].max()),
+                "seconds": round(seconds, 1)}
+    report = write_report(out / "report.html", title=f"seeinpairs study: {config.name}",
+                          summary=evaluation.summary, paired_tests=evaluation.paired_tests,
+                          learning_curves=curves if not curves.empty else None, examples=examples,
+                          metadata=metadata)
+    (out / "study_summary.json").write_text(json.dumps({"seconds": seconds, "training": training}, indent=2,
+                                                       default=str))
+    return StudyResult(evaluation, curves, training, report, seconds)

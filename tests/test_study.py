@@ -1,0 +1,49 @@
+"""The study pipeline end to end on a very small budget (the demo runs the full-size version)."""
+
+import json
+
+import pandas as pd
+
+from seeinpairs.datasets.synthetic import SYNTHETIC_TASK
+from seeinpairs.study import StudyConfig, run_study
+
+
+def small_study(tmp_path) -> StudyConfig:
+    return StudyConfig.from_dict({
+        "name": "small",
+        "task": SYNTHETIC_TASK.model_dump(),
+        "data": {"manifest": str(tmp_path / "data" / "manifest.csv"), "synthetic": {"n_patients": 40, "seed": 1}},
+        "model": {"tiny": "qwen2_vl", "batch_size": 8, "device": "cpu"},
+        "tiny_spec": {"text_layers": 1, "vision_layers": 1},
+        "train": {"max_steps": 3, "batch_size": 4, "eval_every": 3, "max_val_cases": 8},
+        "paired_training": {"selector": "random", "k": [1, 2]},
+        "eval": {"split": "test", "n_boot": 20, "max_cases": 12,
+                 "conditions": [{"selector": "random", "k": [1, 2]}, {"selector": "embedding", "k": 1}]},
+        "sample_efficiency": {"ladder": [8, "all"], "train": {"max_steps": 2}},
+        "examples": 2,
+        "output_dir": str(tmp_path / "study"),
+    })
+
+
+def test_study_trains_both_modes_on_the_same_cases_and_writes_the_report(tmp_path):
+    config = small_study(tmp_path)
+    result = run_study(config, progress=False)
+    single, paired = result.training["single"], result.training["paired"]
+    assert single["train_case_ids"] == paired["train_case_ids"]
+    summary = result.evaluation.summary
+    assert set(summary["model"]) == {"single-trained", "paired-trained"}
+    assert list(summary.loc[summary["model"] == "single-trained", "k"]) == [0]
+    assert sorted(summary.loc[summary["model"] == "paired-trained", "k"]) == [1, 1, 2]
+    assert set(result.evaluation.paired_tests["baseline"]) == {"single-trained"}
+    curves = result.learning_curves
+    assert set(curves["mode"]) == {"single", "paired"}
+    assert sorted(set(curves["n_train"]))[0] == 8 and len(set(curves["n_train"])) == 2
+    html = result.report.read_text()
+    for section in ("Findings", "Metrics", "Paired vs single", "Sample efficiency", "Examples"):
+        assert section in html
+    assert "data:image/png;base64," in html
+
+    # a second run reuses the trained models and stored predictions
+    again = run_study(config, progress=False)
+    pd.testing.assert_frame_equal(again.evaluation.summary, result.evaluation.summary)
+    assert json.loads((tmp_path / "study" / "study_summary.json").read_text())["seconds"] < result.seconds
