@@ -99,6 +99,9 @@ def print_study(result) -> None:
                           f"{_fmt(row['auroc'])} [{_fmt(row['auroc_lo'], 2)}, {_fmt(row['auroc_hi'], 2)}]",
                           f"{_fmt(row['accuracy'])} [{_fmt(row['accuracy_lo'], 2)}, {_fmt(row['accuracy_hi'], 2)}]")
         console.print(table)
+    if result.anchor is not None:
+        figures = ", ".join(f"{k} {v:.3f}" for k, v in result.anchor.metrics.items())
+        console.print(f"published anchor ({result.anchor.source}): {figures}. {result.anchor.note}")
     console.print(f"report: {result.report} ({result.seconds:.0f} s)")
 
 

@@ -59,6 +59,14 @@ class SampleEfficiencyConfig(_Strict):
     eval_params: dict[str, Any] = Field(default_factory=dict)
 
 
+class Anchor(_Strict):
+    """A published figure printed beside ours, with a plain note on how the setups differ."""
+
+    source: str
+    metrics: dict[str, float]
+    note: str = ""
+
+
 class StudyConfig(_Strict):
     name: str = "study"
     task: Task
@@ -72,14 +80,14 @@ class StudyConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     sample_efficiency: SampleEfficiencyConfig | None = None
     examples: int = Field(4, ge=0)
+    anchor: Anchor | None = None
     output_dir: Path = Path("runs/study")
 
     def resolve_paths(self, base: Path) -> "StudyConfig":
         def resolve(path: Path | None) -> Path | None:
             return path if path is None or path.is_absolute() else (base / path).resolve()
 
-        data = self.data.model_copy(update={"manifest": resolve(self.data.manifest),
-                                            "image_root": resolve(self.data.image_root)})
+        data = self.data.resolved(base)
         model = self.model
         if model.name is not None and (base / model.name).exists():
             model = model.model_copy(update={"name": str(resolve(Path(model.name)))})
@@ -116,6 +124,7 @@ class StudyResult:
     training: dict[str, dict[str, Any]]
     report: Path
     seconds: float
+    anchor: Anchor | None = None
 
 
 def _train(config: StudyConfig, output_dir: Path, k: int | list[int], selector: str,
@@ -230,10 +239,12 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
                 "paired training": paired_training.model_dump(), "train settings": config.train,
                 "evaluation split": config.eval.split, "cases evaluated": int(evaluation.summary["n"].max()),
                 "seconds": round(seconds, 1)}
+    if config.anchor is not None:
+        metadata["published anchor"] = config.anchor.model_dump()
     report = write_report(out / "report.html", title=f"seeinpairs study: {config.name}",
                           summary=evaluation.summary, paired_tests=evaluation.paired_tests,
                           learning_curves=curves if not curves.empty else None, examples=examples,
                           metadata=metadata)
     (out / "study_summary.json").write_text(json.dumps({"seconds": seconds, "training": training}, indent=2,
                                                        default=str))
-    return StudyResult(evaluation, curves, training, report, seconds)
+    return StudyResult(evaluation, curves, training, report, seconds, config.anchor)

@@ -17,16 +17,44 @@ from ..errors import ConfigError
 from ..tasks import Task
 
 
+#: adapter options whose values are paths, resolved against the config's folder like the manifest
+PATH_OPTION_SUFFIXES = ("_dir", "_dirs", "_csv", "_path", "_lists")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class DataConfig(_Strict):
-    """A manifest; with ``synthetic`` set, the generated data set is written there first if absent."""
+    """A manifest. If it is absent, ``synthetic`` (generator settings) or ``dataset`` (an adapter:
+    ``{name, root, options}``) writes it first, so a config can start from native data."""
 
     manifest: Path
     image_root: Path | None = None
     synthetic: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        if self.synthetic is not None and self.dataset is not None:
+            raise ValueError("give at most one of 'synthetic' and 'dataset'")
+        if self.dataset is not None and not {"name", "root"} <= set(self.dataset):
+            raise ValueError("'dataset' needs 'name' and 'root' (and optional 'options')")
+        return self
+
+    def resolved(self, base: Path) -> "DataConfig":
+        """Relative paths (manifest, image root, adapter root) taken from ``base``."""
+        def resolve(path: Path | None) -> Path | None:
+            return path if path is None or path.is_absolute() else (base / path).resolve()
+
+        dataset = self.dataset
+        if dataset is not None:
+            options = {key: (str(resolve(Path(value).expanduser())) if key.endswith(PATH_OPTION_SUFFIXES)
+                             and isinstance(value, str) else value)
+                       for key, value in dict(dataset.get("options") or {}).items()}
+            dataset = {**dataset, "root": str(resolve(Path(str(dataset["root"])).expanduser())), "options": options}
+        return self.model_copy(update={"manifest": resolve(self.manifest), "image_root": resolve(self.image_root),
+                                       "dataset": dataset})
 
 
 class BankConfig(_Strict):
@@ -87,7 +115,7 @@ class EvalConfig(_Strict):
     conditions: list[ConditionConfig] = Field(default_factory=lambda: [ConditionConfig()], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     max_cases: int | None = Field(None, ge=1)
-    n_boot: int = Field(1000, ge=0)
+    n_boot: int = Field(1000, ge=1)
     metrics: list[str] | None = None
     #: model label whose single-image (k=0) condition every paired condition is tested against;
     #: by default each model's own k=0 condition
@@ -116,8 +144,7 @@ class ExperimentConfig(_Strict):
         def resolve(path: Path | None) -> Path | None:
             return path if path is None or path.is_absolute() else (base / path).resolve()
 
-        data = self.data.model_copy(update={
-            "manifest": resolve(self.data.manifest), "image_root": resolve(self.data.image_root)})
+        data = self.data.resolved(base)
         bank = self.bank.model_copy(update={"cache_dir": resolve(self.bank.cache_dir)})
         models = [m.model_copy(update={"name": str(resolve(Path(m.name)))})
                   if m.name is not None and (base / m.name).exists() else m for m in self.models]

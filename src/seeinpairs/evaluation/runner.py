@@ -94,9 +94,15 @@ def expand_conditions(config: ExperimentConfig) -> list[Condition]:
 
 
 def ensure_data(config: ExperimentConfig) -> None:
-    """Generate the synthetic data set a config asks for, unless its manifest already exists."""
+    """Write the manifest a config asks for (generated, or from a data set adapter) unless it exists."""
     data = config.data
-    if data.synthetic is None or Path(data.manifest).exists():
+    if Path(data.manifest).exists() or (data.synthetic is None and data.dataset is None):
+        return
+    if data.dataset is not None:
+        from ..datasets.registry import load_dataset
+
+        table, _ = load_dataset(str(data.dataset["name"]), data.dataset["root"], **data.dataset.get("options", {}))
+        table.save(data.manifest)
         return
     from ..datasets.synthetic import SyntheticConfig, generate_synthetic
 
