@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .cases import CaseTable
+from .configfile import ConfigFile, resolve_path, validation_message
 from .errors import ConfigError
 from .evaluation.config import BankConfig, ConditionConfig, DataConfig, EvalConfig, ExperimentConfig, ModelConfig
 from .evaluation.runner import ExperimentResult, ensure_data, run_experiment
@@ -67,7 +67,7 @@ class Anchor(_Strict):
     note: str = ""
 
 
-class StudyConfig(_Strict):
+class StudyConfig(ConfigFile):
     name: str = "study"
     task: Task
     data: DataConfig
@@ -84,37 +84,9 @@ class StudyConfig(_Strict):
     output_dir: Path = Path("runs/study")
 
     def resolve_paths(self, base: Path) -> "StudyConfig":
-        def resolve(path: Path | None) -> Path | None:
-            return path if path is None or path.is_absolute() else (base / path).resolve()
-
-        data = self.data.resolved(base)
-        model = self.model
-        if model.name is not None and (base / model.name).exists():
-            model = model.model_copy(update={"name": str(resolve(Path(model.name)))})
-        return self.model_copy(update={"data": data, "model": model, "output_dir": resolve(self.output_dir)})
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "study", base: Path | None = None) -> "StudyConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping at the top level")
-        try:
-            config = cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            raise ConfigError(f"{source}: field '{where}': {first['msg']}") from None
-        return config.resolve_paths(base) if base is not None else config
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "StudyConfig":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: study config not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        return cls.from_dict(data, source=str(path), base=path.resolve().parent)
+        return self.model_copy(update={"data": self.data.resolved(base), "bank": self.bank.resolved(base),
+                                       "model": self.model.resolved(base),
+                                       "output_dir": resolve_path(self.output_dir, base)})
 
 
 @dataclass
@@ -147,9 +119,7 @@ def _train(config: StudyConfig, output_dir: Path, k: int | list[int], selector: 
     try:
         train_config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"study train settings: field '{where}': {first['msg']}") from None
+        raise ConfigError(validation_message(exc, "study train settings")) from None
     result = train(train_config, progress=progress, resume=True)
     return Path(result.checkpoint), result.summary
 

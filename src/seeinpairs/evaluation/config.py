@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..errors import ConfigError
+from ..configfile import ConfigFile, resolve_path
 from ..tasks import Task
 
 
@@ -43,9 +42,9 @@ class DataConfig(_Strict):
         return self
 
     def resolved(self, base: Path) -> "DataConfig":
-        """Relative paths (manifest, image root, adapter root) taken from ``base``."""
+        """Relative paths (manifest, image root, adapter root and path options) taken from ``base``."""
         def resolve(path: Path | None) -> Path | None:
-            return path if path is None or path.is_absolute() else (base / path).resolve()
+            return resolve_path(path, base)
 
         dataset = self.dataset
         if dataset is not None:
@@ -62,6 +61,9 @@ class BankConfig(_Strict):
 
     split: str | None = "train"
     cache_dir: Path | None = None
+
+    def resolved(self, base: Path) -> "BankConfig":
+        return self.model_copy(update={"cache_dir": resolve_path(self.cache_dir, base)})
 
 
 class ConditionConfig(_Strict):
@@ -105,6 +107,12 @@ class ModelConfig(_Strict):
             raise ValueError("give exactly one of 'name' (hub id or folder) or 'tiny' (a tiny model family)")
         return self
 
+    def resolved(self, base: Path) -> "ModelConfig":
+        """A ``name`` that exists relative to ``base`` is a local folder; otherwise a hub id."""
+        if self.name is not None and (base / self.name).exists():
+            return self.model_copy(update={"name": str(resolve_path(Path(self.name), base))})
+        return self
+
     @property
     def display(self) -> str:
         return self.label or (self.name if self.name is not None else f"tiny-{self.tiny}-{self.tiny_seed}")
@@ -122,7 +130,7 @@ class EvalConfig(_Strict):
     baseline_model: str | None = None
 
 
-class ExperimentConfig(_Strict):
+class ExperimentConfig(ConfigFile):
     name: str = "experiment"
     task: Task
     data: DataConfig
@@ -141,36 +149,7 @@ class ExperimentConfig(_Strict):
         return self
 
     def resolve_paths(self, base: Path) -> "ExperimentConfig":
-        def resolve(path: Path | None) -> Path | None:
-            return path if path is None or path.is_absolute() else (base / path).resolve()
-
-        data = self.data.resolved(base)
-        bank = self.bank.model_copy(update={"cache_dir": resolve(self.bank.cache_dir)})
-        models = [m.model_copy(update={"name": str(resolve(Path(m.name)))})
-                  if m.name is not None and (base / m.name).exists() else m for m in self.models]
-        return self.model_copy(update={"data": data, "bank": bank, "models": models,
-                                       "output_dir": resolve(self.output_dir)})
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "config", base: Path | None = None) -> "ExperimentConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping at the top level")
-        try:
-            config = cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-            raise ConfigError(f"{source}: field '{where}': {first['msg']}{more}") from None
-        return config.resolve_paths(base) if base is not None else config
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        return cls.from_dict(data, source=str(path), base=path.resolve().parent)
+        return self.model_copy(update={
+            "data": self.data.resolved(base), "bank": self.bank.resolved(base),
+            "models": [m.resolved(base) for m in self.models],
+            "output_dir": resolve_path(self.output_dir, base)})

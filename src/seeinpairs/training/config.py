@@ -7,16 +7,14 @@ Relative paths resolve against the config file's folder.
 
 from __future__ import annotations
 
-import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..backends.tiny import TinySpec
-from ..errors import ConfigError
+from ..configfile import ConfigFile, resolve_path
 from ..evaluation.config import BankConfig, DataConfig, ModelConfig
 from ..tasks import Task
 
@@ -34,7 +32,6 @@ DEFAULT_LORA_TARGETS: dict[str, str] = {
 LORA_FALLBACK_TARGETS = "all-linear"
 
 #: the member tags pydantic appends to the location of a union field's errors ("k.list[int]")
-_UNION_MEMBER = re.compile(r"^(bool|int|float|str|none|list\[.*\]|dict\[.*\]|literal\[.*\]|function-.*)$")
 
 
 class _Strict(BaseModel):
@@ -58,7 +55,7 @@ class LoraConfig(_Strict):
         return DEFAULT_LORA_TARGETS.get(model_type, LORA_FALLBACK_TARGETS)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(ConfigFile):
     """Comparative supervised fine-tuning: each training case is shown with k healthy references
     (k=0: the single-image baseline) and the gold class name is the assistant's answer.
 
@@ -151,39 +148,6 @@ class TrainConfig(_Strict):
 
     # ----- loading ------------------------------------------------------------------------------
     def resolve_paths(self, base: Path) -> "TrainConfig":
-        def resolve(path: Path | None) -> Path | None:
-            return path if path is None or path.is_absolute() else (base / path).resolve()
-
-        data = self.data.model_copy(update={
-            "manifest": resolve(self.data.manifest), "image_root": resolve(self.data.image_root)})
-        bank = self.bank.model_copy(update={"cache_dir": resolve(self.bank.cache_dir)})
-        model = self.model
-        if model.name is not None and (base / model.name).exists():
-            model = model.model_copy(update={"name": str(resolve(Path(model.name)))})
-        return self.model_copy(update={"data": data, "bank": bank, "model": model,
-                                       "output_dir": resolve(self.output_dir)})
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "config", base: Path | None = None) -> "TrainConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping at the top level")
-        try:
-            config = cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"] if not _UNION_MEMBER.match(str(p))) or "(top level)"
-            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-            message = " ".join(str(first["msg"]).split())
-            raise ConfigError(f"{source}: field '{where}': {message}{more}") from None
-        return config.resolve_paths(base) if base is not None else config
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        return cls.from_dict(data, source=str(path), base=path.resolve().parent)
+        return self.model_copy(update={"data": self.data.resolved(base), "bank": self.bank.resolved(base),
+                                       "model": self.model.resolved(base),
+                                       "output_dir": resolve_path(self.output_dir, base)})
