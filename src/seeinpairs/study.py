@@ -179,6 +179,7 @@ def run_sample_efficiency(config: StudyConfig, progress: bool = True) -> pd.Data
 
 def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     from .report import examples_from_records, write_report
+    from .report.html import DEFAULT_LIMITATIONS
 
     started = time.perf_counter()
     out = Path(config.output_dir)
@@ -214,7 +215,11 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     report = write_report(out / "report.html", title=f"seeinpairs study: {config.name}",
                           summary=evaluation.summary, paired_tests=evaluation.paired_tests,
                           learning_curves=curves if not curves.empty else None, examples=examples,
-                          metadata=metadata)
+                          metadata=metadata, limitations=[*DEFAULT_LIMITATIONS, (
+                              "The single and the comparative model were each trained once (training seed "
+                              f"{config.train.get('seed', 0)}); the intervals do not include the variation between "
+                              "training runs, which for small models trained from scratch can be as large as the "
+                              "differences shown. Repeat with several training seeds before drawing conclusions.")])
     (out / "study_summary.json").write_text(json.dumps({"seconds": seconds, "training": training}, indent=2,
                                                        default=str))
     return StudyResult(evaluation, curves, training, report, seconds, config.anchor)
