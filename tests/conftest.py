@@ -9,6 +9,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# caches the product writes (e.g. MedMNIST PNGs) go to a throwaway folder, not the user's home
+os.environ.setdefault("SEEINPAIRS_CACHE", __import__("tempfile").mkdtemp(prefix="seeinpairs-cache-"))
 
 from pathlib import Path  # noqa: E402
 
@@ -40,3 +42,58 @@ def synthetic_data(tmp_path_factory):
 
 def random_image(rng: np.random.Generator, height: int = 60, width: int = 56) -> Image.Image:
     return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
+
+
+# ----- the served tiny model (tests/serve, tests/backends/test_openai_compat.py) -----------------------
+SERVE_TOKEN = "test-token-123"
+
+
+def serve_config(synthetic_data, tiny_models, **overrides):
+    from seeinpairs.serve.schemas import ServeConfig
+
+    root, _, task = synthetic_data
+    data = {"task": task.model_dump(), "data": {"manifest": str(root / "manifest.csv")}, "bank": {"split": "train"},
+            "selector": {"name": "random", "k": 2}, "model": {"name": str(tiny_models["qwen2_vl"]), "label": "tiny"},
+            "auth_token": SERVE_TOKEN, "max_top_logprobs": 1000}
+    data.update(overrides)
+    return ServeConfig.from_dict(data)
+
+
+@pytest.fixture(scope="session")
+def served_backend(tiny_models):
+    from seeinpairs.backends.hf import HFBackend
+
+    return HFBackend(tiny_models["qwen2_vl"], device="cpu")
+
+
+@pytest.fixture(scope="session")
+def served_app(synthetic_data, tiny_models, served_backend):
+    from seeinpairs.serve.app import create_app
+
+    return create_app(serve_config(synthetic_data, tiny_models), backend=served_backend)
+
+
+@pytest.fixture(scope="session")
+def live_server(served_app):
+    """The app on a free loopback port, run by a real uvicorn server in a thread; yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(served_app, host="127.0.0.1", port=port, log_level="error",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

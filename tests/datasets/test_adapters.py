@@ -12,6 +12,7 @@ import pytest
 from adapter_layouts import LAYOUTS, build_chexpert, build_dicomfolder, build_nih, image, write_csv
 
 from seeinpairs.cases import CORE_FIELDS, Case, CaseTable
+from seeinpairs.datasets.medmnist import default_image_dir
 from seeinpairs.datasets.registry import (DATASETS, ResplitReport, dataset_options, guess_healthy, list_datasets,
                                           load_dataset, patients_across_splits, resplit_by_patient)
 from seeinpairs.errors import ConfigError, ManifestError, RegistryError
@@ -280,12 +281,14 @@ def _npz(path: Path, labels: dict[str, list], channels: int = 0, multilabel: int
     return path
 
 
-def test_medmnist_png_cache_is_written_once_and_refreshed_when_the_file_changes(tmp_path):
+def test_medmnist_png_cache_is_written_once_and_refreshed_when_the_file_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEEINPAIRS_CACHE", str(tmp_path / "cache"))
     _npz(tmp_path / "pneumoniamnist_64.npz", {"train": [0, 1], "val": [0], "test": [1]})
     table, task = load_dataset("medmnist", tmp_path, flag="pneumoniamnist", size=64)
     assert task.classes == ["normal", "pneumonia"] and task.healthy_class == "normal"
     first = Path(table.get("pneumoniamnist_train_000001").image)
-    assert first.parent == tmp_path / "pneumoniamnist_64_png"
+    assert first.parent == default_image_dir(tmp_path / "pneumoniamnist_64.npz")
+    assert first.parent.is_relative_to(tmp_path / "cache")  # never beside the user's data
     stamp = first.stat().st_mtime_ns
     os.utime(first, ns=(stamp - 10**9, stamp - 10**9))
     load_dataset("medmnist", tmp_path, flag="pneumonia", size=64)

@@ -4,8 +4,9 @@ Files are named ``<flag>.npz`` (28x28) or ``<flag>_<size>.npz`` (64, 128, 224;
 MedMNIST+). ``root`` is the folder holding them, or an ``.npz`` file itself
 (any npz with the same keys, e.g. a class-balanced subset; extra keys are
 ignored). Arrays become PNG files once, in a cache folder (``image_dir``,
-default ``<npz folder>/<npz stem>_png/``, i.e. ``<flag>_png/`` for 28x28), so
-that cases hold file paths like every other data set. MedMNIST has no patient
+default ``$SEEINPAIRS_CACHE`` or ``~/.cache/seeinpairs``, then
+``medmnist/<npz stem>-<location hash>/``), so that cases hold file paths like
+every other data set and the user's data folder is never written to. MedMNIST has no patient
 ids: each case is its own patient. Nothing is downloaded unless
 ``download=True``.
 """
@@ -136,6 +137,14 @@ def _task(flag: str, info: dict, healthy: str | None) -> Task:
                 descriptions=dict(info.get("descriptions", {})), modality=info["modality"])
 
 
+def default_image_dir(npz: Path) -> Path:
+    """A per-file PNG cache outside the data folder, keyed by the file's location (its content
+    fingerprint decides when the PNGs are rewritten)."""
+    cache = Path(os.environ.get("SEEINPAIRS_CACHE", Path.home() / ".cache" / "seeinpairs")).expanduser()
+    key = hashlib.sha256(str(npz.resolve()).encode()).hexdigest()[:12]
+    return cache / "medmnist" / f"{npz.stem}-{key}"
+
+
 @register("medmnist")
 def load_medmnist(root: Path, flag: str | None = None, size: int = 28, image_dir: str | Path | None = None,
                   splits: list[str] | tuple[str, ...] = SPLITS, healthy_class: str | None = None,
@@ -193,7 +202,7 @@ def load_medmnist(root: Path, flag: str | None = None, size: int = 28, image_dir
     if missing:
         raise ManifestError(f"{path}: missing required key(s) {', '.join(missing)} (found: {', '.join(sorted(keys))})")
 
-    out = Path(image_dir).expanduser() if image_dir is not None else path.parent / f"{path.stem}_png"
+    out = Path(image_dir).expanduser() if image_dir is not None else default_image_dir(path)
     out = out.absolute()
     try:
         out.mkdir(parents=True, exist_ok=True)
