@@ -176,6 +176,28 @@ def validate(
         console.print(f"  split={split} label={label}: {n}")
 
 
+@app.command()
+def serve(
+    config: Path = typer.Argument(..., help="Serve YAML: task, data manifest, bank, selector, k, model."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port."),
+    token: Optional[str] = typer.Option(None, envvar="SEEINPAIRS_API_TOKEN", show_envvar=True,
+                                        help="Bearer token required on /v1 endpoints."),
+) -> None:
+    """Serve the diagnosis API, an OpenAI-compatible chat endpoint and the web page for one model."""
+    import uvicorn
+
+    from .serve.app import create_app
+    from .serve.schemas import ServeConfig
+
+    cfg = ServeConfig.from_yaml(config)
+    if token:
+        cfg = cfg.model_copy(update={"auth_token": token})
+    console.print(f"serving {cfg.model.label or cfg.model.name} on http://{host}:{port}/ "
+                  f"({'bearer token required' if cfg.auth_token else 'no auth'})")
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning", access_log=False)
+
+
 @app.command("list")
 def list_components() -> None:
     """List the registered selectors, embedders, backends and tiny model families."""

@@ -1,0 +1,279 @@
+"""Evaluation through any OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, ``seeinpairs serve``).
+
+Images travel as PNG data URLs re-encoded from the decoded pixels, so no file
+metadata (DICOM headers with patient names and ids, EXIF) ever leaves the machine.
+
+Option scoring asks for ONE token (``max_tokens=1``, ``logprobs=true``,
+``top_logprobs=N``) and reads the log-probability of each option's FIRST token
+among the returned top tokens:
+
+* an option is matched as written (``"normal"``), then with a leading space
+  (``" normal"``), then by the longest returned token that is a prefix of it
+  (its first token when the option spans several tokens);
+* only the first token is scored: options that share a first token (``"abnormal"``
+  and ``"abnormal opacity"``) get the same score, hence equal probability; the
+  record says ``shared-first-token``. Make options differ in their first token
+  (or use the ``hf`` backend, which sums all tokens) when that matters;
+* an option whose first token is not among the top N is given the lowest
+  returned log-probability (an upper bound) and recorded as ``bounded``;
+  OpenAI caps N at 20, vLLM at ``--max-logprobs``, ``seeinpairs serve`` at
+  ``max_top_logprobs``.
+
+When the server returns no log-probabilities at all, scoring falls back to
+constrained generation: the answer is generated at temperature 0, mapped to an
+option by exact then prefix match, and that option gets probability 1 (method
+``generation``; ``generation-unmatched`` and a uniform score when nothing matches).
+Per request, ``last_score_records`` holds how it was scored.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import random
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import httpx
+from PIL import Image
+
+from ..errors import BackendError
+from ..prompts import Request
+from .base import BACKENDS, Backend
+
+logger = logging.getLogger(__name__)
+
+#: the log-likelihood given to options that generation did not choose (probability 0 after normalising)
+NOT_CHOSEN = -1e9
+_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def image_data_url(image: Image.Image) -> str:
+    """A PNG data URL of the image's pixels only (no metadata is copied)."""
+    rgb = image.convert("RGB")
+    pixels = Image.frombytes("RGB", rgb.size, rgb.tobytes())  # a fresh image: no info, EXIF or ICC copied
+    buffer = io.BytesIO()
+    pixels.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def openai_messages(request: Request) -> list[dict]:
+    """The request's chat messages with each image slot replaced by an ``image_url`` data URL."""
+    images = iter(request.images)
+    messages = []
+    for message in request.messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            messages.append({"role": message["role"], "content": content})
+            continue
+        parts = []
+        for part in content or []:
+            if part.get("type") == "image":
+                try:
+                    image = next(images)
+                except StopIteration:
+                    raise BackendError("request has more image slots than images") from None
+                parts.append({"type": "image_url", "image_url": {"url": image_data_url(image)}})
+            elif part.get("type") == "text":
+                parts.append({"type": "text", "text": part["text"]})
+        messages.append({"role": message["role"], "content": parts})
+    if next(images, None) is not None:
+        raise BackendError("request has more images than image slots")
+    return messages
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"[\s\.\,\;\:\!\?\"'`*]+$", "", re.sub(r"^[\s\"'`*]+", "", text)).lower()
+
+
+def match_generated(text: str, options: Sequence[str]) -> int | None:
+    """The option a generated answer names: exact (case-insensitive), then prefix match, longest option first."""
+    answer = _normal(text)
+    lowered = [_normal(o) for o in options]
+    if answer in lowered:
+        return lowered.index(answer)
+    by_length = sorted(range(len(options)), key=lambda i: -len(lowered[i]))
+    for i in by_length:  # "abnormal opacity seen" -> "abnormal opacity"; "abnormal." -> "abnormal"
+        if lowered[i] and answer.startswith(lowered[i]):
+            return i
+    for i in by_length:  # a truncated answer: "abno" -> "abnormal" (only when unambiguous)
+        if answer and lowered[i].startswith(answer):
+            if sum(1 for o in lowered if o.startswith(answer)) == 1:
+                return i
+    return None
+
+
+def first_token_scores(options: Sequence[str], top: dict[str, float]) -> tuple[list[float], list[str]]:
+    """Each option's first-token log-probability from ``{token: logprob}``, and notes on how it was found."""
+    floor = min(top.values())
+    scores, notes, matched = [], [], []
+    for option in options:
+        found = None
+        for variant in (option, " " + option.lstrip(), option.strip()):
+            if variant in top:
+                found = variant
+                break
+        if found is None:  # the option's first token: the longest returned token that begins it
+            prefixes = [t for t in top if t.strip() and option.strip().startswith(t.strip())
+                        and (t == t.strip() or t.startswith(" "))]
+            if prefixes:
+                found = max(prefixes, key=lambda t: (len(t.strip()), t == option[:len(t)]))
+        if found is None:
+            scores.append(floor)
+            notes.append(f"bounded:{option}")
+            matched.append(None)
+        else:
+            scores.append(top[found])
+            matched.append(found)
+    tokens = [m for m in matched if m is not None]
+    if len(set(tokens)) < len(tokens):
+        notes.append("shared-first-token")
+    return scores, notes
+
+
+@BACKENDS.register("openai_compat")
+class OpenAICompatBackend(Backend):
+    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    ``model`` is the served model name; ``base_url`` ends before ``/chat/completions``
+    (e.g. ``http://localhost:8000/v1``). The API key comes from ``api_key`` or the
+    environment variable ``api_key_env``; it is never part of :meth:`identity`.
+    """
+
+    kind = "openai_compat"
+
+    def __init__(self, model: str, base_url: str = "http://localhost:8000/v1", api_key: str | None = None,
+                 api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 60.0, max_retries: int = 4,
+                 backoff: float = 0.5, concurrency: int = 4, top_logprobs: int = 20,
+                 fallback: bool = True, generation_tokens: int = 8, transport: httpx.BaseTransport | None = None,
+                 **ignored: Any) -> None:
+        if not model:
+            raise BackendError("openai_compat: 'model' (the served model name) is required")
+        if top_logprobs < 1:
+            raise BackendError(f"openai_compat: top_logprobs must be >= 1, got {top_logprobs}")
+        if concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise BackendError("openai_compat: concurrency >= 1, max_retries >= 0 and timeout > 0 are required")
+        self.model = str(model)
+        self.base_url = base_url.rstrip("/")
+        key = api_key if api_key is not None else (os.environ.get(api_key_env) if api_key_env else None)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.concurrency = int(concurrency)
+        self.top_logprobs = int(top_logprobs)
+        self.fallback = bool(fallback)
+        self.generation_tokens = int(generation_tokens)
+        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout), transport=transport)
+        self.last_score_records: list[dict[str, Any]] = []
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
+                "scoring": "first-token-logprob", "top_logprobs": self.top_logprobs, "fallback": self.fallback}
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ----- HTTP -------------------------------------------------------------------------------
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST to /chat/completions with retries (exponential backoff with jitter) on 429/5xx/connection errors."""
+        url = f"{self.base_url}/chat/completions"
+        last = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                delay = self.backoff * (2 ** (attempt - 1)) * (1 + 0.25 * random.random())
+                time.sleep(min(delay, 30.0))
+            try:
+                response = self.client.post(url, json=body)
+            except (httpx.TransportError,) as exc:  # connection refused/reset, timeouts, protocol errors
+                last = f"{type(exc).__name__}"
+                continue
+            if response.status_code in _RETRY_STATUS:
+                last = f"HTTP {response.status_code}"
+                retry_after = response.headers.get("retry-after", "")
+                if retry_after.isdigit() and attempt < self.max_retries:
+                    time.sleep(min(float(retry_after), 30.0))
+                continue
+            if response.status_code >= 400:
+                raise BackendError(f"{url}: HTTP {response.status_code}: {_error_message(response)}")
+            try:
+                return response.json()
+            except ValueError:
+                raise BackendError(f"{url}: the server answered with something other than JSON") from None
+        raise BackendError(f"{url}: no answer after {self.max_retries + 1} attempts ({last})")
+
+    def _map(self, function, items: Sequence[Any]) -> list[Any]:
+        if len(items) <= 1 or self.concurrency == 1:
+            return [function(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            return list(pool.map(function, items))
+
+    # ----- backend API ----------------------------------------------------------------------------
+    def _score_one(self, request: Request) -> tuple[list[float], dict[str, Any]]:
+        messages = openai_messages(request)
+        body = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0,
+                "logprobs": True, "top_logprobs": self.top_logprobs}
+        data = self._post(body)
+        top = _top_logprobs(data)
+        if top:
+            scores, notes = first_token_scores(request.options, top)
+            return scores, {"method": "logprobs", "notes": notes}
+        if not self.fallback:
+            raise BackendError(f"{self.base_url}: the server returned no log-probabilities (fallback is off)")
+        text = self._generate_one(messages, self.generation_tokens)
+        chosen = match_generated(text, request.options)
+        if chosen is None:
+            return [0.0] * len(request.options), {"method": "generation-unmatched", "notes": [], "text": text}
+        scores = [NOT_CHOSEN] * len(request.options)
+        scores[chosen] = 0.0
+        return scores, {"method": "generation", "notes": [], "text": text}
+
+    def score_options(self, requests: Sequence[Request]) -> list[list[float]]:
+        results = self._map(self._score_one, list(requests))
+        self.last_score_records = [record for _, record in results]
+        for record in self.last_score_records:
+            if record["method"] != "logprobs" or record["notes"]:
+                logger.info("openai_compat scoring: %s %s", record["method"], ",".join(record["notes"]))
+        return [scores for scores, _ in results]
+
+    def _generate_one(self, messages: list[dict], max_tokens: int) -> str:
+        data = self._post({"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0})
+        try:
+            content = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise BackendError(f"{self.base_url}: malformed chat completion (no choices[0].message.content)") from None
+        return (content or "").strip()
+
+    def generate(self, requests: Sequence[Request], max_new_tokens: int = 32) -> list[str]:
+        return self._map(lambda r: self._generate_one(openai_messages(r), max_new_tokens), list(requests))
+
+
+def _top_logprobs(data: dict[str, Any]) -> dict[str, float]:
+    """``{token: logprob}`` for the first generated position (top tokens plus the chosen one), or {}."""
+    try:
+        content = (data["choices"][0].get("logprobs") or {}).get("content") or []
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return {}
+    if not content:
+        return {}
+    first = content[0]
+    top: dict[str, float] = {}
+    for entry in list(first.get("top_logprobs") or []) + [first]:
+        token, value = entry.get("token"), entry.get("logprob")
+        if isinstance(token, str) and isinstance(value, (int, float)):
+            top[token] = max(float(value), top.get(token, float("-inf")))
+    return top
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message") if isinstance(error, dict) else None
+        return str(message or error)[:300]
+    except ValueError:
+        return response.text[:300].replace("\n", " ")

@@ -1,0 +1,114 @@
+"""The serve config (YAML) and the JSON shapes of the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..configfile import ConfigFile, resolve_path
+from ..evaluation.config import BankConfig, DataConfig
+from ..imaging import MAX_PIXELS
+from ..tasks import Task
+
+#: environment variable holding the bearer token when the config names none
+TOKEN_ENV = "SEEINPAIRS_API_TOKEN"
+
+
+class ServedModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str  # hub id or local folder (HFBackend)
+    label: str | None = None  # the name clients send as "model" (default: the folder or hub id)
+    dtype: str = "float32"
+    device: str = "cpu"
+    batch_size: int = Field(8, ge=1)
+
+
+class SelectorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "random"
+    k: int = Field(2, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+
+class ServeConfig(ConfigFile):
+    """What ``seeinpairs serve`` hosts: one model, one task, one reference bank and its selector.
+
+    .. code-block:: yaml
+
+        task: {question: Is there an abnormal opacity in the query image?, classes: [normal, abnormal],
+               healthy_class: normal}
+        data: {manifest: data/manifest.csv}
+        bank: {split: train}
+        selector: {name: embedding, k: 2, params: {embedder: pixel}}
+        model: {name: models/my-vlm}
+        auth_token: null            # or set SEEINPAIRS_API_TOKEN
+    """
+
+    task: Task
+    data: DataConfig
+    bank: BankConfig = Field(default_factory=BankConfig)
+    selector: SelectorSettings = Field(default_factory=SelectorSettings)
+    model: ServedModel
+    auth_token: str | None = None
+    max_upload_bytes: int = Field(20_000_000, ge=1)
+    max_pixels: int = Field(MAX_PIXELS, ge=1)
+    max_top_logprobs: int = Field(20, ge=1)
+    max_tokens_limit: int = Field(256, ge=1)
+    thumbnail_size: int = Field(256, ge=16)
+
+    def resolve_paths(self, base: Path) -> "ServeConfig":
+        model = self.model
+        if (base / model.name).exists():
+            model = model.model_copy(update={"name": str(resolve_path(Path(model.name), base))})
+        return self.model_copy(update={"data": self.data.resolved(base), "bank": self.bank.resolved(base),
+                                       "model": model})
+
+
+class ProblemDetail(BaseModel):
+    message: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    error: ProblemDetail
+
+
+class DiagnoseResponse(BaseModel):
+    answer: str
+    probabilities: dict[str, float]
+    log_likelihoods: dict[str, float]
+    references: list[str]
+    selector: str
+    k: int
+    selection_note: str | None = None
+    model: str
+    seconds: float
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model: str
+    bank_size: int
+    selector: str
+    k: int
+
+
+class ChatCompletionRequest(BaseModel):
+    """The subset of OpenAI's chat-completions request that is honoured (other fields are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0)
+    temperature: float | None = None
+    n: int = Field(1, ge=1, le=1)
+    stream: bool = False
