@@ -163,3 +163,25 @@ def test_unknown_baseline_model_is_a_config_error(synthetic_data, tiny_models, t
     raw["eval"]["baseline_model"] = "nobody"
     with pytest.raises(ConfigError, match="nobody"):
         ExperimentConfig.from_dict(raw)
+
+
+def test_predictions_record_how_a_remote_backend_scored(synthetic_data, tiny_models, tmp_path, monkeypatch):
+    """A server without log-probs falls back to generation, and each prediction says so."""
+    import httpx
+
+    from seeinpairs.backends.openai_compat import OpenAICompatBackend
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"choices": [{"message": {"content": "abnormal"}, "logprobs": None}]})
+
+    root, _, task = synthetic_data
+    raw = make_config(root, tiny_models["qwen2_vl"], tmp_path / "out", task).model_dump(mode="json")
+    raw["models"] = [{"backend": "openai_compat", "name": "served-model", "options": {"model": "served-model"}}]
+    raw["eval"]["conditions"] = [{"selector": "none", "k": 0}, {"selector": "random", "k": 1}]
+    config = ExperimentConfig.from_dict(raw)
+    monkeypatch.setattr(ExperimentRunner, "create_backend", lambda self, model: OpenAICompatBackend(
+        "served-model", base_url="http://fake/v1", transport=httpx.MockTransport(handler), api_key_env=None))
+    run_experiment(config, progress=False)
+    records = PredictionStore(tmp_path / "out").records()
+    assert len(records) == 20
+    assert all(r["scoring"]["method"] == "generation" and r["predicted"] == "abnormal" for r in records)

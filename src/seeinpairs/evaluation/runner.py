@@ -211,8 +211,12 @@ class ExperimentRunner:
         started = time.perf_counter()
         scores = backend.score_options(requests)
         seconds = (time.perf_counter() - started) / max(1, len(cases))
+        # how each request was scored, where a backend reports it (e.g. log-probs vs generation fallback)
+        scoring = list(getattr(backend, "last_score_records", None) or [])
+        if len(scoring) != len(cases):
+            scoring = [None] * len(cases)
         records = []
-        for case, selection, request, option_scores in zip(cases, selections, requests, scores):
+        for case, selection, request, option_scores, how in zip(cases, selections, requests, scores, scoring):
             probs = option_probabilities(option_scores)
             records.append({
                 "run_key": key, "case_id": case.case_id, "mode": cond.mode, "model": cond.model.display,
@@ -222,6 +226,7 @@ class ExperimentRunner:
                 "probabilities": [float(p) for p in probs],
                 "predicted": request.options[int(np.argmax(probs))], "gold": case.label,
                 "patient_id": case.patient, "selection_note": selection.note, "seconds": seconds,
+                **({"scoring": how} if how is not None else {}),
             })
         return records
 
