@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .cases import CaseTable
 from .configfile import ConfigFile, resolve_path, validation_message
 from .errors import ConfigError
-from .evaluation.config import BankConfig, ConditionConfig, DataConfig, EvalConfig, ExperimentConfig, ModelConfig
+from .evaluation.config import BankConfig, ConditionConfig, ReferenceCount, DataConfig, EvalConfig, ExperimentConfig, ModelConfig
 from .evaluation.runner import ExperimentResult, ensure_data, run_experiment
 from .evaluation.stats import write_tables
 from .tasks import Task
@@ -43,7 +43,7 @@ class PairedTraining(_Strict):
     """How the comparative model sees references during training."""
 
     selector: str = "random"
-    k: int | list[int] = 1
+    k: ReferenceCount = 1
     selector_params: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -185,3 +185,11 @@ def test_predictions_record_how_a_remote_backend_scored(synthetic_data, tiny_mod
     records = PredictionStore(tmp_path / "out").records()
     assert len(records) == 20
     assert all(r["scoring"]["method"] == "generation" and r["predicted"] == "abnormal" for r in records)
+
+
+def test_selector_none_with_references_is_a_config_error():
+    from seeinpairs.evaluation.config import ConditionConfig
+
+    with pytest.raises(ValueError, match="selector 'none'"):
+        ConditionConfig(selector="none", k=[0, 2])
+    assert ConditionConfig(selector="random", k=[0, 1]).expand() == [("none", 0, {}), ("random", 1, {})]

@@ -8,9 +8,9 @@ a config and its data travel together.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ..configfile import ConfigFile, resolve_path
 from ..tasks import Task
@@ -18,6 +18,17 @@ from ..tasks import Task
 
 #: adapter options whose values are paths, resolved against the config's folder like the manifest
 PATH_OPTION_SUFFIXES = ("_dir", "_dirs", "_csv", "_path", "_lists")
+
+
+def _check_reference_count(value: int | list[int]) -> int | list[int]:
+    values = value if isinstance(value, list) else [value]
+    if not values or any(v < 0 for v in values):
+        raise ValueError("k must be a non-negative integer or a non-empty list of them")
+    return value
+
+
+#: k references: one count, or a list (a grid in evaluation, a per-example draw in training)
+ReferenceCount = Annotated[int | list[int], AfterValidator(_check_reference_count)]
 
 
 class _Strict(BaseModel):
@@ -70,16 +81,15 @@ class ConditionConfig(_Strict):
     """A selector with one or several k; k=0 is the single-image baseline."""
 
     selector: str = "none"
-    k: int | list[int] = 0
+    k: ReferenceCount = 0
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("k")
-    @classmethod
-    def _non_negative(cls, value: int | list[int]) -> int | list[int]:
-        values = value if isinstance(value, list) else [value]
-        if not values or any(v < 0 for v in values):
-            raise ValueError("k must be a non-negative integer or a non-empty list of them")
-        return value
+    @model_validator(mode="after")
+    def _none_means_no_references(self) -> "ConditionConfig":
+        ks = self.k if isinstance(self.k, list) else [self.k]
+        if self.selector == "none" and any(k > 0 for k in ks):
+            raise ValueError("selector 'none' gives no references: use k 0, or name a selector for k > 0")
+        return self
 
     def expand(self) -> list[tuple[str, int, dict[str, Any]]]:
         ks = self.k if isinstance(self.k, list) else [self.k]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from ..backends.tiny import TinySpec
 from ..configfile import ConfigFile, resolve_path
-from ..evaluation.config import BankConfig, DataConfig, ModelConfig
+from ..evaluation.config import BankConfig, DataConfig, ModelConfig, ReferenceCount
 from ..tasks import Task
 
 #: LoRA targets by ``config.model_type``: the language model's attention projections (the vision
@@ -82,7 +82,7 @@ class TrainConfig(ConfigFile):
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
     selector: str = "random"
-    k: int | list[int] = 1
+    k: ReferenceCount = 1
     selector_params: dict[str, Any] = Field(default_factory=dict)
     vary_references: bool = True
     train_split: str = "train"
@@ -106,14 +106,6 @@ class TrainConfig(ConfigFile):
 
     seed: int = 0
     output_dir: Path = Path("runs/sft")
-
-    @field_validator("k")
-    @classmethod
-    def _non_negative(cls, value: int | list[int]) -> int | list[int]:
-        values = value if isinstance(value, list) else [value]
-        if not values or any(v < 0 for v in values):
-            raise ValueError("k must be a non-negative integer or a non-empty list of them")
-        return value
 
     @field_validator("tiny_spec")
     @classmethod
