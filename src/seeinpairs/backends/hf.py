@@ -11,6 +11,13 @@ The encoding (prompt + answer tokens, right padded) and the answer-token
 log-probabilities are module functions shared with fine-tuning
 (:mod:`seeinpairs.training`), so the training loss and the option scores are
 computed by the same code on the same tokens.
+
+Single-pass scoring: when every option of a request is one answer token, the
+options' scores are the log-softmax at the prompt's last position, so such a
+request costs one forward pass of its prompt instead of one per option
+(:func:`next_token_log_probs`); requests with a multi-token option take the
+per-option path. Both give the same scores (the last prompt position sees only
+the prompt, whatever is appended after it).
 """
 
 from __future__ import annotations
@@ -170,6 +177,31 @@ def _accepts_logits_to_keep(model) -> bool:
         return False
 
 
+def _logits_at(model, inputs: dict[str, Any], keep: torch.Tensor) -> torch.Tensor:
+    """The logits at the positions where the boolean (batch, seq) ``keep`` is set, row-major.
+
+    Only those positions are projected to the vocabulary when the model supports
+    ``logits_to_keep``; otherwise the full logits are computed and indexed.
+    """
+    if _accepts_logits_to_keep(model):
+        sliced = model(**inputs, logits_to_keep=keep, use_cache=False).logits
+        if sliced.ndim == 2 and sliced.shape[0] == int(keep.sum()):
+            return sliced
+        if sliced.ndim == 3 and sliced.shape[:2] == keep.shape:  # the mask was ignored
+            return sliced[keep]
+    return model(**inputs, use_cache=False).logits[keep]
+
+
+def next_token_log_probs(model, encoded: dict[str, Any]) -> torch.Tensor:
+    """Per row of right-padded prompts, the log-probabilities (batch, vocab) of the token that
+    follows the prompt: the log-softmax at each row's last real position, from one forward pass."""
+    attention = encoded["attention_mask"]
+    lengths = attention.sum(dim=1)
+    keep = torch.zeros_like(attention, dtype=torch.bool)
+    keep[torch.arange(keep.shape[0], device=keep.device), lengths - 1] = True
+    return torch.log_softmax(_logits_at(model, encoded, keep).float(), dim=-1)
+
+
 def answer_log_probs(model, batch: AnswerBatch) -> list[torch.Tensor]:
     """Per row, the log-probability of each answer token given everything before it.
 
@@ -181,16 +213,7 @@ def answer_log_probs(model, batch: AnswerBatch) -> list[torch.Tensor]:
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
     targets = labels[:, 1:][labels[:, 1:] != -100]  # row-major, the order of hidden_states[keep]
-    logits = None
-    if _accepts_logits_to_keep(model):
-        sliced = model(**batch.inputs, logits_to_keep=keep, use_cache=False).logits
-        if sliced.ndim == 2 and sliced.shape[0] == len(targets):
-            logits = sliced
-        elif sliced.ndim == 3 and sliced.shape[:2] == keep.shape:  # the mask was ignored
-            logits = sliced[keep]
-    if logits is None:
-        logits = model(**batch.inputs, use_cache=False).logits[keep]
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    log_probs = torch.log_softmax(_logits_at(model, batch.inputs, keep).float(), dim=-1)
     picked = log_probs.gather(1, targets[:, None]).squeeze(1)
     return list(torch.split(picked, [len(ids) for ids in batch.answer_ids]))
 
@@ -220,6 +243,8 @@ class HFBackend(Backend):
     """
 
     kind = "hf"
+    #: score requests whose options are all one token from one forward pass of the prompt
+    single_pass: bool = True
 
     def __init__(self, model: str | Path, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
                  revision: str | None = None, **load_kwargs: Any) -> None:
@@ -297,13 +322,27 @@ class HFBackend(Backend):
     @torch.inference_mode()
     def score_options(self, requests: Sequence[Request]) -> list[list[float]]:
         prompts = [self.prompt_text(r) for r in requests]
-        pairs = [(ri, oi) for ri, r in enumerate(requests) for oi in range(len(r.options))]
         scores: list[list[float]] = [[0.0] * len(r.options) for r in requests]
+        option_ids = [[answer_token_ids(self.tokenizer, prompt, o) for o in r.options]
+                      for prompt, r in zip(prompts, requests)]
+        single = [ri for ri, ids in enumerate(option_ids)
+                  if self.single_pass and ids and all(len(i) == 1 for i in ids)]
+        # one forward pass per request whose options are all one token: the next-token distribution
+        for start in range(0, len(single), self.batch_size):
+            chunk = single[start:start + self.batch_size]
+            encoded = self._encode([prompts[ri] for ri in chunk], [requests[ri].images for ri in chunk], "right")
+            encoded = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}
+            log_probs = next_token_log_probs(self.model, encoded)
+            for row, ri in enumerate(chunk):
+                scores[ri] = [float(log_probs[row, ids[0]]) for ids in option_ids[ri]]
+        # one row per (request, option) otherwise: the summed log-probability of the option's tokens
+        done = set(single)
+        pairs = [(ri, oi) for ri, r in enumerate(requests) if ri not in done for oi in range(len(r.options))]
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start:start + self.batch_size]
-            option_ids = [answer_token_ids(self.tokenizer, prompts[ri], requests[ri].options[oi]) for ri, oi in chunk]
             batch = encode_answers(self.processor, [prompts[ri] for ri, _ in chunk],
-                                   [requests[ri].images for ri, _ in chunk], option_ids, self.name_or_path)
+                                   [requests[ri].images for ri, _ in chunk],
+                                   [option_ids[ri][oi] for ri, oi in chunk], self.name_or_path)
             token_log_probs = answer_log_probs(self.model, batch.to(self.device))
             for (ri, oi), values in zip(chunk, token_log_probs):
                 scores[ri][oi] = float(values.sum())
