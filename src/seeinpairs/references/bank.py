@@ -24,6 +24,7 @@ from ..embedders import Embedder, create_embedder, embedder_key, l2_normalise
 from ..errors import BankError
 from ..imaging import Window, image_hash, load_image
 from ..tasks import Task
+from .index import INDEX_KINDS, build_index
 
 __all__ = ["ReferenceBank"]
 
@@ -33,6 +34,9 @@ class ReferenceBank(Sequence[Case]):
 
     Embeddings use each case's primary image (``Case.image``). ``cache_dir``
     enables an on-disk cache laid out as ``<cache_dir>/<embedder key>/<sha256>.npy``.
+    ``index_kind`` is passed to :func:`~seeinpairs.references.index.build_index`:
+    ``"auto"`` (default) is exact (flat) below 50,000 cases and approximate above;
+    ``index_options`` (e.g. ``{"nprobe": 64}``) go to it as keyword arguments.
     """
 
     def __init__(
@@ -42,6 +46,8 @@ class ReferenceBank(Sequence[Case]):
         batch_size: int = 32,
         window: Window | str | None = None,
         description: str = "reference bank",
+        index_kind: str = "auto",
+        index_options: dict | None = None,
     ) -> None:
         self.cases: list[Case] = list(cases)
         seen: set[str] = set()
@@ -53,6 +59,10 @@ class ReferenceBank(Sequence[Case]):
         self.batch_size = max(1, int(batch_size))
         self.window = window
         self.description = description
+        if index_kind not in INDEX_KINDS:
+            raise BankError(f"{description}: unknown index_kind '{index_kind}' (expected one of {', '.join(INDEX_KINDS)})")
+        self.index_kind = index_kind
+        self.index_options = dict(index_options or {})
         self._embeddings: dict[str, np.ndarray] = {}
         self._indexes: dict[str, faiss.Index] = {}
         self._queries: dict[tuple[str, str], np.ndarray] = {}
@@ -165,14 +175,18 @@ class ReferenceBank(Sequence[Case]):
         return self._queries[memo]
 
     def index(self, embedder: Embedder | str) -> faiss.Index:
-        """An exact inner-product (cosine) faiss index over the bank, built once per embedder."""
+        """An inner-product (cosine) faiss index over the bank, built once per embedder.
+
+        Exact (flat) for small banks; see ``index_kind``.
+        """
         embedder = self._resolve(embedder)
         key = self._key(embedder)
         if key not in self._indexes:
             vectors = self.embeddings(embedder)
-            index = faiss.IndexFlatIP(embedder.dim)
             if len(vectors):
-                index.add(np.ascontiguousarray(vectors))
+                index = build_index(vectors, self.index_kind, **self.index_options)
+            else:
+                index = faiss.IndexFlatIP(embedder.dim)
             self._indexes[key] = index
         return self._indexes[key]
 

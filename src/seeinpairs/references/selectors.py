@@ -317,7 +317,8 @@ class DemographicSelector(Selector):
 
 @_register("embedding")
 class EmbeddingSelector(Selector):
-    """The k bank images nearest to the query in an embedding space (exact faiss search).
+    """The k bank images nearest to the query in an embedding space (faiss: exact below 50,000 bank
+    images, IVF above; see :mod:`seeinpairs.references.index`).
 
     Deterministic: ``rng`` is unused; ties are ordered by bank position.
     """
