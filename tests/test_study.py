@@ -47,3 +47,11 @@ def test_study_trains_both_modes_on_the_same_cases_and_writes_the_report(tmp_pat
     again = run_study(config, progress=False)
     pd.testing.assert_frame_equal(again.evaluation.summary, result.evaluation.summary)
     assert json.loads((tmp_path / "study" / "study_summary.json").read_text())["seconds"] < result.seconds
+
+
+def test_changed_training_settings_retrain_instead_of_reusing(tmp_path):
+    config = small_study(tmp_path).model_copy(update={"sample_efficiency": None, "examples": 0})
+    first = run_study(config, progress=False)
+    longer = config.model_copy(update={"train": {**config.train, "max_steps": 4}})
+    second = run_study(longer, progress=False)
+    assert first.training["single"]["steps"] == 3 and second.training["single"]["steps"] == 4

@@ -105,12 +105,6 @@ def _train(config: StudyConfig, output_dir: Path, k: int | list[int], selector: 
     from .training.config import TrainConfig
     from .training.sft import train
 
-    summary_path = output_dir / "train_summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        checkpoint = Path(summary.get("checkpoint", ""))
-        if checkpoint.exists():
-            return checkpoint, summary
     raw = {"name": output_dir.name, "task": config.task.model_dump(), "data": config.data.model_dump(mode="json"),
            "bank": config.bank.model_dump(mode="json"), "model": config.model.model_dump(mode="json"),
            "tiny_spec": config.tiny_spec, **config.train, **overrides,
@@ -120,7 +114,16 @@ def _train(config: StudyConfig, output_dir: Path, k: int | list[int], selector: 
         train_config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(validation_message(exc, "study train settings")) from None
-    result = train(train_config, progress=progress, resume=True)
+    summary_path = output_dir / "train_summary.json"
+    if summary_path.exists():  # a finished run with the same settings is reused; changed settings retrain
+        summary = json.loads(summary_path.read_text())
+        checkpoint = Path(summary.get("checkpoint", ""))
+        if checkpoint.exists() and summary.get("config") == train_config.model_dump(mode="json"):
+            return checkpoint, summary
+        log.info("%s: settings changed since the last run; training again", output_dir)
+        result = train(train_config, progress=progress, resume=False)
+    else:
+        result = train(train_config, progress=progress, resume=True)
     return Path(result.checkpoint), result.summary
 
 
