@@ -73,7 +73,11 @@ def eval_command(
     max_cases: Optional[int] = typer.Option(None, help="Evaluate at most this many cases per condition."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Run (or resume) an experiment and print single vs paired metrics."""
+    """Run (or resume) an experiment and print single vs paired metrics.
+
+    Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) the cases are
+    sharded across the N processes; rank 0 writes the tables and prints.
+    """
     from .evaluation.config import ExperimentConfig
     from .evaluation.runner import run_experiment
 
@@ -84,7 +88,9 @@ def eval_command(
     if max_cases is not None:
         updates["eval"] = cfg.eval.model_copy(update={"max_cases": max_cases})
     cfg = cfg.model_copy(update=updates)
-    print_summary(run_experiment(cfg, progress=progress))
+    result = run_experiment(cfg, progress=progress, distributed=True)
+    if result is not None:  # None: a non-zero rank of a data-parallel launch
+        print_summary(result)
 
 
 def print_study(result) -> None:

@@ -7,6 +7,13 @@ every batch, so an interrupted run resumes where it stopped and a finished
 condition is never recomputed. Reference choice uses a per-case random stream
 derived from (seed, case id), so results do not depend on order, batching or
 which cases were already done.
+
+Data-parallel: launched with ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE``
+> 1), every process initialises ``torch.distributed`` (NCCL on GPUs, gloo on
+CPU), takes the cases ``rank::world_size`` of each condition's pending list and
+appends to its own rank file of the store; rank 0 alone writes ``runs.json`` and
+the tables. Predictions do not depend on which process made them, so the merged
+store equals that of a single-process run.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +48,82 @@ from .stats import mcnemar, paired_bootstrap_delta, summarise, write_tables
 from .store import PredictionStore, run_key
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in a data-parallel launch (world_size 1: not distributed)."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "DistContext":
+        def read(name: str, default: int) -> int:
+            value = os.environ.get(name, "")
+            try:
+                return int(value) if value.strip() else default
+            except ValueError:
+                raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
+
+        world = read("WORLD_SIZE", 1)
+        rank = read("RANK", 0)
+        local = read("LOCAL_RANK", rank)
+        if world < 1 or not 0 <= rank < world:
+            raise ConfigError(f"inconsistent distributed environment: WORLD_SIZE={world}, RANK={rank}")
+        return cls(world, rank, local)
+
+    def init(self) -> None:
+        """Join the process group (idempotent); NCCL when CUDA is available, else gloo."""
+        if not self.enabled:
+            return
+        import torch
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            return
+        if torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank)
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                if dist.get_backend() == "nccl":
+                    import torch
+
+                    dist.barrier(device_ids=[torch.cuda.current_device()])
+                else:
+                    dist.barrier()
+
+    def shutdown(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    @contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first (writing files), the other ranks after it (finding them)."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
 
 
 @dataclass(frozen=True)
@@ -132,17 +217,21 @@ def select_eval_cases(table: CaseTable, split: str, max_cases: int | None) -> li
 class ExperimentRunner:
     """Runs (or resumes) every condition of a config and summarises the metrics."""
 
-    def __init__(self, config: ExperimentConfig, progress: bool = True, console: Console | None = None) -> None:
+    def __init__(self, config: ExperimentConfig, progress: bool = True, console: Console | None = None,
+                 dist: DistContext | None = None) -> None:
         self.config = config
         self.console = console or Console(stderr=True)
-        self.progress = progress
+        self.dist = dist if dist is not None else DistContext()
+        self.dist.init()
+        self.progress = progress and self.dist.is_main
         self.task = config.task
-        ensure_data(config)
+        with self.dist.main_first():
+            ensure_data(config)
         self.table = CaseTable.load(config.data.manifest, image_root=config.data.image_root,
                                     classes=self.task.classes)
         self.eval_cases = select_eval_cases(self.table, config.eval.split, config.eval.max_cases)
         self.output_dir = Path(config.output_dir)
-        self.store = PredictionStore(self.output_dir)
+        self.store = PredictionStore(self.output_dir, rank=self.dist.rank if self.dist.enabled else None)
         self.conditions = expand_conditions(config)
         self._bank: ReferenceBank | None = None
         self._load = lru_cache(maxsize=2048)(load_image)
@@ -199,7 +288,13 @@ class ExperimentRunner:
     def create_backend(self, model: ModelConfig) -> Backend:
         kwargs = dict(model.options)
         if model.backend == "hf":
-            kwargs.update(model=self.model_path(model), dtype=model.dtype, device=model.device,
+            device = model.device
+            if self.dist.enabled and device.split(":")[0] in ("auto", "cuda"):
+                import torch
+
+                if torch.cuda.is_available():  # one GPU per process
+                    device = f"cuda:{self.dist.local_rank}"
+            kwargs.update(model=self.model_path(model), dtype=model.dtype, device=device,
                           batch_size=model.batch_size)
         return create_backend(model.backend, **kwargs)
 
@@ -230,21 +325,37 @@ class ExperimentRunner:
             })
         return records
 
-    def run(self) -> ExperimentResult:
-        self.check_feasible()
-        keys = {cond: self.condition_key(cond) for cond in self.conditions}
+    def run(self) -> ExperimentResult | None:
+        """Run every pending prediction; the summary on rank 0 (other ranks of a launch get None)."""
+        try:
+            return self._run()
+        finally:
+            self.dist.shutdown()
+
+    def _run(self) -> ExperimentResult | None:
+        dist = self.dist
+        with dist.main_first():  # rank 0 builds the bank, tiny models and registers runs; the others find them
+            self.check_feasible()
+            keys = {cond: self.condition_key(cond) for cond in self.conditions}
+            if dist.is_main:
+                for key, description in keys.values():
+                    self.store.register_run(key, description)
         pending = {cond: [c for c in self.eval_cases if c.case_id not in self.store.done(key)]
                    for cond, (key, _) in keys.items()}
+        everything = sum(len(v) for v in pending.values())
+        # every rank has read the same done sets before any rank appends; each takes every world_size-th case
+        dist.barrier()
+        if dist.enabled:
+            pending = {cond: todo[dist.rank::dist.world_size] for cond, todo in pending.items()}
         total = sum(len(v) for v in pending.values())
-        if total == 0:
+        if everything == 0 and dist.is_main:
             self.console.print(f"[green]all {len(self.conditions)} conditions already computed in {self.output_dir}")
         backends: dict[str, Backend] = {}
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), console=self.console, disable=not self.progress or total == 0) as bar:
             overall = bar.add_task("predictions", total=total)
             for cond in self.conditions:
-                key, description = keys[cond]
-                self.store.register_run(key, description)
+                key, _ = keys[cond]
                 todo = pending[cond]
                 if not todo:
                     continue
@@ -259,15 +370,21 @@ class ExperimentRunner:
                     batch = todo[start:start + step]
                     self.store.append(self._predict(backend, cond, key, batch))
                     bar.advance(overall, len(batch))
+        backends.clear()
+        dist.barrier()  # every rank's predictions are on disk
+        if not dist.is_main:
+            return None
         return self.summarise()
 
     # ----- results ------------------------------------------------------------------------------
     def records_by_condition(self) -> dict[Condition, list[dict]]:
-        wanted = {c.case_id for c in self.eval_cases}
+        position = {c.case_id: i for i, c in enumerate(self.eval_cases)}
         out = {}
         for cond in self.conditions:
             key, _ = self.condition_key(cond)
-            out[cond] = [r for r in self.store.records(key) if r["case_id"] in wanted]
+            # in evaluation-case order, so bootstrap resamples do not depend on which process wrote what
+            out[cond] = sorted((r for r in self.store.records(key) if r["case_id"] in position),
+                               key=lambda r: position[r["case_id"]])
         return out
 
     def summarise(self) -> ExperimentResult:
@@ -305,8 +422,16 @@ class ExperimentRunner:
         return ExperimentResult(summary, tests_frame, {c.label: r for c, r in by_cond.items()}, self.output_dir)
 
 
-def run_experiment(config: ExperimentConfig, progress: bool = True) -> ExperimentResult:
-    return ExperimentRunner(config, progress=progress).run()
+def run_experiment(config: ExperimentConfig, progress: bool = True,
+                   distributed: bool = False) -> ExperimentResult | None:
+    """Run (or resume) an experiment.
+
+    ``distributed``: join the data-parallel launch described by the environment
+    (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, as torchrun / accelerate set them);
+    then only rank 0 gets the result, the other ranks None.
+    """
+    dist = DistContext.from_env() if distributed else DistContext()
+    return ExperimentRunner(config, progress=progress, dist=dist).run()
 
 
 def conditions_table(conditions: Iterable[Condition]) -> pd.DataFrame:

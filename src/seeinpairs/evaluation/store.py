@@ -14,6 +14,12 @@ An unterminated last line is what a killed writer leaves behind; reads ignore it
 away first, so a new line never glues onto a fragment. A malformed line *before*
 the end cannot come from a crash, only from outside edits or disk damage, so it
 is an error naming the file and line rather than something silently skipped.
+
+Data-parallel runs: a store opened with ``rank=r`` appends to its own
+``predictions.rank{r}.jsonl`` (no two processes ever write one file), while
+reads of any store merge ``predictions.jsonl`` and every rank file (in rank
+order, first record per (run_key, case_id) wins), so a later single-process run
+resumes from what all ranks wrote. ``runs.json`` is written by rank 0 only.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -32,6 +39,12 @@ from ..errors import SeeInPairsError
 
 PREDICTIONS_FILE = "predictions.jsonl"
 RUNS_FILE = "runs.json"
+_RANK_FILE = re.compile(r"^predictions\.rank(\d+)\.jsonl$")
+
+
+def rank_file_name(rank: int) -> str:
+    """The predictions file a data-parallel rank appends to."""
+    return f"predictions.rank{int(rank)}.jsonl"
 
 #: Column order for :meth:`PredictionStore.frame` (extra keys follow these).
 RECORD_FIELDS: tuple[str, ...] = (
@@ -92,14 +105,30 @@ def _lock_for(path: Path) -> threading.Lock:
 
 
 class PredictionStore:
-    """Predictions of all runs in one directory: ``predictions.jsonl`` + ``runs.json``."""
+    """Predictions of all runs in one directory: ``predictions.jsonl`` (+ rank files) + ``runs.json``.
 
-    def __init__(self, directory: str | Path) -> None:
+    ``rank`` (a data-parallel process index) makes appends go to
+    ``predictions.rank{rank}.jsonl``; reads always merge every predictions file.
+    """
+
+    def __init__(self, directory: str | Path, rank: int | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.predictions_path = self.directory / PREDICTIONS_FILE
         self.runs_path = self.directory / RUNS_FILE
-        self._lock = _lock_for(self.predictions_path)
+        self.rank = rank
+        self.write_path = self.predictions_path if rank is None else self.directory / rank_file_name(rank)
+        self._lock = _lock_for(self.write_path)
+
+    def prediction_files(self) -> list[Path]:
+        """``predictions.jsonl`` then the rank files in rank order (those that exist)."""
+        ranked = []
+        for path in self.directory.glob("predictions.rank*.jsonl"):
+            match = _RANK_FILE.match(path.name)
+            if match:
+                ranked.append((int(match.group(1)), path))
+        files = [self.predictions_path] if self.predictions_path.exists() else []
+        return files + [path for _, path in sorted(ranked)]
 
     # ------------------------------------------------------------------ runs
     def conditions(self) -> dict[str, dict[str, Any]]:
@@ -163,7 +192,7 @@ class PredictionStore:
         payload = "".join(lines).encode("utf-8")
         with self._lock:
             self._repair_tail()
-            with open(self.predictions_path, "ab") as fh:
+            with open(self.write_path, "ab") as fh:
                 fh.write(payload)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -186,7 +215,7 @@ class PredictionStore:
 
     def _repair_tail(self) -> None:
         """Make the file end in a newline: complete a whole trailing object, cut a fragment."""
-        path = self.predictions_path
+        path = self.write_path
         if not path.exists():
             return
         with open(path, "r+b") as fh:
@@ -219,7 +248,10 @@ class PredictionStore:
             os.fsync(fh.fileno())
 
     def _read_all(self) -> list[dict[str, Any]]:
-        path = self.predictions_path
+        return [rec for path in self.prediction_files() for rec in self._read_file(path)]
+
+    @staticmethod
+    def _read_file(path: Path) -> list[dict[str, Any]]:
         if not path.exists():
             return []
         data = path.read_bytes()
@@ -247,7 +279,8 @@ class PredictionStore:
         return out
 
     def records(self, key: str | None = None) -> list[dict[str, Any]]:
-        """Records in file order, optionally for one run; first one wins per (run_key, case_id).
+        """Records in file order (all predictions files merged), optionally for one run;
+        first one wins per (run_key, case_id).
 
         Keeping the first makes a resumed run that re-predicts a case (e.g. after
         a crash between predicting and recording ``done``) harmless.
