@@ -158,7 +158,6 @@ def test_unexpected_errors_are_generic_500(synthetic_data, tiny_models, served_b
 
 
 def test_dicom_upload_identifiers_not_logged(client, caplog, tmp_path):
-    pydicom = pytest.importorskip("pydicom")
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -38,6 +38,7 @@ from ..errors import BackendError
 from ..prompts import Request
 from .base import BACKENDS, Backend
 from .processors import load_processor
+from .vision_cache import VisionFeatureCache, install_vision_cache
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -247,7 +248,7 @@ class HFBackend(Backend):
     single_pass: bool = True
 
     def __init__(self, model: str | Path, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
-                 revision: str | None = None, **load_kwargs: Any) -> None:
+                 revision: str | None = None, vision_cache_mb: int = 0, **load_kwargs: Any) -> None:
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
         self.name_or_path = str(model)
@@ -280,9 +281,11 @@ class HFBackend(Backend):
         self.model.to(self.device).eval()
         self.revision = revision
         self._fingerprint = checkpoint_fingerprint(self.name_or_path)
+        self._install_vision_cache(vision_cache_mb)
 
     @classmethod
-    def from_components(cls, model, processor, name: str = "in-memory", batch_size: int = 8) -> "HFBackend":
+    def from_components(cls, model, processor, name: str = "in-memory", batch_size: int = 8,
+                        vision_cache_mb: int = 0) -> "HFBackend":
         """Wrap an already loaded model and processor (e.g. right after training)."""
         self = cls.__new__(cls)
         self.name_or_path = name
@@ -294,7 +297,21 @@ class HFBackend(Backend):
         self.model = model.eval()
         self.revision = None
         self._fingerprint = name
+        self._install_vision_cache(vision_cache_mb)
         return self
+
+    def _install_vision_cache(self, vision_cache_mb: int) -> None:
+        """``vision_cache_mb`` > 0 caches each image's vision features (by pixel content) up to that many
+        MiB, LRU (:mod:`.vision_cache`); 0 leaves the model as it is. Unsupported families warn and run uncached."""
+        self.vision_cache: VisionFeatureCache | None = None
+        if vision_cache_mb < 0:
+            raise BackendError(f"vision_cache_mb must be >= 0, got {vision_cache_mb}")
+        if vision_cache_mb:
+            identity = f"{self._fingerprint}|{self.dtype_name}|{self.revision}"
+            self.vision_cache = install_vision_cache(self.model, int(vision_cache_mb * 2**20), identity)
+            if self.vision_cache is None:
+                warnings.warn(f"vision_cache_mb: no vision cache for model type "
+                              f"'{getattr(self.model.config, 'model_type', None)}'; running uncached", stacklevel=3)
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.name_or_path, "fingerprint": self._fingerprint,

@@ -414,7 +414,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
     # final model: the best validation checkpoint, else the last weights
     final_dir, adapter_dir = out / "final", (out / "adapter" if lora else None)
     best_is_current = state["best_step"] is None or state["best_step"] == state["step"]
-    del optimizer, scheduler
+    optimizer.state.clear()  # free the optimizer moments before the final model is assembled
     if best_is_current:
         if lora:
             _save_weights(model, processor, adapter_dir, lora=True)
