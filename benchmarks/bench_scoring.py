@@ -9,48 +9,17 @@ Prints one line per figure.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
-import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import numpy as np
+import torch
+from _common import RequestFactory, random_image, timed, tiny_model
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from seeinpairs.backends.hf import HFBackend, answer_token_ids  # noqa: E402
-from seeinpairs.backends.tiny import build_tiny_vlm  # noqa: E402
-from seeinpairs.prompts import Request  # noqa: E402
-
-TEXTS = ["normal", "abnormal", "pneumonia", "Is there an abnormal opacity in the query image?"]
-QUESTION = "Is there an abnormal opacity in the query image?\nOptions: normal, abnormal.\nAnswer with one option."
+from seeinpairs.backends.hf import HFBackend, answer_token_ids
 
 
-def image(rng, size=56) -> Image.Image:
-    return Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8))
-
-
-def request(rng, k: int, options=("normal", "abnormal")) -> Request:
-    """A query with k per-query references (fresh images each), as the comparative prompt lays it out."""
-    content = []
-    if k:
-        content.append({"type": "text", "text": f"The first {k} images are references. The last image is the query."})
-        for i in range(k):
-            content += [{"type": "text", "text": f"Reference {i + 1}:"}, {"type": "image"}]
-        content.append({"type": "text", "text": "Query:"})
-    content += [{"type": "image"}, {"type": "text", "text": QUESTION}]
-    return Request([{"role": "user", "content": content}], [image(rng) for _ in range(k + 1)], list(options))
-
-
-def timed(fn, repeats: int):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def requests_with_fresh_references(factory: RequestFactory, rng: np.random.Generator, n: int, k: int):
+    """n queries, each with its own k references (per-query selection)."""
+    return [factory.request(random_image(rng), [random_image(rng) for _ in range(k)]) for _ in range(n)]
 
 
 def parse(text: str, options: list[str]) -> str | None:
@@ -69,15 +38,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = build_tiny_vlm("qwen2_vl", f"{tmp}/qwen2_vl", texts=TEXTS, seed=0)
-        backend = HFBackend(folder, device="cpu", batch_size=args.batch_size)
+    backend = HFBackend(tiny_model("qwen2_vl"), device="cpu", batch_size=args.batch_size)
+    factory = RequestFactory()
     print(f"setup: tiny qwen2_vl, CPU, torch threads {torch.get_num_threads()}, N={args.n}, "
           f"batch_size={args.batch_size}, repeats={args.repeats} (best kept)")
 
     # (a) three ways to get a closed-set answer, same N requests (k=1, two one-token options)
-    rng = np.random.default_rng(0)
-    requests = [request(rng, 1) for _ in range(args.n)]
+    requests = requests_with_fresh_references(factory, np.random.default_rng(0), args.n, 1)
     prompt = backend.prompt_text(requests[0])
     lengths = [len(answer_token_ids(backend.tokenizer, prompt, o)) for o in requests[0].options]
     print(f"(a) options {requests[0].options} -> answer tokens {lengths}")
@@ -105,7 +72,7 @@ def main() -> None:
           f"agreeing with scoring where parsed: {agree}/{n_parsed}; sample outputs {texts[:3]!r}")
 
     # (b) comparative cost: k per-query references vs the single-image prompt (k=0), single-pass scoring
-    sets = {k: [request(np.random.default_rng(100 + k), k) for _ in range(args.n)] for k in (0, 1, 4)}
+    sets = {k: requests_with_fresh_references(factory, np.random.default_rng(100 + k), args.n, k) for k in (0, 1, 4)}
     image_token = backend.model.config.image_token_id
     tokens, seconds = {}, {}
     for k, reqs in sets.items():

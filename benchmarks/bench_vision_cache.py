@@ -11,36 +11,13 @@ the cached backend computes the query's features only. Prints one line per figur
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import numpy as np
+import torch
+from _common import RequestFactory, random_image, tiny_model
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from seeinpairs.backends.hf import HFBackend  # noqa: E402
-from seeinpairs.backends.tiny import build_tiny_vlm  # noqa: E402
-from seeinpairs.prompts import Request  # noqa: E402
-
-TEXTS = ["normal", "abnormal", "pneumonia", "Is there an abnormal opacity in the query image?"]
-QUESTION = "Is there an abnormal opacity in the query image?\nOptions: normal, abnormal.\nAnswer with one option."
-
-
-def image(rng, size: int) -> Image.Image:
-    return Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8))
-
-
-def request(references: list, query) -> Request:
-    k = len(references)
-    content = [{"type": "text", "text": f"The first {k} images are references. The last image is the query."}]
-    for i in range(k):
-        content += [{"type": "text", "text": f"Reference {i + 1}:"}, {"type": "image"}]
-    content += [{"type": "text", "text": "Query:"}, {"type": "image"}, {"type": "text", "text": QUESTION}]
-    return Request([{"role": "user", "content": content}], [*references, query], ["normal", "abnormal"])
+from seeinpairs.backends.hf import HFBackend
 
 
 def main() -> None:
@@ -54,13 +31,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = build_tiny_vlm("qwen2_vl", f"{tmp}/qwen2_vl", texts=TEXTS, seed=0)
-        plain = HFBackend(folder, device="cpu", batch_size=args.batch_size)
-        cached = HFBackend(folder, device="cpu", batch_size=args.batch_size, vision_cache_mb=args.cache_mb)
+    folder = tiny_model("qwen2_vl")
+    plain = HFBackend(folder, device="cpu", batch_size=args.batch_size)
+    cached = HFBackend(folder, device="cpu", batch_size=args.batch_size, vision_cache_mb=args.cache_mb)
+    factory = RequestFactory()
     rng = np.random.default_rng(0)
-    references = [image(rng, args.image_size) for _ in range(args.k)]
-    encoded = plain.processor(text=[plain.prompt_text(request(references, references[0]))],
+    references = [random_image(rng, args.image_size) for _ in range(args.k)]
+
+    def request(query):
+        return factory.request(query, references)
+
+    encoded = plain.processor(text=[plain.prompt_text(request(references[0]))],
                               images=[[*references, references[0]]], return_tensors="pt")
     n_tokens = encoded["input_ids"].shape[1]
     n_image = int((encoded["input_ids"][0] == plain.model.config.image_token_id).sum()) // (args.k + 1)
@@ -68,13 +49,13 @@ def main() -> None:
           f"N={args.n} fresh queries per repeat, batch_size={args.batch_size}, image {args.image_size}px "
           f"({n_image} tokens/image, {n_tokens} prompt tokens), repeats={args.repeats} (best kept)")
 
-    warm = [request(references, image(rng, args.image_size)) for _ in range(2)]
+    warm = [request(random_image(rng, args.image_size)) for _ in range(2)]
     plain.score_options(warm)
     cached.score_options(warm)  # caches the references
     best = {"uncached": float("inf"), "cached": float("inf")}
     diff = 0.0
     for _ in range(args.repeats):
-        requests = [request(references, image(rng, args.image_size)) for _ in range(args.n)]
+        requests = [request(random_image(rng, args.image_size)) for _ in range(args.n)]
         start = time.perf_counter()
         a = plain.score_options(requests)
         best["uncached"] = min(best["uncached"], time.perf_counter() - start)
