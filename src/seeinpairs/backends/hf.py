@@ -246,9 +246,14 @@ class HFBackend(Backend):
     kind = "hf"
     #: score requests whose options are all one token from one forward pass of the prompt
     single_pass: bool = True
+    #: single-pass requests sharing a prefix (instruction + the same references) reuse its KV cache
+    #: (:mod:`.prefix_cache`; Qwen2-VL only, others run uncached)
+    prefix_cache: bool = False
 
     def __init__(self, model: str | Path, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
-                 revision: str | None = None, vision_cache_mb: int = 0, **load_kwargs: Any) -> None:
+                 revision: str | None = None, vision_cache_mb: int = 0, prefix_cache: bool = False,
+                 **load_kwargs: Any) -> None:
+        self.prefix_cache = bool(prefix_cache)
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
         self.name_or_path = str(model)
@@ -344,6 +349,16 @@ class HFBackend(Backend):
                       for prompt, r in zip(prompts, requests)]
         single = [ri for ri, ids in enumerate(option_ids)
                   if self.single_pass and ids and all(len(i) == 1 for i in ids)]
+        if self.prefix_cache and single:  # groups sharing a reference prefix: the prefix's KV is computed once
+            from .prefix_cache import score_with_prefix_cache
+
+            cached = score_with_prefix_cache(self, [requests[ri] for ri in single],
+                                             [prompts[ri] for ri in single], [option_ids[ri] for ri in single])
+            if cached is not None:
+                for ri, values in zip(list(single), cached):
+                    if values is not None:
+                        scores[ri] = values
+                single = [ri for ri, values in zip(single, cached) if values is None]
         # one forward pass per request whose options are all one token: the next-token distribution
         for start in range(0, len(single), self.batch_size):
             chunk = single[start:start + self.batch_size]
@@ -353,7 +368,8 @@ class HFBackend(Backend):
             for row, ri in enumerate(chunk):
                 scores[ri] = [float(log_probs[row, ids[0]]) for ids in option_ids[ri]]
         # one row per (request, option) otherwise: the summed log-probability of the option's tokens
-        done = set(single)
+        done = {ri for ri, ids in enumerate(option_ids)
+                if self.single_pass and ids and all(len(i) == 1 for i in ids)}
         pairs = [(ri, oi) for ri, r in enumerate(requests) if ri not in done for oi in range(len(r.options))]
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start:start + self.batch_size]

@@ -1,0 +1,94 @@
+"""Reference prefix KV cache: queries sharing instruction + references reuse the prefix's keys/values
+and score the same as the uncached single-pass path."""
+
+import numpy as np
+import pytest
+from conftest import random_image
+
+from seeinpairs.backends.hf import HFBackend
+from seeinpairs.backends.prefix_cache import group_by_prefix, score_with_prefix_cache
+from seeinpairs.prompts import Request
+
+
+def comparative(references, query, options=("normal", "abnormal")) -> Request:
+    content = []
+    if references:
+        content.append({"type": "text", "text": f"The first {len(references)} images are references."})
+    for i in range(len(references)):
+        content += [{"type": "text", "text": f"Reference {i + 1}:"}, {"type": "image"}]
+    content += [{"type": "text", "text": "Query:"}, {"type": "image"},
+                {"type": "text", "text": "Is there an abnormal opacity in the query image?"}]
+    return Request(messages=[{"role": "user", "content": content}], images=[*references, query],
+                   options=list(options))
+
+
+def sized(rng):
+    return random_image(rng, int(rng.integers(40, 90)), int(rng.integers(40, 90)))
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_models):
+    return HFBackend(tiny_models["qwen2_vl"], device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def requests():
+    rng = np.random.default_rng(21)
+    fixed = [sized(rng) for _ in range(2)]
+    shared = [comparative(fixed, sized(rng)) for _ in range(6)]  # 6 queries, the same k=2 references
+    others = [comparative([sized(rng), sized(rng)], sized(rng)), comparative([sized(rng)], sized(rng))]
+    return [shared[0], others[0], *shared[1:4], others[1], *shared[4:]]
+
+
+def test_groups_share_prefix_and_reference_content(backend, requests):
+    prompts = [backend.prompt_text(r) for r in requests]
+    groups = group_by_prefix(prompts, requests, range(len(requests)))
+    assert [members for _, members in groups] == [[0, 2, 3, 4, 6, 7]]
+
+
+def test_prefix_cache_scores_equal_the_uncached_single_pass(backend, requests):
+    uncached = backend.score_options(requests)
+    cached_only = score_with_prefix_cache(backend, requests)
+    assert [v is None for v in cached_only] == [False, True, False, False, False, True, False, False]
+    backend.prefix_cache = True
+    try:
+        cached = backend.score_options(requests)
+    finally:
+        backend.prefix_cache = False
+    diff = max(np.max(np.abs(np.array(c) - np.array(u))) for c, u in zip(cached, uncached))
+    print(f"max abs diff cached vs uncached: {diff:.2e}")
+    assert diff < 1e-4, diff
+    for values, u in zip(cached_only, uncached):
+        if values is not None:
+            assert np.max(np.abs(np.array(values) - np.array(u))) < 1e-4
+
+
+def test_prefix_cache_falls_back_for_multi_token_options_and_other_families(backend, tiny_models, requests):
+    multi = [comparative(r.images[:-1], r.images[-1], ("normal", "abnormal opacity")) for r in requests[:3]]
+    assert score_with_prefix_cache(backend, multi) is None
+    idefics = HFBackend(tiny_models["idefics3"], device="cpu", prefix_cache=True)
+    assert score_with_prefix_cache(idefics, requests) is None
+    assert len(idefics.score_options(requests[:2])) == 2
+
+
+def test_prefix_is_reused_across_calls_and_dropped_when_weights_change(tiny_models, requests):
+    import torch
+
+    backend = HFBackend(tiny_models["qwen2_vl"], device="cpu", batch_size=4, prefix_cache=True)
+    reference = HFBackend(tiny_models["qwen2_vl"], device="cpu", batch_size=4)
+    shared = [requests[i] for i in (0, 2, 3, 4, 6, 7)]
+    first = backend.score_options(shared[:3])
+    store = backend._prefix_store
+    assert (store.hits, store.misses) == (0, 1)
+    later = backend.score_options(shared[3:4])  # one request: served from the stored prefix
+    assert (store.hits, store.misses) == (1, 1)
+    expected = reference.score_options(shared[:4])
+    for got, want in zip(first + later, expected):
+        assert np.max(np.abs(np.array(got) - np.array(want))) < 1e-4
+    with torch.no_grad():  # an in-place weight update (as an optimizer step) invalidates the stored prefix
+        for model in (backend.model, reference.model):
+            model.model.language_model.layers[0].mlp.down_proj.weight.mul_(1.5)
+    changed = backend.score_options(shared[4:])
+    assert store.misses == 2
+    for got, want in zip(changed, reference.score_options(shared[4:])):
+        assert np.max(np.abs(np.array(got) - np.array(want))) < 1e-4
