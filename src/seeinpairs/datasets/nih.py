@@ -55,19 +55,9 @@ def _split_lists(base: Path) -> dict[str, str]:
 
 
 def _patient(problems: Problems, row: int, column: str, value) -> str | None:
-    raw = text(value)
-    if raw is None:
-        problems.add(row, column, "empty")
-        return None
-    try:
-        number = float(raw)
-    except ValueError:
-        problems.add(row, column, f"'{raw}' is not a patient number")
-        return None
-    if not number.is_integer() or number < 0:
-        problems.add(row, column, f"'{raw}' is not a patient number")
-        return None
-    return f"{int(number):08d}"
+    """NIH patient numbers as the 8-digit ids used in image file names."""
+    number = problems.number(row, column, value, integer=True, minimum=0, required=True)
+    return None if number is None else f"{number:08d}"
 
 
 @register("nih")
