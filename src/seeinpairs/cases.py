@@ -9,6 +9,7 @@ manifest in one pass instead of one error at a time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -404,6 +405,12 @@ def _join_images(images: Sequence[str]) -> str:
     if any(IMAGE_LIST_SEPARATOR in i or i.strip() != i for i in images) or (images and images[0].startswith("[")):
         return json.dumps(list(images), ensure_ascii=False)
     return IMAGE_LIST_SEPARATOR.join(images)
+
+
+def stable_digest(text: str) -> int:
+    """A 64-bit integer from ``text`` that is the same in every process and Python run
+    (unlike ``hash``): the per-case part of random streams that must not depend on order."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 def with_split(case: Case, split: str) -> Case:

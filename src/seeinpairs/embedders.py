@@ -149,15 +149,6 @@ def _resolve_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _local_fingerprint(path: Path) -> str:
-    """Names, sizes and mtimes of a local checkpoint: changes when it is re-saved."""
-    digest = hashlib.sha256()
-    for item in sorted(p for p in path.rglob("*") if p.is_file()):
-        stat = item.stat()
-        digest.update(f"{item.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return digest.hexdigest()[:16]
-
-
 def _load_image_processor(model_id: str, revision: str | None, trust_remote_code: bool) -> Any:
     """AutoImageProcessor, falling back to the PIL backend when torchvision is absent.
 
@@ -221,6 +212,8 @@ class HFEmbedder(Embedder):
         try:
             import torch  # noqa: F401
             from transformers import AutoModel
+
+            from .backends.hf import checkpoint_fingerprint
         except ImportError as exc:  # pragma: no cover - both are core dependencies
             raise ConfigError(f"embedder 'hf:{model_id}' needs torch and transformers ({_first_line(exc)})") from None
         local = Path(model_id).expanduser()
@@ -238,7 +231,7 @@ class HFEmbedder(Embedder):
         except (OSError, ValueError) as exc:
             raise BackendError(f"embedder 'hf:{model_id}': cannot load model ({_first_line(exc)})") from None
         self.model = model.eval().to(self.device)
-        self._fingerprint = _local_fingerprint(local) if local.is_dir() else getattr(model.config, "_commit_hash", None)
+        self._fingerprint = checkpoint_fingerprint(str(local)) if local.is_dir() else getattr(model.config, "_commit_hash", None)
         # One forward pass on a blank image fixes the dimension whatever the pooling path.
         self.dim = int(self._embed_batch([Image.new("RGB", (32, 32))]).shape[1])
 

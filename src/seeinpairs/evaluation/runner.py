@@ -37,7 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..backends.base import Backend, create_backend, option_probabilities
 from ..backends.hf import checkpoint_fingerprint
 from ..backends.tiny import build_tiny_vlm
-from ..cases import Case, CaseTable
+from ..cases import Case, CaseTable, stable_digest
 from ..errors import BankError, ConfigError
 from ..imaging import file_hash, load_image
 from ..prompts import PROMPT_VERSION, PromptBuilder
@@ -160,8 +160,7 @@ class ExperimentResult:
 
 def case_rng(seed: int, case_id: str) -> np.random.Generator:
     """A random stream for one case under one seed, independent of processing order."""
-    digest = int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "little")
-    return np.random.default_rng([seed, digest])
+    return np.random.default_rng([seed, stable_digest(case_id)])
 
 
 def expand_conditions(config: ExperimentConfig) -> list[Condition]:

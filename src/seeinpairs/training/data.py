@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..backends.hf import AnswerBatch, answer_token_ids, chat_prompt, encode_answers
-from ..cases import Case
+from ..cases import Case, stable_digest
 from ..errors import ConfigError
 from ..evaluation.runner import case_rng
 from ..imaging import load_image
@@ -26,10 +26,6 @@ from ..prompts import PromptBuilder, Request
 from ..references.bank import ReferenceBank
 from ..references.selectors import Selection, create_selector
 from ..tasks import Task
-
-
-def _digest(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 def subset_order(cases: Iterable[Case], seed: int, balance_labels: bool = False,
@@ -64,7 +60,7 @@ def select_train_cases(cases: Iterable[Case], n: int | None, seed: int, balance_
 
 def example_rng(seed: int, epoch: int, case_id: str) -> np.random.Generator:
     """The random stream of one training example: depends on (seed, epoch, case id) only."""
-    return np.random.default_rng([seed, epoch, _digest(case_id)])
+    return np.random.default_rng([seed, epoch, stable_digest(case_id)])
 
 
 class ExampleBuilder:
