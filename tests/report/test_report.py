@@ -292,3 +292,15 @@ def test_findings_use_another_models_baseline_when_tests_name_one():
     assert "Single-image baseline (k=0, model zero-shot): AUROC 0.700" in text
     assert "Paired beat single on the point estimate of AUROC in 1 of 1 conditions" in text
     assert not any(f.startswith("zero-shot") for f in findings)  # the baseline gets no block of its own
+
+
+def test_extra_sections_follow_the_examples_and_keep_their_own_escaping(tmp_path):
+    from seeinpairs.report import ReportSection, render_report
+
+    body = "<p>map of <b>query</b></p>"
+    html = render_report(title="t", summary=None, paired_tests=None,
+                         sections=[ReportSection("attribution", "Attribution <maps>", body)])
+    assert '<section id="attribution">' in html
+    assert "<h2>Attribution &lt;maps&gt;</h2>" in html  # the title is data, escaped
+    assert body in html  # the body was rendered (and escaped) by its own template
+    assert html.index('id="examples"') < html.index('id="attribution"') < html.index('id="limits"')

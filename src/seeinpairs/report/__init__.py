@@ -2,12 +2,14 @@
 
 from .html import (
     DEFAULT_LIMITATIONS,
+    ReportSection,
     SampleEfficiency,
     examples_from_records,
     findings_from,
     fmt_ci,
     fmt_delta,
     fmt_p,
+    render_fragment,
     render_report,
     sample_efficiency,
     sample_efficiency_ratio,
@@ -24,6 +26,7 @@ from .plots import (
 
 __all__ = [
     "DEFAULT_LIMITATIONS",
+    "ReportSection",
     "SampleEfficiency",
     "aggregate_curves",
     "aggregate_seeds",
@@ -36,6 +39,7 @@ __all__ = [
     "plot_learning_curves",
     "plot_metric_by_k",
     "png_data_uri",
+    "render_fragment",
     "render_report",
     "sample_efficiency",
     "sample_efficiency_ratio",
