@@ -1,13 +1,18 @@
-"""Comparative supervised fine-tuning: train a VLM to answer with k healthy references beside the query.
+"""Supervised fine-tuning of VLMs: comparative (query + k healthy references) or on any (request, answer) pairs.
 
-``train(TrainConfig.from_yaml(path))`` fine-tunes (LoRA or full), validates,
-keeps the best checkpoint and writes ``output_dir/final``, which loads with
-``HFBackend(model=output_dir / "final")`` like any checkpoint.
+``train(TrainConfig.from_yaml(path))`` fine-tunes (LoRA or full) on the cases of a
+manifest, validates, keeps the best checkpoint and writes ``output_dir/final``,
+which loads with ``HFBackend(model=output_dir / "final")`` like any checkpoint.
+``train_on_examples(SFTSettings(...), train_examples, val_examples)`` runs the same
+loop on examples given as (request, gold answer) pairs, e.g. multi-image QA.
 """
 
-from .config import DEFAULT_LORA_TARGETS, LoraConfig, TrainConfig
+from .config import DEFAULT_LORA_TARGETS, LoraConfig, SFTSettings, TrainConfig
 from .data import ExampleBuilder, example_rng, select_train_cases, subset_order
-from .sft import TrainResult, train
+from .examples import (CaseExamples, ExampleSource, ExampleValidator, LabelledRequest, RequestExamples,
+                       encode_examples)
+from .sft import TrainResult, train, train_on_examples
 
-__all__ = ["DEFAULT_LORA_TARGETS", "ExampleBuilder", "LoraConfig", "TrainConfig", "TrainResult", "example_rng",
-           "select_train_cases", "subset_order", "train"]
+__all__ = ["DEFAULT_LORA_TARGETS", "CaseExamples", "ExampleBuilder", "ExampleSource", "ExampleValidator",
+           "LabelledRequest", "LoraConfig", "RequestExamples", "SFTSettings", "TrainConfig", "TrainResult",
+           "encode_examples", "example_rng", "select_train_cases", "subset_order", "train", "train_on_examples"]

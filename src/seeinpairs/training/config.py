@@ -55,40 +55,26 @@ class LoraConfig(_Strict):
         return DEFAULT_LORA_TARGETS.get(model_type, LORA_FALLBACK_TARGETS)
 
 
-class TrainConfig(ConfigFile):
-    """Comparative supervised fine-tuning: each training case is shown with k healthy references
-    (k=0: the single-image baseline) and the gold class name is the assistant's answer.
+class SFTSettings(ConfigFile):
+    """What every fine-tuning run needs, whatever its examples are: the model, LoRA, the optimiser,
+    the schedule, validation cadence, early stopping, the seed and the output folder.
 
-    * ``k``: an int, or a list from which each example draws its k uniformly (one model for several k).
-    * ``n_train``: train on a subset of that many cases, chosen by a seeded hash of case ids, so
-      single and paired runs with the same ``n_train`` and ``seed`` see the same cases, and subsets
-      of growing size are nested; ``balance_labels`` interleaves the classes.
+    :class:`TrainConfig` adds the case-based data (manifest, task, references);
+    :func:`~seeinpairs.training.train_on_examples` takes these settings with examples given
+    directly as (request, gold answer) pairs, e.g. multi-image QA items.
+
     * ``max_steps`` (optimizer steps) overrides ``epochs`` when set.
-    * Validation every ``eval_every`` steps (and at the end) on up to ``max_val_cases`` cases of
-      ``val_split`` (``None``: no validation) with ``val_k`` references (default: the largest k).
-      Early stopping and the kept ("best") checkpoint use the validation loss (mean negative
-      log-likelihood of the gold answer tokens, the training objective): it is smooth and defined
-      on any validation subset, whereas AUROC is undefined when the capped subset holds one class,
-      moves in coarse steps on small validation sets and saturates at 1.0 while calibration still
+    * Validation every ``eval_every`` steps (and at the end). Early stopping and the kept ("best")
+      checkpoint use the validation loss (mean negative log-likelihood of the gold answer tokens,
+      the training objective): it is smooth and defined on any validation subset, whereas AUROC or
+      accuracy move in coarse steps on small validation sets and saturate while calibration still
       improves. ``patience``: evaluations without improvement before stopping (``None``: never).
     """
 
     name: str = "sft"
-    task: Task
-    data: DataConfig
-    bank: BankConfig = Field(default_factory=BankConfig)
     model: ModelConfig
     tiny_spec: dict[str, Any] = Field(default_factory=dict)
     lora: LoraConfig = Field(default_factory=LoraConfig)
-
-    selector: str = "random"
-    k: ReferenceCount = 1
-    selector_params: dict[str, Any] = Field(default_factory=dict)
-    vary_references: bool = True
-    train_split: str = "train"
-    val_split: str | None = "val"
-    n_train: int | None = Field(None, ge=1)
-    balance_labels: bool = False
 
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
@@ -100,8 +86,6 @@ class TrainConfig(ConfigFile):
     max_grad_norm: float | None = Field(1.0, gt=0)
 
     eval_every: int = Field(50, ge=1)
-    max_val_cases: int | None = Field(200, ge=1)
-    val_k: int | None = Field(None, ge=0)
     patience: int | None = Field(None, ge=1)
 
     seed: int = 0
@@ -115,6 +99,39 @@ class TrainConfig(ConfigFile):
         if unknown:
             raise ValueError(f"unknown TinySpec field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         return value
+
+    def resolve_paths(self, base: Path) -> "SFTSettings":
+        return self.model_copy(update={"model": self.model.resolved(base),
+                                       "output_dir": resolve_path(self.output_dir, base)})
+
+
+class TrainConfig(SFTSettings):
+    """Comparative supervised fine-tuning: each training case is shown with k healthy references
+    (k=0: the single-image baseline) and the gold class name is the assistant's answer.
+
+    * ``k``: an int, or a list from which each example draws its k uniformly (one model for several k).
+    * ``n_train``: train on a subset of that many cases, chosen by a seeded hash of case ids, so
+      single and paired runs with the same ``n_train`` and ``seed`` see the same cases, and subsets
+      of growing size are nested; ``balance_labels`` interleaves the classes.
+    * Validation (see :class:`SFTSettings`) on up to ``max_val_cases`` cases of ``val_split``
+      (``None``: no validation) with ``val_k`` references (default: the largest k).
+    """
+
+    task: Task
+    data: DataConfig
+    bank: BankConfig = Field(default_factory=BankConfig)
+
+    selector: str = "random"
+    k: ReferenceCount = 1
+    selector_params: dict[str, Any] = Field(default_factory=dict)
+    vary_references: bool = True
+    train_split: str = "train"
+    val_split: str | None = "val"
+    n_train: int | None = Field(None, ge=1)
+    balance_labels: bool = False
+
+    max_val_cases: int | None = Field(200, ge=1)
+    val_k: int | None = Field(None, ge=0)
 
     @field_validator("val_k")
     @classmethod

@@ -15,6 +15,11 @@ Layout of ``output_dir``::
     history.json        one record per evaluation: step, train loss, val loss, val metrics
     train_summary.json  what was trained on, how long, and the best step
 
+Two entry points share one loop (:func:`_fit`), which consumes an
+:class:`~.examples.ExampleSource`: :func:`train` (cases of a manifest, with
+healthy references) and :func:`train_on_examples` (any (request, gold answer)
+pairs, e.g. multi-image QA items).
+
 Determinism: model init and dropout follow ``torch.manual_seed(seed)``, the
 order of each epoch is a permutation from ``numpy.random.default_rng([seed,
 epoch])`` and each example's references from (seed, epoch, case id). ``last/``
@@ -24,6 +29,7 @@ ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -33,7 +39,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -52,8 +58,10 @@ from ..evaluation.metrics import compute_metrics
 from ..evaluation.runner import ensure_data, select_eval_cases
 from ..imaging import load_image
 from ..references.bank import ReferenceBank
-from .config import TrainConfig
+from .config import SFTSettings, TrainConfig
 from .data import ExampleBuilder, select_train_cases
+from .examples import (CaseExamples, ExampleLike, ExampleSource, ExampleValidator, RequestExamples, as_labelled,
+                       example_texts, examples_digest)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 STATE_FILE = "trainer_state.pt"
@@ -66,6 +74,7 @@ class TrainResult:
     checkpoint: Path
     output_dir: Path
     history: list[dict[str, Any]]
+    #: the ids of the training cases (:func:`train`) or examples (:func:`train_on_examples`)
     train_case_ids: list[str]
     seconds: float
     steps: int
@@ -80,12 +89,24 @@ class TrainResult:
 
 
 # ----- model ----------------------------------------------------------------------------------------
-def _tiny_marker(config: TrainConfig) -> dict[str, Any]:
-    return {"family": config.model.tiny, "seed": config.model.tiny_seed, **asdict(TinySpec(**config.tiny_spec))}
+def _tiny_marker(config: SFTSettings, texts_digest: str | None = None) -> dict[str, Any]:
+    marker = {"family": config.model.tiny, "seed": config.model.tiny_seed, **asdict(TinySpec(**config.tiny_spec))}
+    if texts_digest is not None:
+        marker["texts"] = texts_digest
+    return marker
 
 
-def base_model_path(config: TrainConfig) -> str:
-    """The checkpoint training starts from; a tiny model is built (once) into ``output_dir/base_model``."""
+def _task_texts(config: SFTSettings) -> list[str]:
+    task = getattr(config, "task", None)
+    return [] if task is None else [*task.classes, task.question, *task.descriptions.values()]
+
+
+def base_model_path(config: SFTSettings, texts: Sequence[str] | None = None) -> str:
+    """The checkpoint training starts from; a tiny model is built (once) into ``output_dir/base_model``.
+
+    A tiny model's tokenizer is trained on ``texts`` (default: the task's classes, question and
+    descriptions), so the words of the prompts and answers are single tokens where possible.
+    """
     model = config.model
     if model.tiny is None:
         if config.tiny_spec:
@@ -93,12 +114,14 @@ def base_model_path(config: TrainConfig) -> str:
         return str(model.name)
     folder = (Path(config.output_dir) / "base_model").resolve()  # absolute: adapters record it
     marker = folder / "seeinpairs_tiny.json"
-    wanted = _tiny_marker(config)
+    digest = None if texts is None else hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    texts = _task_texts(config) if texts is None else list(texts)
+    wanted = _tiny_marker(config, digest)
     if not (folder / "config.json").is_file() or not marker.is_file() or json.loads(marker.read_text()) != wanted:
         shutil.rmtree(folder, ignore_errors=True)
-        task = config.task
-        texts = [*task.classes, task.question, *task.descriptions.values()]
         build_tiny_vlm(model.tiny, folder, texts=texts, seed=model.tiny_seed, spec=TinySpec(**config.tiny_spec))
+        if digest is not None:  # the marker build_tiny_vlm wrote, plus which texts the tokenizer learned
+            marker.write_text(json.dumps(wanted, indent=2))
     return str(folder)
 
 
@@ -110,23 +133,23 @@ def _is_tiny(path: str) -> bool:
     return sft.is_file() and bool(json.loads(sft.read_text()).get("tiny"))
 
 
-def uses_lora(config: TrainConfig, base: str) -> bool:
+def uses_lora(config: SFTSettings, base: str) -> bool:
     enabled = config.lora.enabled
     return (not _is_tiny(base)) if enabled == "auto" else bool(enabled)
 
 
-def _load_kwargs(config: TrainConfig) -> dict[str, Any]:
+def _load_kwargs(config: SFTSettings) -> dict[str, Any]:
     return {k: v for k, v in config.model.options.items() if k in ("revision", "trust_remote_code", "cache_dir")}
 
 
-def _load_model(path: str, config: TrainConfig, device: torch.device):
+def _load_model(path: str, config: SFTSettings, device: torch.device):
     if config.model.dtype not in _DTYPES:
         raise ConfigError(f"field 'model.dtype': unknown dtype '{config.model.dtype}' (use {', '.join(_DTYPES)})")
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=_DTYPES[config.model.dtype], **_load_kwargs(config))
     return model.to(device)
 
 
-def _wrap_lora(model, config: TrainConfig, base: str, adapter: Path | None = None):
+def _wrap_lora(model, config: SFTSettings, base: str, adapter: Path | None = None):
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel, get_peft_model
 
@@ -144,7 +167,7 @@ def _wrap_lora(model, config: TrainConfig, base: str, adapter: Path | None = Non
         raise ConfigError(f"field 'lora.target_modules': {str(exc).splitlines()[0]}") from None
 
 
-def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model, config: SFTSettings) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for _, param in model.named_parameters():
         if param.requires_grad:
@@ -174,7 +197,7 @@ def _save_weights(model, processor, folder: Path, lora: bool) -> None:
     _replace_dir(tmp, folder)
 
 
-def _comparable(config: TrainConfig) -> dict[str, Any]:
+def _comparable(config: SFTSettings) -> dict[str, Any]:
     dumped = config.model_dump(mode="json")
     dumped.pop("output_dir", None)
     return dumped
@@ -245,6 +268,18 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _check_resume(config: SFTSettings, comparable: dict[str, Any], last_dir: Path) -> dict[str, Any] | None:
+    """The saved state to resume from (None for a fresh run); a changed config is an error."""
+    state_file = last_dir / STATE_FILE
+    if not state_file.is_file():
+        return None
+    saved = torch.load(state_file, weights_only=True)
+    if saved["config"] != comparable:
+        changed = sorted(k for k in set(saved["config"]) | set(comparable) if saved["config"].get(k) != comparable.get(k))
+        raise ConfigError(f"cannot resume from {last_dir}: the config changed in field(s) {', '.join(changed)}")
+    return saved
+
+
 def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop_after: int | None = None,
           console: Console | None = None) -> TrainResult:
     """Fine-tune ``config.model`` on comparative (or k=0 single-image) examples.
@@ -254,21 +289,8 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
     steps in total, saving ``last/`` as an interruption would; a later ``resume=True`` call
     continues with the same schedule.
     """
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    console = console or Console(stderr=True)
-    started = time.perf_counter()
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    last_dir, best_dir = out / "last", out / "best"
-    state_file = last_dir / STATE_FILE
-    resuming = resume and state_file.is_file()
-    if resuming:
-        saved = torch.load(state_file, weights_only=True)
-        if saved["config"] != _comparable(config):
-            changed = sorted(k for k in set(saved["config"]) | set(_comparable(config))
-                             if saved["config"].get(k) != _comparable(config).get(k))
-            raise ConfigError(f"cannot resume from {last_dir}: the config changed in field(s) {', '.join(changed)}")
+    comparable = _comparable(config)
+    saved = _check_resume(config, comparable, Path(config.output_dir) / "last") if resume else None
 
     # data
     ensure_data(config)  # type: ignore[arg-type]  (uses only config.data)
@@ -291,6 +313,76 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
             raise BankError(f"k={largest} is larger than the reference bank ({len(bank)} healthy cases "
                             f"in split '{config.bank.split}')")
 
+    def make_data(processor) -> tuple[ExampleSource, Callable | None]:
+        loader = lru_cache(maxsize=2048)(load_image)
+        builder = ExampleBuilder(task, processor, bank, config.selector, config.ks, config.selector_params,
+                                 config.seed, image_loader=loader)
+        validator = Validator(val_cases, builder, config.validation_k, config, processor) if val_cases else None
+        return CaseExamples(train_cases, builder, task.classes), validator
+
+    extra = {"n_val": len(val_cases), "val_k": config.validation_k if val_cases else None}
+    return _fit(config, comparable, saved, make_data, None, extra, progress, stop_after, console)
+
+
+def train_on_examples(settings: SFTSettings, train_examples: Sequence[ExampleLike],
+                      val_examples: Sequence[ExampleLike] = (), progress: bool = True, resume: bool = False,
+                      stop_after: int | None = None, console: Console | None = None) -> TrainResult:
+    """Fine-tune on examples given directly as (request, gold answer) pairs.
+
+    Each example is a :class:`~.examples.LabelledRequest`, a ``(Request, answer)`` or a
+    ``(Request, answer, example_id)`` tuple; the request may hold any number of images placed
+    anywhere in its messages (e.g. multi-image QA). The loss is the gold answer's token NLL,
+    as in :func:`train`, and everything else is the same too: full training for tiny models and
+    LoRA for pretrained ones (``settings.lora``), ``best/`` by validation loss, ``last/`` for
+    ``resume``, ``final/`` loadable by ``HFBackend``.
+
+    Validation (every ``settings.eval_every`` steps) on ``val_examples``: the mean answer NLL per
+    gold token (``val_loss``, which picks the best checkpoint) and, over the examples whose answer is
+    one of their ``options``, option-scored accuracy (``val_accuracy``). A tiny model's tokenizer is
+    trained on the examples' texts. Resuming requires the same settings and the same examples.
+    """
+    if len(train_examples) == 0:
+        raise ConfigError("train_on_examples: no training examples")
+    comparable = {**_comparable(settings), "train_examples": examples_digest(train_examples),
+                  "val_examples": examples_digest(val_examples)}
+    saved = _check_resume(settings, comparable, Path(settings.output_dir) / "last") if resume else None
+    labelled = [as_labelled(train_examples[i], i) for i in range(len(train_examples))]
+    texts = example_texts(labelled) + example_texts(as_labelled(val_examples[i], i) for i in range(len(val_examples)))
+
+    def make_data(processor) -> tuple[ExampleSource, Callable | None]:
+        validator = (ExampleValidator(val_examples, processor, settings.model.batch_size)
+                     if len(val_examples) else None)
+        return RequestExamples(train_examples, processor), validator
+
+    return _fit(settings, comparable, saved, make_data, texts, {"n_val": len(val_examples)}, progress,
+                stop_after, console)
+
+
+def _progress_info(record: dict[str, Any], validated: bool) -> str:
+    text = f"loss {record['train_loss']:.4f}"
+    if validated:
+        text += f" | val loss {record['val_loss']:.4f}"
+        for key in ("val_auroc", "val_accuracy"):
+            if isinstance(record.get(key), float) and math.isfinite(record[key]):
+                text += f" {key.removeprefix('val_')} {record[key]:.3f}"
+                break
+    return text
+
+
+def _fit(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] | None,
+         make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
+         summary_extra: dict[str, Any], progress: bool, stop_after: int | None,
+         console: Console | None) -> TrainResult:
+    """The training loop shared by :func:`train` and :func:`train_on_examples`."""
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_dir, best_dir = out / "last", out / "best"
+    resuming = saved is not None
+
     if not resuming:  # a fresh run: clear the outputs of an earlier one (only now that the inputs are valid)
         for name in ("last", "best", "final", "adapter", "history.json", "train_summary.json"):
             target = out / name
@@ -298,7 +390,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
 
     # model
     device = resolve_device(config.model.device)
-    base = base_model_path(config)
+    base = base_model_path(config, tiny_texts)
     lora = uses_lora(config, base)
     processor = load_processor(base, **_load_kwargs(config))
     torch.manual_seed(config.seed)
@@ -310,13 +402,10 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
 
-    loader = lru_cache(maxsize=2048)(load_image)
-    builder = ExampleBuilder(task, processor, bank, config.selector, config.ks, config.selector_params,
-                             config.seed, image_loader=loader)
-    validator = Validator(val_cases, builder, config.validation_k, config, processor) if val_cases else None
+    source, validator = make_data(processor)
 
     # schedule
-    n = len(train_cases)
+    n = len(source)
     micro_per_epoch = math.ceil(n / config.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
     total = config.max_steps if config.max_steps is not None else config.epochs * steps_per_epoch
@@ -335,7 +424,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
         tmp = out / "last.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
-        torch.save({"config": _comparable(config), "optimizer": optimizer.state_dict(),
+        torch.save({"config": comparable, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "rng": _rng_state(),
                     "state": {**state, "seconds": state["seconds"] + time.perf_counter() - started}},
                    tmp / STATE_FILE)
@@ -344,7 +433,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
 
     orders: dict[int, np.ndarray] = {}
 
-    def next_cases() -> list[Case]:
+    def next_indices() -> list[int]:
         if state["micro"] >= micro_per_epoch:
             state["epoch"] += 1
             state["micro"] = 0
@@ -354,7 +443,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
             orders[epoch] = np.random.default_rng([config.seed, epoch]).permutation(n)
         chosen = orders[epoch][state["micro"] * config.batch_size:(state["micro"] + 1) * config.batch_size]
         state["micro"] += 1
-        return [train_cases[int(i)] for i in chosen]
+        return [int(i) for i in chosen]
 
     interrupted = False
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -370,8 +459,8 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for _ in range(config.grad_accum):
-                cases = next_cases()
-                batch = builder.train_batch(cases, state["epoch"]).to(device)
+                indices = next_indices()
+                batch = source.batch(indices, state["epoch"]).to(device)
                 loss = -torch.cat(answer_log_probs(model, batch)).mean()
                 (loss / config.grad_accum).backward()
                 step_loss += float(loss.detach()) / config.grad_accum
@@ -400,13 +489,11 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
                             state["stopped_early"] = True
                 state["history"].append(record)
                 _write_json(out / "history.json", state["history"])
-                auroc = record.get("val_auroc")
-                bar.update(job, info=f"loss {record['train_loss']:.4f}" + (
-                    f" | val loss {record['val_loss']:.4f} auroc {auroc:.3f}" if validator is not None else ""))
+                bar.update(job, info=_progress_info(record, validator is not None))
                 save_last()
 
     seconds = state["seconds"] + time.perf_counter() - started
-    train_ids = [c.case_id for c in train_cases]
+    train_ids = source.ids
     if interrupted:
         return TrainResult(last_dir, out, state["history"], train_ids, seconds, state["step"], state["best_step"],
                            False, "lora" if lora else "full")
@@ -440,9 +527,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
     summary = {
         "name": config.name, "mode": "lora" if lora else "full", "base_model": base,
         "trainable_parameters": n_trainable, "total_parameters": n_total,
-        "n_train": n, "train_case_ids": train_ids,
-        "train_label_counts": {c: sum(case.label == c for case in train_cases) for c in task.classes},
-        "n_val": len(val_cases), "val_k": config.validation_k if val_cases else None,
+        **source.summary(), **summary_extra,
         "steps": state["step"], "total_steps": total, "epochs_started": state["epoch"] + 1,
         "steps_per_epoch": steps_per_epoch, "best_step": state["best_step"], "best": best_record,
         "stopped_early": state["stopped_early"], "seconds": seconds,
