@@ -12,8 +12,13 @@ from seeinpairs.backends.processors import load_processor
 from seeinpairs.errors import ConfigError
 from seeinpairs.imaging import load_image
 from seeinpairs.prompts import Request
-from seeinpairs.training import (LabelledRequest, RequestExamples, SFTSettings, encode_examples,
-                                 train_on_examples)
+from seeinpairs.training import (
+    LabelledRequest,
+    RequestExamples,
+    SFTSettings,
+    encode_examples,
+    train_on_examples,
+)
 
 
 def two_image_examples(synthetic_data, n: int, with_options: bool = True) -> list[LabelledRequest]:

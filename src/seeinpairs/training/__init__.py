@@ -9,8 +9,14 @@ loop on examples given as (request, gold answer) pairs, e.g. multi-image QA.
 
 from .config import DEFAULT_LORA_TARGETS, LoraConfig, SFTSettings, TrainConfig
 from .data import ExampleBuilder, example_rng, select_train_cases, subset_order
-from .examples import (CaseExamples, ExampleSource, ExampleValidator, LabelledRequest, RequestExamples,
-                       encode_examples)
+from .examples import (
+                       CaseExamples,
+                       ExampleSource,
+                       ExampleValidator,
+                       LabelledRequest,
+                       RequestExamples,
+                       encode_examples,
+)
 from .sft import TrainResult, train, train_on_examples
 
 __all__ = ["DEFAULT_LORA_TARGETS", "CaseExamples", "ExampleBuilder", "ExampleSource", "ExampleValidator",

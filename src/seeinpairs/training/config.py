@@ -100,7 +100,7 @@ class SFTSettings(ConfigFile):
             raise ValueError(f"unknown TinySpec field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         return value
 
-    def resolve_paths(self, base: Path) -> "SFTSettings":
+    def resolve_paths(self, base: Path) -> SFTSettings:
         return self.model_copy(update={"model": self.model.resolved(base),
                                        "output_dir": resolve_path(self.output_dir, base)})
 
@@ -156,7 +156,7 @@ class TrainConfig(SFTSettings):
         return max(self.ks) > 0
 
     # ----- loading ------------------------------------------------------------------------------
-    def resolve_paths(self, base: Path) -> "TrainConfig":
+    def resolve_paths(self, base: Path) -> TrainConfig:
         return self.model_copy(update={"data": self.data.resolved(base), "bank": self.bank.resolved(base),
                                        "model": self.model.resolved(base),
                                        "output_dir": resolve_path(self.output_dir, base)})

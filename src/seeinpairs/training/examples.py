@@ -14,13 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
 from ..backends.base import option_probabilities
-from ..backends.hf import AnswerBatch, HFBackend, answer_log_probs, answer_token_ids, chat_prompt
+from ..backends.hf import (
+    AnswerBatch,
+    HFBackend,
+    answer_log_probs,
+    answer_token_ids,
+    chat_prompt,
+)
 from ..cases import Case
 from ..errors import ConfigError
 from ..prompts import Request

@@ -36,20 +36,34 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import transformers
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from ..backends.base import option_probabilities
-from ..backends.hf import HFBackend, answer_log_probs, answer_token_ids, chat_prompt, resolve_device
+from ..backends.hf import (
+    HFBackend,
+    answer_log_probs,
+    answer_token_ids,
+    chat_prompt,
+    resolve_device,
+)
 from ..backends.processors import load_processor
 from ..backends.tiny import TinySpec, build_tiny_vlm
 from ..cases import Case, CaseTable
@@ -60,8 +74,16 @@ from ..imaging import load_image
 from ..references.bank import ReferenceBank
 from .config import SFTSettings, TrainConfig
 from .data import ExampleBuilder, select_train_cases
-from .examples import (CaseExamples, ExampleLike, ExampleSource, ExampleValidator, RequestExamples, as_labelled,
-                       example_texts, examples_digest)
+from .examples import (
+    CaseExamples,
+    ExampleLike,
+    ExampleSource,
+    ExampleValidator,
+    RequestExamples,
+    as_labelled,
+    example_texts,
+    examples_digest,
+)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 STATE_FILE = "trainer_state.pt"
