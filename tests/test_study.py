@@ -21,6 +21,8 @@ def small_study(tmp_path) -> StudyConfig:
                  "conditions": [{"selector": "random", "k": [1, 2]}, {"selector": "embedding", "k": 1}]},
         "sample_efficiency": {"ladder": [8, "all"], "train": {"max_steps": 2}},
         "examples": 2,
+        "evidence": {"n_localization": 3, "n_cases": 8, "n_boot": 20, "methods": ["grad_x_input", "attention"],
+                     "n_overlays": 1},
         "output_dir": str(tmp_path / "study"),
     })
 
@@ -42,6 +44,14 @@ def test_study_trains_both_modes_on_the_same_cases_and_writes_the_report(tmp_pat
     for section in ("Findings", "Metrics", "Paired vs single", "Sample efficiency", "Examples"):
         assert section in html
     assert "data:image/png;base64," in html
+    # the evidence section: localization of both models on the same abnormal cases, swaps, layers
+    assert '<section id="evidence">' in html and "energy inside mask" in html
+    evidence = result.evidence
+    assert set(evidence.localization["model"]) == {"single", "paired"}
+    by_model = evidence.localization.groupby("model")["case_id"].apply(frozenset)
+    assert by_model["single"] == by_model["paired"] and len(by_model["single"]) == 3
+    assert set(evidence.swaps["swap"]) == {"random_healthy", "abnormal"} and not evidence.layers.empty
+    assert (tmp_path / "study" / "evidence" / "localization_summary.csv").exists()
 
     # a second run reuses the trained models and stored predictions
     again = run_study(config, progress=False)

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .cli_explain import register as register_explain
 from .errors import SeeInPairsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -217,6 +218,9 @@ def list_components() -> None:
     console.print("embedders: " + ", ".join(list_embedders()))
     console.print("backends: " + ", ".join(BACKENDS.list_names()))
     console.print("tiny model families: " + ", ".join(list_tiny_families()))
+
+
+register_explain(app, console)
 
 
 def main() -> None:

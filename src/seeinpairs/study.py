@@ -24,9 +24,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .cases import CaseTable
 from .configfile import ConfigFile, resolve_path, validation_message
 from .errors import ConfigError
-from .evaluation.config import BankConfig, ConditionConfig, ReferenceCount, DataConfig, EvalConfig, ExperimentConfig, ModelConfig
+from .evaluation.config import (
+    BankConfig,
+    ConditionConfig,
+    DataConfig,
+    EvalConfig,
+    ExperimentConfig,
+    ModelConfig,
+    ReferenceCount,
+)
 from .evaluation.runner import ExperimentResult, ensure_data, run_experiment
 from .evaluation.stats import write_tables
+from .explain.evidence import EvidenceConfig, EvidenceResult, EvidenceRunner
+from .explain.report import evidence_section
+from .references.bank import ReferenceBank
 from .tasks import Task
 
 log = logging.getLogger(__name__)
@@ -81,9 +92,11 @@ class StudyConfig(ConfigFile):
     sample_efficiency: SampleEfficiencyConfig | None = None
     examples: int = Field(4, ge=0)
     anchor: Anchor | None = None
+    #: attribution, localization, reference-use and layer analysis of the single vs the paired model
+    evidence: EvidenceConfig | None = None
     output_dir: Path = Path("runs/study")
 
-    def resolve_paths(self, base: Path) -> "StudyConfig":
+    def resolve_paths(self, base: Path) -> StudyConfig:
         return self.model_copy(update={"data": self.data.resolved(base), "bank": self.bank.resolved(base),
                                        "model": self.model.resolved(base),
                                        "output_dir": resolve_path(self.output_dir, base)})
@@ -97,6 +110,7 @@ class StudyResult:
     report: Path
     seconds: float
     anchor: Anchor | None = None
+    evidence: EvidenceResult | None = None
 
 
 def _train(config: StudyConfig, output_dir: Path, k: int | list[int], selector: str,
@@ -207,6 +221,11 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
         if label is not None:
             examples = examples_from_records(evaluation.records[label], table, n=config.examples,
                                              title=f"{PAIRED_LABEL}, {best['selector']} k={best['k']}")
+    evidence, sections = None, []
+    if config.evidence is not None:
+        evidence = run_study_evidence(config, table, single, paired)
+        evidence.save(out / "evidence")
+        sections.append(evidence_section(evidence))
     seconds = time.perf_counter() - started
     training = {"single": single_summary, "paired": paired_summary}
     metadata = {"study": config.name, "data": str(config.data.manifest), "model": config.model.display,
@@ -218,11 +237,23 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     report = write_report(out / "report.html", title=f"seeinpairs study: {config.name}",
                           summary=evaluation.summary, paired_tests=evaluation.paired_tests,
                           learning_curves=curves if not curves.empty else None, examples=examples,
-                          metadata=metadata, limitations=[*DEFAULT_LIMITATIONS, (
+                          metadata=metadata, sections=sections, limitations=[*DEFAULT_LIMITATIONS, (
                               "The single and the comparative model were each trained once (training seed "
                               f"{config.train.get('seed', 0)}); the intervals do not include the variation between "
                               "training runs, which for small models trained from scratch can be as large as the "
                               "differences shown. Repeat with several training seeds before drawing conclusions.")])
     (out / "study_summary.json").write_text(json.dumps({"seconds": seconds, "training": training}, indent=2,
                                                        default=str))
-    return StudyResult(evaluation, curves, training, report, seconds, config.anchor)
+    return StudyResult(evaluation, curves, training, report, seconds, config.anchor, evidence)
+
+
+def run_study_evidence(config: StudyConfig, table: CaseTable, single: Path, paired: Path) -> EvidenceResult:
+    """The evidence analysis of the study's two trained models (masks resolve like the images)."""
+    from .backends.hf import HFBackend
+
+    model = config.model
+    backends = [HFBackend(path, dtype=model.dtype, device=model.device, batch_size=model.batch_size)
+                for path in (single, paired)]
+    bank = ReferenceBank.from_table(table, config.task, split=config.bank.split, cache_dir=config.bank.cache_dir)
+    root = config.data.image_root or Path(config.data.manifest).parent
+    return EvidenceRunner(*backends, table, config.task, bank, config.evidence, mask_root=root).run()

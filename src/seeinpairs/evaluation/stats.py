@@ -228,3 +228,14 @@ def write_tables(frame: pd.DataFrame, out_dir: str | Path, stem: str) -> dict[st
     rows = json.loads(frame.to_json(orient="records", double_precision=15))
     paths["json"].write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return paths
+
+
+def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of per-case values (NaNs dropped) with a percentile bootstrap interval."""
+    array = np.asarray([v for v in values if v == v], dtype=float)
+    if array.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    idx = _resample_indices(array.size, n_boot, seed)
+    lo, hi = _percentiles(array[idx].mean(axis=1), alpha)
+    return float(array.mean()), lo, hi
