@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,9 +16,10 @@ METHOD_TITLES = {"grad_x_input": "gradient x input", "integrated_gradients": "in
 
 
 def _normalised(values: np.ndarray) -> np.ndarray:
+    """Absolute values stretched to 0..1 per image, so that near-uniform maps (attention) still show their shape."""
     magnitude = np.abs(np.nan_to_num(values))
-    peak = magnitude.max()
-    return magnitude / peak if peak > 0 else magnitude
+    low, high = magnitude.min(), magnitude.max()
+    return (magnitude - low) / (high - low) if high > low else np.zeros_like(magnitude)
 
 
 def overlay_png(images: Sequence[Image.Image], rows: Sequence[tuple[str, Sequence[np.ndarray | None]]],
@@ -25,10 +27,11 @@ def overlay_png(images: Sequence[Image.Image], rows: Sequence[tuple[str, Sequenc
     """A grid: the images on top, then one row per (label, maps) with each map over its image.
 
     A ``None`` map leaves its cell empty (e.g. a single-image model has no references). Maps
-    are shown as absolute values scaled per image; ``mask`` outlines the lesion on the last image.
+    are shown as absolute values stretched to the full colour range per image (compare shapes
+    within a cell, not intensities across cells); ``mask`` outlines the lesion on the last image.
     """
     n_cols, n_rows = len(images), 1 + len(rows)
-    fig = Figure(figsize=(2.2 * n_cols, 2.2 * n_rows), dpi=90)  # its own canvas: no pyplot state
+    fig = Figure(figsize=(2.0 * n_cols, 2.0 * n_rows), dpi=64)  # its own canvas: no pyplot state
     FigureCanvasAgg(fig)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     grey = [np.asarray(image.convert("L"), dtype=np.float32) / 255.0 for image in images]
@@ -53,7 +56,7 @@ def overlay_png(images: Sequence[Image.Image], rows: Sequence[tuple[str, Sequenc
         ax.set_xticks([])
         ax.set_yticks([])
     if caption:
-        fig.suptitle(caption, fontsize=8)
+        fig.suptitle(textwrap.fill(caption, width=max(30, 34 * n_cols)), fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
