@@ -1,0 +1,170 @@
+"""``seeinpairs setdiff``: describe what distinguishes two image sets, and the offline benchmark.
+
+* ``setdiff run FILE`` -- RadDiffBench / VisDiffBench pairs (or ``--manifest`` with
+  ``--set1``/``--set2`` filters): propose, rank, judge; writes outcomes, summary and report.
+* ``setdiff benchmark`` -- the generated benchmark with a tiny VLM ranker trained offline,
+  against random ranking and ranking by ground-truth attributes.
+* ``setdiff list`` -- the registered proposers, rankers and judges.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import ConfigError
+
+setdiff_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                          help="Describe what distinguishes image set 1 from set 2 (RadDiff/VisDiff protocol).")
+console = Console()
+
+
+def _summary_table(frame, title: str) -> Table:
+    table = Table(title=title)
+    metrics = [c for c in frame.columns if c.startswith("acc@") and not c.endswith(("_lo", "_hi"))]
+    for column in ["method", "difficulty", "pairs", *metrics]:
+        table.add_column(column)
+    for _, row in frame.iterrows():
+        table.add_row(str(row["method"]), str(row["difficulty"]), str(int(row["n_pairs"])),
+                      *[f"{row[m]:.3f} [{row[m + '_lo']:.2f}, {row[m + '_hi']:.2f}]" for m in metrics])
+    return table
+
+
+def _backend(kind: str, model: Optional[str], device: str, base_url: Optional[str], role: str) -> Any:
+    from . import backends  # noqa: F401  (registers hf and openai_compat)
+    from .backends.base import create_backend
+
+    if not model:
+        raise ConfigError(f"option '--{role}': needed by the chosen {role.replace('-model', '')} (a folder, hub id "
+                          "or served model name)")
+    kwargs: dict[str, Any] = {"model": model}
+    if kind == "hf":
+        kwargs["device"] = device
+    elif base_url:
+        kwargs["base_url"] = base_url
+    return create_backend(kind, **kwargs)
+
+
+@setdiff_app.command("run")
+def run_command(
+    benchmark: Optional[Path] = typer.Argument(None, help="RadDiffBench JSONL, VisDiffBench JSONL or CSV."),
+    image_root: Optional[Path] = typer.Option(None, help="Folder that image paths are relative to."),
+    difficulty_csv: Optional[Path] = typer.Option(None, help="RadDiffBench's row-aligned difficulty CSV."),
+    fmt: str = typer.Option("auto", "--format", help="auto, raddiff, visdiff or visdiff_csv."),
+    manifest: Optional[Path] = typer.Option(None, help="A case table instead of a benchmark file."),
+    set1: Optional[str] = typer.Option(None, help="Filter for set 1, e.g. 'label == pneumonia'."),
+    set2: Optional[str] = typer.Option(None, help="Filter for set 2, e.g. 'label == normal'."),
+    proposer: str = typer.Option("concept_vocabulary", help="concept_vocabulary, captions_lm or image_grid."),
+    concepts: Optional[Path] = typer.Option(None, help="YAML vocabulary for concept_vocabulary."),
+    zoom: bool = typer.Option(False, help="Second iteration: zoom-in refinement by --proposer-model."),
+    proposer_model: Optional[str] = typer.Option(None, help="Generating model for captions_lm/image_grid/zoom."),
+    ranker: str = typer.Option("vlm", help="vlm, dual_encoder or random."),
+    ranker_model: Optional[str] = typer.Option(None, help="VLM (vlm) or CLIP-style model (dual_encoder: "
+                                                         "hf:<id|folder> or open_clip:<name>[@pretrained])."),
+    judge: str = typer.Option("embedding", help="embedding (offline) or lm."),
+    judge_model: Optional[str] = typer.Option(None, help="Generating model for the lm judge."),
+    backend: str = typer.Option("hf", help="Backend of the generating/scoring models (hf, openai_compat)."),
+    base_url: Optional[str] = typer.Option(None, help="openai_compat endpoint."),
+    device: str = typer.Option("auto", help="Device for local models."),
+    max_pairs: Optional[int] = typer.Option(None, help="Only the first N pairs."),
+    seed: int = typer.Option(0),
+    output: Path = typer.Option(Path("runs/setdiff"), help="Where outcomes, summary and report go."),
+) -> None:
+    """Propose, rank and judge differences between image sets; print acc@k when ground truth is known."""
+    from .cases import CaseTable
+    from .setdiff import create_judge, create_proposer, create_ranker, load_pairs, pair_from_table
+    from .setdiff.pipeline import run_setdiff
+    from .setdiff.report import setdiff_section, write_setdiff_report
+
+    if (benchmark is None) == (manifest is None):
+        raise ConfigError("give a benchmark file or --manifest with --set1 and --set2 (exactly one of them)")
+    if manifest is not None:
+        if not set1 or not set2:
+            raise ConfigError("option '--set1'/'--set2': both filters are needed with --manifest")
+        pairs = [pair_from_table(CaseTable.load(manifest, image_root=image_root), set1, set2)]
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pairs = load_pairs(benchmark, image_root, difficulty_csv, fmt)
+        for warning in caught:  # one line each (dropped non-image paths), not Python's two-line format
+            console.print(f"warning: {warning.message}", highlight=False, soft_wrap=True)
+    pairs = pairs[:max_pairs]
+    generator = (_backend(backend, proposer_model, device, base_url, "proposer-model")
+                 if proposer != "concept_vocabulary" or zoom else None)
+    if proposer == "concept_vocabulary":
+        chosen_proposer = create_proposer(proposer, concepts=concepts)
+    elif proposer == "captions_lm":
+        chosen_proposer = create_proposer(proposer, captioner=generator)
+    else:
+        chosen_proposer = create_proposer(proposer, model=generator)
+    refiner = create_proposer("zoom", model=generator, base=chosen_proposer) if zoom else None
+    if ranker == "vlm":
+        chosen_ranker = create_ranker("vlm", backend=_backend(backend, ranker_model, device, base_url, "ranker-model"))
+    elif ranker == "dual_encoder":
+        if not ranker_model:
+            raise ConfigError("option '--ranker-model': dual_encoder needs a model (hf:<id|folder> or open_clip:<name>)")
+        chosen_ranker = create_ranker("dual_encoder", model=ranker_model, device="cpu" if device == "auto" else device)
+    else:
+        chosen_ranker = create_ranker(ranker, seed=seed) if ranker == "random" else create_ranker(ranker)
+    judged = any(p.truth is not None for p in pairs)
+    chosen_judge = (create_judge("lm", backend=_backend(backend, judge_model, device, base_url, "judge-model"))
+                    if judge == "lm" else create_judge(judge))
+    if not judged:
+        chosen_judge = _NoTruthJudge()
+    run = run_setdiff(pairs, chosen_proposer, {ranker: chosen_ranker}, chosen_judge, refiner=refiner, seed=seed)
+    run.write(output)
+    report = write_setdiff_report(output / "report.html", setdiff_section(run, pairs))
+    for outcome in run.outcomes[:5]:
+        top = ", ".join(f"{r.text} ({r.auroc:.2f})" for r in outcome.ranked[:5])
+        console.print(f"{outcome.pair_id}: {top}")
+    if judged:
+        console.print(_summary_table(run.summary(), "acc@k (95% bootstrap CI over pairs)"))
+    console.print(f"outcomes, summary and report in {output} ({report.name})")
+
+
+class _NoTruthJudge:
+    """Stands in when no pair has a ground truth (case-table filters): every score is 0, unjudged."""
+
+    name = "none"
+
+    def judge(self, hypotheses, pair):
+        from .setdiff.judges import Judgement
+
+        return [Judgement(h, 0, True, "no ground truth") for h in hypotheses]
+
+    def describe(self) -> str:
+        return "none (no ground truth given)"
+
+
+@setdiff_app.command("benchmark")
+def benchmark_command(
+    output: Path = typer.Option(Path("runs/setdiff_benchmark"), help="Where data, model, results and report go."),
+    images_per_set: int = typer.Option(20, min=4, help="Images in each set of each pair."),
+    train_images: int = typer.Option(800, min=40, help="Generated images the VLM ranker is trained on."),
+    train_steps: int = typer.Option(2000, min=1, help="Optimizer steps of the VLM ranker."),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, help="Show the training progress bar."),
+) -> None:
+    """The offline benchmark: 24 generated set pairs, VLM ranker vs random vs ground-truth attributes."""
+    from .setdiff.benchmark import run_setdiff_benchmark
+
+    result, _ = run_setdiff_benchmark(output, images_per_set=images_per_set, train_images=train_images,
+                                      train_steps=train_steps, seed=seed, progress=progress)
+    console.print(_summary_table(result.summary(), "acc@k by ranking method (95% bootstrap CI over pairs)"))
+    console.print(f"judge: {result.run.judge}")
+    console.print(f"report: {result.report} ({result.seconds['total']:.0f} s)")
+
+
+@setdiff_app.command("list")
+def list_command() -> None:
+    """The registered proposers, rankers and judges."""
+    from .setdiff import list_judges, list_proposers, list_rankers
+
+    console.print("proposers: " + ", ".join(list_proposers()))
+    console.print("rankers: " + ", ".join(list_rankers()))
+    console.print("judges: " + ", ".join(list_judges()))

@@ -1,0 +1,151 @@
+"""The set-difference pipeline: propose, deduplicate, rank, (refine, rank again), judge.
+
+Proposals are made once per pair and shared by every ranker given, so a
+comparison of rankers (the model against random ranking and against the
+ground-truth ranking) differs in the ranking alone. With a ``refiner`` (the
+zoom iteration) the second iteration starts from the first ranker's top
+hypotheses and the refined candidates join the shared list.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from .inputs import SetPair
+from .judges import Judge, Judgement, acc_at, bootstrap_mean_ci
+from .proposers import Proposal, Proposer, ZoomRefinementProposer, deduplicate
+from .rankers import RankedHypothesis, Ranker
+
+
+@dataclass
+class PairOutcome:
+    """One pair under one ranking method: ranked hypotheses and their judgements (same order)."""
+
+    pair_id: str
+    method: str
+    difficulty: str | None
+    truth: dict[str, str | None]
+    ranked: list[RankedHypothesis]
+    judgements: list[Judgement]
+    n_proposed: int = 0
+    proposal_parse_failures: int = 0
+
+    @property
+    def scores(self) -> list[int]:
+        return [j.score for j in self.judgements]
+
+    def acc(self, k: int | None) -> float:
+        return acc_at(self.scores, k)
+
+    @property
+    def judge_parse_failures(self) -> int:
+        return sum(not j.parsed for j in self.judgements)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pair_id": self.pair_id, "method": self.method, "difficulty": self.difficulty, "truth": self.truth,
+                "n_proposed": self.n_proposed, "proposal_parse_failures": self.proposal_parse_failures,
+                "ranked": [{**r.to_dict(), **{"judge_" + k: v for k, v in j.to_dict().items() if k != "hypothesis"}}
+                           for r, j in zip(self.ranked, self.judgements)]}
+
+
+@dataclass
+class SetDiffRun:
+    """All outcomes of one run, with the judge's rule and the settings that produced them."""
+
+    outcomes: list[PairOutcome]
+    judge: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(o.method for o in self.outcomes))
+
+    def summary(self, ks: Sequence[int | None] = (1, 5, None), n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """acc@k mean and 95% bootstrap CI over pairs, per method, overall and per difficulty."""
+        rows = []
+        for method in self.methods:
+            chosen = [o for o in self.outcomes if o.method == method]
+            levels = sorted({o.difficulty for o in chosen if o.difficulty}, key=_difficulty_order)
+            for level in ["all", *levels]:
+                subset = chosen if level == "all" else [o for o in chosen if o.difficulty == level]
+                row: dict[str, Any] = {"method": method, "difficulty": level, "n_pairs": len(subset)}
+                for k in ks:
+                    name = f"acc@{k}" if k is not None else "acc@N"
+                    mean, lo, hi = bootstrap_mean_ci([o.acc(k) for o in subset], n_boot=n_boot, seed=seed)
+                    row.update({name: mean, f"{name}_lo": lo, f"{name}_hi": hi})
+                row["mean_hypotheses"] = sum(len(o.ranked) for o in subset) / max(1, len(subset))
+                row["judge_parse_failures"] = sum(o.judge_parse_failures for o in subset)
+                row["proposal_parse_failures"] = sum(o.proposal_parse_failures for o in subset)
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """``outcomes.jsonl`` (everything, one line per pair and method), ``summary.csv`` and ``run.json``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"outcomes": out / "outcomes.jsonl", "summary": out / "summary.csv", "run": out / "run.json"}
+        with open(paths["outcomes"], "w", encoding="utf-8") as handle:
+            for outcome in self.outcomes:
+                handle.write(json.dumps(outcome.to_dict(), default=_json_default) + "\n")
+        self.summary().to_csv(paths["summary"], index=False)
+        paths["run"].write_text(json.dumps({"judge": self.judge, "settings": self.settings}, indent=2,
+                                           default=_json_default))
+        return paths
+
+
+def _difficulty_order(level: str) -> tuple[int, str]:
+    order = {"easy": 0, "medium": 1, "hard": 2}
+    return (order.get(level, 3), level)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def propose_candidates(pair: SetPair, proposer: Proposer, seed: int = 0, dedup_threshold: float | None = 0.9,
+                       embedder: Any = None) -> Proposal:
+    """Iteration 1: the proposer's hypotheses, near-duplicates merged."""
+    proposal = proposer.propose(pair, seed)
+    if dedup_threshold is not None:
+        proposal.hypotheses = deduplicate(proposal.hypotheses, embedder, dedup_threshold)
+    return proposal
+
+
+def run_setdiff(pairs: Sequence[SetPair], proposer: Proposer, rankers: Mapping[str, Ranker], judge: Judge,
+                refiner: ZoomRefinementProposer | None = None, refine_top: int = 10, seed: int = 0,
+                dedup_threshold: float | None = 0.9, embedder: Any = None, n_examples: int = 3,
+                progress: Any = None) -> SetDiffRun:
+    """Describe each pair's difference with every ranker on shared proposals, and judge the rankings."""
+    if not rankers:
+        raise ValueError("run_setdiff needs at least one ranker")
+    outcomes: list[PairOutcome] = []
+    for pair in pairs:
+        proposal = propose_candidates(pair, proposer, seed, dedup_threshold, embedder)
+        first = next(iter(rankers.values()))
+        if refiner is not None:
+            top = [r.text for r in first.rank(proposal.hypotheses, pair, n_examples)[:refine_top]]
+            proposal = proposal.merged(refiner.refine(pair, top, seed))
+            if dedup_threshold is not None:
+                proposal.hypotheses = deduplicate(proposal.hypotheses, embedder, dedup_threshold)
+        truth = {"set1": pair.set1_condition, "set2": pair.set2_condition, "difference": pair.difference}
+        for method, ranker in rankers.items():
+            ranked = ranker.rank(proposal.hypotheses, pair, n_examples)
+            judgements = judge.judge([r.text for r in ranked], pair)
+            outcomes.append(PairOutcome(pair.pair_id, method, pair.difficulty, truth, ranked, judgements,
+                                        len(proposal.hypotheses), proposal.parse_failures))
+        if progress is not None:
+            progress(pair)
+    settings = {"proposer": proposer.name, "rankers": {m: r.name for m, r in rankers.items()},
+                "refiner": refiner.name if refiner is not None else None, "seed": seed,
+                "dedup_threshold": dedup_threshold, "pairs": len(pairs)}
+    return SetDiffRun(outcomes, judge.describe(), settings)

@@ -1,0 +1,51 @@
+"""The setdiff commands as a user meets them: a run on RadDiffBench-format files, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+from setdiff_fixtures import write_image
+from typer.testing import CliRunner
+
+from seeinpairs.cli import app
+
+
+def _bench(tmp_path):
+    rows = []
+    for n, (a, b) in enumerate((("lung opacity ", "no finding "), ("old patient ", "young patient "))):
+        images = {}
+        for side, value in (("1", 200), ("2", 60)):
+            paths = [f"p1{n}/p1{n}00000{side}/s5000000{i}/{side}{i}.jpg" for i in range(4)]
+            for i, path in enumerate(paths):
+                write_image(tmp_path / "files" / path, value + i)
+            images[side] = paths + ([f"p1{n}/x/y/z.jpg_.gstmp"] if side == "1" else [])
+        rows.append({"set1": a, "set2": b, "set1_images": images["1"], "set2_images": images["2"]})
+    jsonl = tmp_path / "bench.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "difficulty.csv").write_text("difficulty\neasy\nmedium\n")
+    return jsonl
+
+
+def test_run_on_raddiff_files_writes_outcomes_summary_and_report(tmp_path):
+    jsonl = _bench(tmp_path)
+    result = CliRunner().invoke(app, ["setdiff", "run", str(jsonl), "--image-root", str(tmp_path / "files"),
+                                      "--difficulty-csv", str(tmp_path / "difficulty.csv"), "--ranker", "random",
+                                      "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "acc@1" in result.output and "raddiff-000" in result.output
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert set(summary.difficulty) == {"all", "easy", "medium"} and (summary.n_pairs > 0).all()
+    assert (tmp_path / "out" / "report.html").read_text().count("<details>") == 2
+    listed = CliRunner().invoke(app, ["setdiff", "list"])
+    assert "concept_vocabulary" in listed.output and "dual_encoder" in listed.output and "embedding" in listed.output
+
+
+def test_errors_are_one_line_with_status_2(tmp_path):
+    jsonl = _bench(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "seeinpairs.cli", "setdiff", "run", str(jsonl), "--ranker", "vlm"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line
+             and "warnings.warn" not in line]
+    assert len(lines) == 1 and "--ranker-model" in lines[0] and "Traceback" not in result.stderr
