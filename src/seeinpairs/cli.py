@@ -223,6 +223,8 @@ def list_components() -> None:
 register_explain(app, console)
 from .cli_setdiff import setdiff_app  # noqa: E402  (the setdiff command group)
 app.add_typer(setdiff_app, name="setdiff")
+from .cli_mim import app as mim_app  # noqa: E402  (multi-image QA commands)
+app.add_typer(mim_app, name="mim")
 
 
 def main() -> None:

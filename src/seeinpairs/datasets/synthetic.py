@@ -78,6 +78,23 @@ def _smooth_noise(rng: np.random.Generator, size: int, scale: int) -> np.ndarray
     return np.asarray(image.resize((size, size), Image.BICUBIC), dtype=np.float64) / 255.0 - 0.5
 
 
+def draw_anatomy(rng: np.random.Generator, config: SyntheticConfig, sex: str, age: float) -> dict:
+    """A patient's anatomy (lung fields, ribs, heart, texture), varying with sex and age."""
+    v = config.anatomy_variation
+    return {
+        "lung_dx": 0.2 + v * 0.2 * rng.standard_normal() + (0.01 if sex == "M" else -0.01),
+        "lung_rx": 0.14 * (1 + v * rng.standard_normal()) * (1.05 if sex == "M" else 0.95),
+        "lung_ry": 0.28 * (1 + v * rng.standard_normal()),
+        "lung_cy": 0.48 + 0.03 * rng.standard_normal(),
+        "lung_darkness": 0.2 + 0.05 * rng.standard_normal() - 0.001 * (age - 50),
+        "texture": _smooth_noise(rng, config.image_size, 8),
+        "rib_spacing": 0.09 + 0.015 * rng.standard_normal(),
+        "rib_phase": rng.random(),
+        "rib_strength": 0.04 + 0.01 * rng.standard_normal(),
+        "heart_rx": 0.11 * (1 + v * rng.standard_normal()) + 0.0005 * (age - 50),
+    }
+
+
 def render(rng: np.random.Generator, anatomy: dict, site: SiteProfile, config: SyntheticConfig,
            lesion: dict | None) -> tuple[np.ndarray, np.ndarray]:
     """One image (float 0..1) and its lesion mask (bool)."""
@@ -130,19 +147,7 @@ def generate_synthetic(out_dir: str | Path, config: SyntheticConfig | None = Non
         split = "train" if draw < train_f else ("val" if draw < train_f + val_f else "test")
         if site_name in config.unseen_sites:
             split = "test"
-        v = config.anatomy_variation
-        anatomy = {
-            "lung_dx": 0.2 + v * 0.2 * rng.standard_normal() + (0.01 if sex == "M" else -0.01),
-            "lung_rx": 0.14 * (1 + v * rng.standard_normal()) * (1.05 if sex == "M" else 0.95),
-            "lung_ry": 0.28 * (1 + v * rng.standard_normal()),
-            "lung_cy": 0.48 + 0.03 * rng.standard_normal(),
-            "lung_darkness": 0.2 + 0.05 * rng.standard_normal() - 0.001 * (age - 50),
-            "texture": _smooth_noise(rng, config.image_size, 8),
-            "rib_spacing": 0.09 + 0.015 * rng.standard_normal(),
-            "rib_phase": rng.random(),
-            "rib_strength": 0.04 + 0.01 * rng.standard_normal(),
-            "heart_rx": 0.11 * (1 + v * rng.standard_normal()) + 0.0005 * (age - 50),
-        }
+        anatomy = draw_anatomy(rng, config, sex, age)
         low, high = config.images_per_patient
         for i in range(int(rng.integers(low, high + 1))):
             abnormal = rng.random() < config.abnormal_fraction

@@ -1,0 +1,163 @@
+"""``seeinpairs mim ...``: validate, generate, evaluate and demo multi-image QA in the Med-MIM layout.
+
+Image roots are given per data set as ``--root NAME=FOLDER`` (``NAME`` is the
+``source`` prefix, e.g. ``MS_CXR_T`` or ``VQA_ODIR``; ``*`` for any other).
+Errors are :class:`~seeinpairs.errors.SeeInPairsError` lines, printed by the
+main CLI without a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Multi-image medical QA (Med-MIM layout): validate, generate, evaluate, demo.")
+console = Console()
+
+
+def parse_roots(values: list[str]) -> dict[str, Path]:
+    """``["MS_CXR_T=/data/cxr", "*=/data"]`` -> roots by data set name."""
+    roots: dict[str, Path] = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            raise ConfigError(f"--root '{value}': expected NAME=FOLDER (e.g. MS_CXR_T=/data/ms-cxr-t)")
+        roots[name.strip()] = Path(folder).expanduser()
+    return roots
+
+
+def _fmt(value, digits: int = 3) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "NA"
+    return "NA" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def print_summary(summary, title: str) -> None:
+    table = Table(title=title)
+    for column in ("level", "group", "n", "chance", "accuracy [95% CI]", "parse failures", "n open"):
+        table.add_column(column)
+    for _, row in summary.iterrows():
+        table.add_row(str(row["level"]), str(row["group"]), str(row.get("n", "")), _fmt(row.get("chance")),
+                      f"{_fmt(row.get('accuracy'))} [{_fmt(row.get('accuracy_lo'), 2)}, {_fmt(row.get('accuracy_hi'), 2)}]",
+                      _fmt(row.get("parse_failure_rate")), str(row.get("n_open", "")))
+    console.print(table)
+
+
+@app.command()
+def validate(
+    files: list[Path] = typer.Argument(..., help="Med-MIM-format JSON files."),
+    root: list[str] = typer.Option([], help="Image root per data set: NAME=FOLDER (repeatable; '*' for any)."),
+    open_images: bool = typer.Option(True, help="Decode every image (not only check that it exists)."),
+) -> None:
+    """Check files: structure, placeholders, options, images; the first problem is one line."""
+    from .mim.format import MimDataset
+
+    dataset = MimDataset.load(files, parse_roots(root), check_images="open" if open_images else "exists")
+    counts: dict[tuple[str, str, str], list[int]] = {}
+    for item in dataset:
+        entry = counts.setdefault((item.file, item.dataset, item.subset), [0, 0])
+        entry[0 if item.multiple_choice else 1] += 1
+    for (file, source, subset), (mc, opened) in sorted(counts.items()):
+        console.print(f"{file}: {subset}, source {source}: {mc} multiple choice, {opened} open-ended")
+    console.print(f"{len(dataset)} items OK")
+
+
+@app.command()
+def generate(
+    manifest: Path = typer.Argument(..., help="Case table (CSV, TSV, Parquet, JSONL) with split, patient_id, label."),
+    output: Path = typer.Argument(..., help="Folder for the generated Med-MIM-format files."),
+    image_root: Path | None = typer.Option(None, help="Folder relative image paths start from "
+                                                          "(default: the manifest's folder)."),
+    train: int = typer.Option(400, help="Items per ability from the train split."),
+    val: int = typer.Option(40, help="Items per ability from the val split."),
+    test: int = typer.Option(120, help="Items per ability from the test split."),
+    dataset: str = typer.Option("SYNTH_SERIES", help="Data-set name: the source prefix and image-root key."),
+    prefix: str = typer.Option("seeinpairs", help="File name prefix."),
+    open_fraction: float = typer.Option(0.1, help="Share of open-ended items."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Generate multi-image questions (co-reference, comparison, temporal, reasoning) from a case table."""
+    from .cases import CaseTable
+    from .mim.generate import QAGenConfig, generate_qa
+
+    table = CaseTable.load(manifest, image_root=image_root)
+    config = QAGenConfig(n_items={"train": train, "val": val, "test": test}, dataset=dataset, prefix=prefix,
+                         open_fraction=open_fraction, seed=seed)
+    result = generate_qa(table, output, image_root or manifest.resolve().parent, config)
+    for split, counts in result.counts.items():
+        console.print(f"{split}: " + ", ".join(f"{ability} {n}" for ability, n in counts.items()))
+    for split, reasons in result.skipped.items():
+        for ability, why in reasons.items():
+            console.print(f"skipped {split} {ability}: {why}")
+    console.print(f"files in {output} (image root for --root {dataset}=...: {image_root or manifest.resolve().parent})")
+
+
+@app.command()
+def synthetic(
+    output: Path = typer.Argument(..., help="Folder for the longitudinal two-view images and manifest.csv."),
+    patients: int = typer.Option(240, help="Patients (3 studies x 2 views each)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Generate the longitudinal, two-view synthetic case table (input for ``mim generate``)."""
+    from .datasets.synthetic_series import SeriesConfig, generate_series
+
+    table = generate_series(output, SeriesConfig(n_patients=patients, seed=seed))
+    console.print(f"{len(table)} images of {patients} patients: {output / 'manifest.csv'}")
+
+
+@app.command()
+def evaluate(
+    files: list[Path] = typer.Argument(..., help="Med-MIM-format JSON files."),
+    model: str = typer.Option(..., help="HF checkpoint folder or hub id."),
+    root: list[str] = typer.Option([], help="Image root per data set: NAME=FOLDER (repeatable; '*' for any)."),
+    method: str = typer.Option("loglik", help="loglik (option log-likelihood) or generate (generate and parse)."),
+    single_image: str | None = typer.Option(None, help="Ablation: show only this image (first, last or 0-based)."),
+    output: Path = typer.Option(Path("runs/mim_eval"), help="Where predictions and summaries go."),
+    device: str = typer.Option("auto"),
+    batch_size: int = typer.Option(16),
+    judge: str | None = typer.Option(None, help="Judge model for open-ended answers (enables llm_judge)."),
+    n_boot: int = typer.Option(1000),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Evaluate a model on Med-MIM-format files: accuracy per ability, source and split with 95% CIs."""
+    from .backends.hf import HFBackend
+    from .mim.evaluate import evaluate as run
+    from .mim.format import MimDataset
+
+    dataset = MimDataset.load(files, parse_roots(root))
+    backend = HFBackend(model, device=device, batch_size=batch_size)
+    judge_backend = HFBackend(judge, device=device, batch_size=batch_size) if judge else None
+    result = run(backend, dataset, method=method, keep=single_image, judge=judge_backend,  # type: ignore[arg-type]
+                 n_boot=n_boot, batch_size=batch_size, progress=progress)
+    paths = result.save(output)
+    print_summary(result.summary, f"{result.condition}: multiple-choice accuracy (95% bootstrap CI)")
+    console.print(f"predictions: {paths['predictions']}  summary: {paths['summary']}")
+
+
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("runs/mim_demo"), help="Where data, model and results go."),
+    steps: int | None = typer.Option(None, help="SFT steps (default from MimDemoConfig)."),
+    patients: int | None = typer.Option(None, help="Patients in the generated series."),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Offline: generate the multi-image benchmark, evaluate a tiny VLM, SFT it, evaluate again, ablate, report."""
+    from .mim.demo import MimDemoConfig, run_mim_demo
+
+    overrides = {k: v for k, v in {"steps": steps, "patients": patients}.items() if v is not None}
+    result, _ = run_mim_demo(output, MimDemoConfig(**overrides), progress=progress)
+    table = result.accuracy_table()
+    for condition, frame in table.groupby("condition", sort=False):
+        view = frame.rename(columns={"group": "group"}).assign(level=frame["group"].map(
+            lambda g: "split" if g in ("held_in", "held_out") else "subset"))
+        print_summary(view, f"{condition}")
+    console.print(f"report: {result.report} ({result.seconds:.0f} s)")
