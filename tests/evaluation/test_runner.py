@@ -193,3 +193,41 @@ def test_selector_none_with_references_is_a_config_error():
     with pytest.raises(ValueError, match="selector 'none'"):
         ConditionConfig(selector="none", k=[0, 2])
     assert ConditionConfig(selector="random", k=[0, 1]).expand() == [("none", 0, {}), ("random", 1, {})]
+
+
+def test_prior_study_is_its_own_mode_on_the_queries_that_have_a_prior(synthetic_data, tiny_models, tmp_path):
+    """The patient's earlier healthy study comes from any split (the patient's history), is labelled
+    'prior', covers only queries with an earlier study, and never enters the leakage-free rows."""
+    from seeinpairs.cases import Case, CaseTable
+
+    root, table, task = synthetic_data
+    cases = [Case(**{**c.to_record(), "extra": {**c.extra, "follow_up": int(c.case_id.rsplit("_", 1)[1])}})
+             for c in table]
+    CaseTable(cases, str(tmp_path / "manifest.csv")).save(tmp_path / "manifest.csv")
+    shutil.copytree(root / "images", tmp_path / "images")
+    by_id = {c.case_id: c for c in cases}
+    expected = sorted(c.case_id for c in cases if c.split == "test" and any(
+        o.patient_id == c.patient_id and o.label == "normal" and o.extra["follow_up"] < c.extra["follow_up"]
+        for o in cases))
+    assert expected, "the fixture must contain queries with a prior"
+    config = make_config(tmp_path, tiny_models["qwen2_vl"], tmp_path / "out", task, max_cases=None,
+                         conditions=[{"selector": "none", "k": 0}, {"selector": "random", "k": 1},
+                                     {"selector": "prior_study", "k": 1}])
+    result = run_experiment(config, progress=False)
+    modes = dict(zip(result.summary["selector"], result.summary["mode"]))
+    assert modes == {"none": "single", "random": "paired", "prior_study": "prior"}
+    prior = next(recs for label, recs in result.records.items() if "prior_study" in label)
+    assert sorted(r["case_id"] for r in prior) == expected
+    for record in prior:
+        query, reference = by_id[record["case_id"]], by_id[record["reference_ids"][0]]
+        assert reference.patient_id == query.patient_id and reference.label == "normal"
+        assert reference.extra["follow_up"] < query.extra["follow_up"]
+    random_records = next(recs for label, recs in result.records.items() if "random" in label)
+    assert all(by_id[r["reference_ids"][0]].patient_id != r["patient_id"] for r in random_records)
+    tests = result.paired_tests.set_index("selector")
+    assert tests.loc["prior_study", "mode"] == "prior" and tests.loc["prior_study", "n"] == len(expected)
+    from seeinpairs.report import findings_from
+
+    findings = findings_from(result.summary, result.paired_tests)
+    prior_lines = [f for f in findings if "prior_study" in f]
+    assert len(prior_lines) == 1 and "not leakage-free" in prior_lines[0] and f"{len(expected)} queries" in prior_lines[0]

@@ -13,7 +13,7 @@ from PIL import Image
 from seeinpairs.cases import Case
 from seeinpairs.errors import BankError, ConfigError, RegistryError
 from seeinpairs.references import ReferenceBank, Selection, create_selector, list_selectors
-from seeinpairs.references.selectors import attribute
+from seeinpairs.references.selectors import SELECTORS, attribute
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -21,9 +21,11 @@ SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[Healt
 VARIANTS: dict[str, list[dict]] = {
     "demographic": [{}, {"match": ["sex", "site"], "fallback": True}],
 }
+#: the leakage-free selectors; ``prior_study`` shows the query's own patient by design (tested below)
+LEAKAGE_FREE = [name for name in list_selectors() if SELECTORS.get(name).leakage_free]
 SELECTOR_CASES = [
     pytest.param(name, params, id=f"{name}{'-' + '-'.join(map(str, params)) if params else ''}")
-    for name in list_selectors()
+    for name in LEAKAGE_FREE
     for params in VARIANTS.get(name, [{}])
 ]
 
@@ -97,7 +99,26 @@ def _run(name, params, bank, query, k, seed):
 
 
 def test_every_selector_is_covered():
-    assert {"none", "random", "demographic", "embedding", "cross_center", "same_center"} <= set(list_selectors())
+    assert {"none", "random", "demographic", "embedding", "cross_center", "same_center"} <= set(LEAKAGE_FREE)
+    assert set(list_selectors()) - set(LEAKAGE_FREE) == {"prior_study"}
+
+
+def test_prior_study_returns_the_most_recent_earlier_studies_of_the_same_patient(pool):
+    def case(case_id, patient, follow_up, image):
+        return Case(case_id, (pool[image],), "normal", patient_id=patient, extra={"follow_up": follow_up})
+
+    bank = ReferenceBank([case("a0", "A", 0, 1), case("a1", "A", 1, 2), case("a3", "A", 3, 3), case("b0", "B", 0, 4),
+                          case("a2-copy", "A", 2, 5)])
+    selector = create_selector("prior_study", bank)
+    query = case("a2", "A", 2, 6)
+    assert selector.eligible(query)
+    assert selector.select(query, 2, np.random.default_rng(0)).case_ids == ["a1", "a0"]  # earlier only, newest first
+    with pytest.raises(BankError, match="query 'a2' has 2 earlier healthy studies of patient 'A'"):
+        selector.select(query, 3, np.random.default_rng(0))
+    first = case("a0-q", "A", 0, 7)
+    assert not selector.eligible(first)  # nothing earlier
+    assert not selector.eligible(Case("x", (pool[8],), "normal", extra={"follow_up": 5}))  # no patient id
+    assert not create_selector("prior_study", bank).leakage_free
 
 
 @pytest.mark.parametrize(("name", "params"), SELECTOR_CASES)

@@ -143,7 +143,10 @@ class Condition:
 
     @property
     def mode(self) -> str:
-        return "single" if self.k == 0 else "paired"
+        """``single`` (k=0), ``paired`` (leakage-free references) or ``prior`` (the patient's own earlier studies)."""
+        if self.k == 0:
+            return "single"
+        return "paired" if SELECTORS.get(self.selector).leakage_free else "prior"
 
     @property
     def label(self) -> str:
@@ -233,6 +236,7 @@ class ExperimentRunner:
         self.store = PredictionStore(self.output_dir, rank=self.dist.rank if self.dist.enabled else None)
         self.conditions = expand_conditions(config)
         self._bank: ReferenceBank | None = None
+        self._history_bank: ReferenceBank | None = None
         self._load = lru_cache(maxsize=2048)(load_image)
         self.builder = PromptBuilder(self.task, image_loader=self._load)
         self._data_identity = {"manifest": str(Path(config.data.manifest).name),
@@ -247,11 +251,31 @@ class ExperimentRunner:
                                                   cache_dir=self.config.bank.cache_dir)
         return self._bank
 
+    @property
+    def history_bank(self) -> ReferenceBank:
+        """Every healthy case of every split: the bank of modes that show a patient's own history."""
+        if self._history_bank is None:
+            self._history_bank = ReferenceBank.from_table(self.table, self.task, split=None,
+                                                          cache_dir=self.config.bank.cache_dir)
+        return self._history_bank
+
+    def bank_for(self, cond: Condition) -> ReferenceBank | None:
+        if cond.k == 0:
+            return None
+        return self.bank if cond.mode == "paired" else self.history_bank
+
+    def cases_for(self, cond: Condition, selector=None) -> list[Case]:
+        """The evaluation cases a condition covers: all of them, except for modes that need a prior."""
+        if cond.mode != "prior":
+            return self.eval_cases
+        selector = selector or create_selector(cond.selector, self.bank_for(cond), **cond.params)
+        return [c for c in self.eval_cases if selector.eligible(c)]
+
     def check_feasible(self) -> None:
         """Fail before any model work on unknown selectors or more references than the bank has."""
         for cond in self.conditions:
             SELECTORS.get(cond.selector)
-        largest = max((c.k for c in self.conditions), default=0)
+        largest = max((c.k for c in self.conditions if c.mode == "paired"), default=0)
         if largest > 0 and largest > len(self.bank):
             raise BankError(f"k={largest} is larger than the reference bank ({len(self.bank)} healthy cases "
                             f"in split '{self.config.bank.split}')")
@@ -275,7 +299,8 @@ class ExperimentRunner:
         description = {
             "data": self._data_identity,
             "task": self.task.model_dump(),
-            "bank": {"split": self.config.bank.split} if cond.k > 0 else None,
+            "bank": ({"split": self.config.bank.split} if cond.mode == "paired" else {"split": "all"})
+            if cond.k > 0 else None,
             "model": {"backend": model.backend, "source": model.name or f"tiny:{model.tiny}",
                       "fingerprint": checkpoint_fingerprint(path), "dtype": model.dtype,
                       "options": model.options},
@@ -299,7 +324,7 @@ class ExperimentRunner:
 
     # ----- running ------------------------------------------------------------------------------
     def _predict(self, backend: Backend, cond: Condition, key: str, cases: list[Case]) -> list[dict]:
-        selector = create_selector(cond.selector, self.bank if cond.k > 0 else None, **cond.params)
+        selector = create_selector(cond.selector, self.bank_for(cond), **cond.params)
         selections = [selector.select(case, cond.k, case_rng(cond.seed, case.case_id)) for case in cases]
         requests = [self.builder.build(case, sel.references) for case, sel in zip(cases, selections)]
         started = time.perf_counter()
@@ -339,7 +364,7 @@ class ExperimentRunner:
             if dist.is_main:
                 for key, description in keys.values():
                     self.store.register_run(key, description)
-        pending = {cond: [c for c in self.eval_cases if c.case_id not in self.store.done(key)]
+        pending = {cond: [c for c in self.cases_for(cond) if c.case_id not in self.store.done(key)]
                    for cond, (key, _) in keys.items()}
         everything = sum(len(v) for v in pending.values())
         # every rank has read the same done sets before any rank appends; each takes every world_size-th case
@@ -405,7 +430,8 @@ class ExperimentRunner:
                 continue
             base_recs = by_cond[baseline]
             test = mcnemar(base_recs, recs)
-            row = {"model": cond.model.display, "baseline": baseline.model.display, "selector": cond.selector, "k": cond.k, "seed": cond.seed,
+            row = {"model": cond.model.display, "baseline": baseline.model.display, "mode": cond.mode,
+                   "selector": cond.selector, "k": cond.k, "seed": cond.seed,
                    "n": test["n"], "single_right_paired_wrong": test["b"],
                    "single_wrong_paired_right": test["c"], "mcnemar_p": test["p"]}
             for metric in ("accuracy", "auroc"):

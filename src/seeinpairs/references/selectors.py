@@ -79,6 +79,9 @@ class Selector:
     name: ClassVar[str] = "selector"
     #: parameter names accepted by ``__init__`` (others are rejected with a clear error)
     params: ClassVar[tuple[str, ...]] = ()
+    #: False for a mode that deliberately shows the query's own patient (``prior_study``): evaluations
+    #: label it as its own mode and give it a bank drawn from every split (a patient's history)
+    leakage_free: ClassVar[bool] = True
 
     def __init__(self, bank: ReferenceBank | None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.params))
@@ -105,6 +108,10 @@ class Selector:
         selection = self._pick(query, k, candidates, rng, exclusions)
         self._verify(query, k, selection)
         return selection
+
+    def eligible(self, query: Case) -> bool:
+        """Whether ``select`` can serve this query at all (every query, except for ``prior_study``)."""
+        return True
 
     # -- hooks ----------------------------------------------------------------
 
@@ -337,6 +344,68 @@ class EmbeddingSelector(Selector):
         fetch = min(len(self.bank), k + len(self.bank) - len(candidates))
         hits = [i for i, _ in self.bank.nearest(vector, fetch, self.embedder) if i in allowed]
         return Selection(self._cases(hits[:k]))
+
+
+@_register("prior_study")
+class PriorStudySelector(Selector):
+    """The radiologist's usual comparison: the k most recent *earlier* healthy studies of the query's
+    own patient. Not leakage-free by design, so it is a separate mode: evaluations label it ``prior``,
+    never pool it with the leakage-free selectors, and evaluate it only on queries that have a prior
+    (:meth:`eligible`). Its bank should hold a patient's whole history (all splits).
+
+    ``order_by``: the Case field or ``extra`` key that orders a patient's studies (NIH: ``follow_up``);
+    a study is earlier when its value is smaller. Ties and missing values never count as earlier.
+    """
+
+    params = ("order_by",)
+    leakage_free = False
+
+    def __init__(self, bank: ReferenceBank | None, order_by: str = "follow_up", **unknown: Any) -> None:
+        super().__init__(bank, **unknown)
+        self.order_by = order_by
+
+    def _order(self, case: Case) -> float | None:
+        value = attribute(case, self.order_by)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        return number if number == number else None
+
+    def _priors(self, query: Case) -> list[int]:
+        """Bank positions of the patient's earlier studies, most recent first."""
+        if self.bank is None or query.patient_id is None:
+            return []
+        now = self._order(query)
+        if now is None:
+            return []
+        found = []
+        for position, case in enumerate(self.bank.cases):
+            when = self._order(case)
+            if (case.patient_id == query.patient_id and case.case_id != query.case_id
+                    and not set(case.images) & set(query.images) and when is not None and when < now):
+                found.append((when, position))
+        return [position for _, position in sorted(found, reverse=True)]
+
+    def eligible(self, query: Case) -> bool:
+        return bool(self._priors(query))
+
+    def select(self, query: Case, k: int, rng: np.random.Generator) -> Selection:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ConfigError(f"selector '{self.name}': k must be a non-negative integer (got {k!r})")
+        if k == 0:
+            return Selection([])
+        if self.bank is None:
+            raise ConfigError(f"selector '{self.name}' needs a reference bank for k={k}")
+        priors = self._priors(query)
+        if len(priors) < k:
+            raise BankError(f"selector 'prior_study': query '{query.case_id}' has {len(priors)} earlier healthy "
+                            f"studies of patient '{query.patient_id}' (by '{self.order_by}'), k={k}")
+        selection = Selection(self._cases(priors[:k]), note=f"prior studies of patient {query.patient_id}")
+        for reference in selection.references:  # the contract of this mode: same patient, earlier, not the query
+            if reference.patient_id != query.patient_id or reference.case_id == query.case_id:
+                raise RuntimeError(f"selector 'prior_study' returned '{reference.case_id}' for '{query.case_id}'")
+        return selection
 
 
 # ---------------------------------------------------------------------------

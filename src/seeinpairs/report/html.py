@@ -569,11 +569,23 @@ def findings_from(
     is said only when the 95% CI of the difference excludes 0.
     """
     out: list[str] = []
+    prior_tests = None
+    if not _empty(summary) and "mode" in summary.columns:  # the patient's own priors: reported apart, never pooled
+        summary = summary[summary["mode"].astype(str) != "prior"]
+    if not _empty(paired_tests) and "mode" in paired_tests.columns:
+        prior_tests = paired_tests[paired_tests["mode"].astype(str) == "prior"]
+        paired_tests = paired_tests[paired_tests["mode"].astype(str) != "prior"]
     if _empty(summary):
         out.append("No evaluation results: the single-vs-paired comparison was not run.")
     else:
         for model, part, baseline, prefix in _subjects(summary, paired_tests):
             out.extend(_model_findings(part, paired_tests, metric, model, alpha, prefix, baseline))
+    if not _empty(prior_tests) and f"delta_{metric}" in prior_tests.columns:
+        for _, row in prior_tests.iterrows():
+            out.append(f"Comparison with the patient's own earlier healthy study (prior_study, k={row['k']}; a "
+                       f"separate mode, not leakage-free): {metric_name(metric)} minus single = "
+                       f"{fmt_delta(row[f'delta_{metric}'], row.get(f'delta_{metric}_lo'), row.get(f'delta_{metric}_hi'))}"
+                       f" on the {_fmt_n(row['n'])} queries that have such a prior.")
     out.extend(_efficiency_findings(_coerce_efficiency(sample_efficiency, metric)))
     return out
 
