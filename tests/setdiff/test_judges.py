@@ -51,3 +51,15 @@ def test_acc_at_k():
     assert acc_at([0, 1, 2, 0], 2) == 0.5
     assert acc_at([0, 1, 2, 0], 5) == 1.0
     assert acc_at([2], None) == 1.0 and acc_at([], 1) == 0.0
+
+
+def test_lm_judge_through_a_local_vlm_counts_unreadable_replies(tmp_path):
+    """Text-only requests run through HFBackend; an untrained model's reply is unreadable: 0, counted."""
+    from seeinpairs.backends.hf import HFBackend
+    from seeinpairs.backends.tiny import build_tiny_vlm
+
+    backend = HFBackend(build_tiny_vlm("qwen2_vl", tmp_path / "tiny", texts=["0 1 2 score"]), device="cpu")
+    judgements = create_judge("lm", backend=backend, max_new_tokens=4).judge(HYPOTHESES[:2], PAIR)
+    assert len(judgements) == 2
+    for j in judgements:
+        assert j.score in (0, 1, 2) and (j.parsed or j.score == 0)

@@ -95,7 +95,10 @@ def encode_prompts(processor, texts: list[str], images: list[list], padding_side
     previous = tokenizer.padding_side
     tokenizer.padding_side = padding_side
     try:
-        encoded = processor(text=texts, images=images, padding=True, return_tensors="pt")
+        # text-only prompts (a language-model judge, a proposer reading captions): no image input at all,
+        # since processors cannot concatenate an empty image list
+        encoded = processor(text=texts, images=images if any(len(i) for i in images) else None, padding=True,
+                            return_tensors="pt")
     except Exception as exc:  # processors raise ValueError/TypeError/IndexError on mismatched inputs
         raise BackendError(f"{name}: the processor rejected the request ({str(exc).splitlines()[0]})") from None
     finally:
