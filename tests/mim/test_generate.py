@@ -107,3 +107,12 @@ def test_tables_without_studies_skip_what_they_cannot_support(synthetic_data, tm
     assert "temporal" in result.skipped["train"] and "reasoning" in result.skipped["train"]
     with pytest.raises(ConfigError, match="abilities"):
         QAGenConfig(abilities=("spatial",))
+
+
+def test_held_out_set_pools_abilities_into_one_file(series, tmp_path):
+    root, _ = series
+    result = _generate(series, tmp_path, held_out="Shift", n_items={"test": 8})
+    assert [f.name for f in result.files["test"]] == ["seeinpairs_benchmark_Held_out_SHIFT.json"]
+    items = load_mim_file(result.files["test"][0])
+    assert len(items) == 32 and {i.split for i in items} == {"held_out"} and {i.subset for i in items} == {"shift"}
+    assert [i.index for i in items] == list(range(32))

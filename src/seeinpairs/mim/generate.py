@@ -36,6 +36,7 @@ from .format import (
     MimItem,
     answer_text,
     compose_user_text,
+    relocated,
     write_mim_file,
 )
 
@@ -67,6 +68,9 @@ class QAGenConfig:
     dataset: str = "SYNTH_SERIES"
     #: file name prefix (``<prefix>_benchmark_Held_in_Temporal.json``)
     prefix: str = "seeinpairs"
+    #: when set, test items of all abilities go to one held-out file ``<prefix>_benchmark_Held_out_<NAME>.json``
+    #: (as Med-MIM's ODIR and RAD sets), e.g. for a table from another site or data set
+    held_out: str | None = None
     #: share of items asked open-ended (no options; answered by a sentence)
     open_fraction: float = 0.1
     #: a larger/smaller comparison needs sizes differing by at least this factor
@@ -406,20 +410,30 @@ def generate_qa(cases: Iterable[Case], out_dir: str | Path, image_root: str | Pa
     for split, n in config.n_items.items():
         if split not in _SPLIT_KIND:
             raise ConfigError(f"field 'n_items': unknown split '{split}' (use train, val, test)")
+        pooled: list[MimItem] = []
         for ability in config.abilities:
             items, why = draw_items(by_split.get(split, []), ability, split, n, config, root)
             if why:
                 skipped[split][ability] = why
                 continue
-            folder = out / "val" if split == "val" else out
-            files[split].append(write_mim_file(items, folder / items[0].file))
             counts[split][ability] = len(items)
             for item in items:
                 patients[split].update(item.meta["patients"])
+            if split == "test" and config.held_out:
+                pooled.extend(items)
+                continue
+            folder = out / "val" if split == "val" else out
+            files[split].append(write_mim_file(items, folder / items[0].file))
+        if pooled:
+            name = FileKind("held_out", config.held_out.lower()).file_name(config.prefix)  # type: ignore[arg-type]
+            pooled = [relocated(item, file=name, index=i, split="held_out", subset=config.held_out.lower())
+                      for i, item in enumerate(pooled)]
+            files[split].append(write_mim_file(pooled, out / name))
     result = GeneratedQA(dict(files), dict(counts), dict(skipped), {k: sorted(v) for k, v in patients.items()})
     summary = {"config": asdict(config), "counts": result.counts, "skipped": result.skipped,
                "files": {k: [str(p.relative_to(out)) for p in v] for k, v in result.files.items()},
                "patients": result.patients}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "qa_generation.json").write_text(json.dumps(summary, indent=2))
+    stem = f"qa_generation_{config.held_out.lower()}" if config.held_out else "qa_generation"
+    (out / f"{stem}.json").write_text(json.dumps(summary, indent=2))
     return result
