@@ -277,6 +277,16 @@ def run_setdiff_benchmark(output_dir: str | Path, images_per_set: int = 20, trai
                 "val_accuracy": best.get("val_accuracy"), "checkpoint": str(trained.checkpoint)}
     (out / "timing.json").write_text(json.dumps({"seconds": seconds, "training": training}, indent=2))
     result = BenchmarkResult(run, pairs, seconds, training, out)
-    section = setdiff_section(run, pairs, training=training, seconds=seconds, primary="vlm")
+    n_concepts = len(proposer.concepts)
+    notes = [
+        f"All three methods rank the same {n_concepts} proposals per pair (the concept vocabulary, which holds a "
+        "phrase for every generated difference and six findings the generator never draws). 'vlm': the tiny "
+        "Qwen2-VL trained here from scratch, scored as log P(yes) - log P(no) to 'Does this image show ...?'; "
+        "'random': seeded random scores (chance); 'ground-truth attributes': scores from the generator's record "
+        "of each image, the best any ranker can do with these proposals and this judge.",
+        f"{len(pairs)} pairs of {images_per_set} + {images_per_set} generated images; the VLM was trained on "
+        f"{train_images} other generated images (another seed), never on benchmark images.",
+    ]
+    section = setdiff_section(run, pairs, training=training, seconds=seconds, primary="vlm", notes=notes)
     result.report = write_setdiff_report(out / "report.html", section)
     return result, section

@@ -58,8 +58,9 @@ def summary_rows(run: SetDiffRun) -> tuple[list[str], list[list[str]]]:
 
 def setdiff_section(run: SetDiffRun, pairs: Sequence[SetPair], primary: str | None = None, top: int = 5,
                     max_pairs: int | None = None, training: Mapping[str, Any] | None = None,
-                    seconds: Mapping[str, float] | None = None) -> ReportSection:
-    """The section for ``run``: the summary table for all methods, pair details for ``primary``."""
+                    seconds: Mapping[str, float] | None = None, notes: Sequence[str] = ()) -> ReportSection:
+    """The section for ``run``: the summary table for all methods, pair details for ``primary``;
+    ``notes``: sentences shown under the table (what the methods are, caveats)."""
     primary = primary or run.methods[0]
     by_id = {p.pair_id: p for p in pairs}
     columns, rows = summary_rows(run)
@@ -82,6 +83,7 @@ def setdiff_section(run: SetDiffRun, pairs: Sequence[SetPair], primary: str | No
                         "set2": outcome.truth.get("set2") or "", "hypotheses": hypotheses, "examples": examples,
                         "acc1": {m: _num(v) for m, v in others.items()}, "acc5": _num(outcome.acc(5))})
     html = render_fragment("setdiff.html.j2", columns=columns, rows=rows, primary=primary, details=details,
+                           notes=list(notes),
                            judge=run.judge, settings=run.settings, training=dict(training or {}),
                            seconds={k: _num(v, 0) for k, v in (seconds or {}).items()}, top=top)
     return ReportSection(anchor="setdiff", title="Set differences: what distinguishes set 1 from set 2", html=html)
