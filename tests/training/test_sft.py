@@ -256,3 +256,26 @@ def test_from_yaml_resolves_paths_and_lora_auto(synthetic_data, tiny_models, tmp
     assert uses_lora(config, "Qwen/Qwen2-VL-2B-Instruct")
     with pytest.raises(ConfigError, match="not found"):
         TrainConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+# ----- acquisition augmentation ---------------------------------------------------------------------------
+def test_acquisition_augment_is_opt_in_wired_and_part_of_the_resume_check(synthetic_data, tiny_models, tmp_path):
+    common = {"max_steps": 2, "val_split": None, "lora": {"enabled": False}}
+    plain = make_config(synthetic_data, tiny_models, tmp_path / "plain", **common)
+    assert plain.augment is None and "augment" not in plain.model_dump(mode="json")  # older runs still match
+    augmented = make_config(synthetic_data, tiny_models, tmp_path / "aug", augment={"kind": "acquisition"}, **common)
+    assert augmented.model_dump(mode="json")["augment"]["shared"] is True
+    a = train(plain, progress=False)
+    b = train(augmented, progress=False)
+    assert b.summary["config"]["augment"]["kind"] == "acquisition"
+    weights_a = load_file(a.checkpoint / "model.safetensors")
+    weights_b = load_file(b.checkpoint / "model.safetensors")
+    assert any(not torch.equal(weights_a[k], weights_b[k]) for k in weights_a)  # other images were trained on
+    # interrupted and resumed, an augmented run ends with the same weights (the draws are keyed by seed, epoch, case)
+    partial = make_config(synthetic_data, tiny_models, tmp_path / "part", augment={"kind": "acquisition"}, **common)
+    train(partial, progress=False, stop_after=1)
+    changed = make_config(synthetic_data, tiny_models, tmp_path / "part", augment={"shared": False}, **common)
+    with pytest.raises(ConfigError, match="augment"):
+        train(changed, progress=False, resume=True)
+    resumed = load_file(train(partial, progress=False, resume=True).checkpoint / "model.safetensors")
+    assert max(float((resumed[k] - weights_b[k]).abs().max()) for k in weights_b) < 1e-6

@@ -11,11 +11,19 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 from ..backends.tiny import TinySpec
 from ..configfile import ConfigFile, resolve_path
 from ..evaluation.config import BankConfig, DataConfig, ModelConfig, ReferenceCount
+from ..siteshift.augment import AcquisitionAugment
 from ..tasks import Task
 
 #: LoRA targets by ``config.model_type``: the language model's attention projections (the vision
@@ -115,6 +123,10 @@ class TrainConfig(SFTSettings):
       of growing size are nested; ``balance_labels`` interleaves the classes.
     * Validation (see :class:`SFTSettings`) on up to ``max_val_cases`` cases of ``val_split``
       (``None``: no validation) with ``val_k`` references (default: the largest k).
+    * ``augment``: optional acquisition augmentation of training examples (validation is never
+      augmented), e.g. ``{kind: acquisition, shared: true}``: see
+      :class:`~seeinpairs.siteshift.augment.AcquisitionAugment`. Off by default; when off it is
+      left out of the dumped config, so runs and checkpoints made before it existed still match.
     """
 
     task: Task
@@ -132,6 +144,14 @@ class TrainConfig(SFTSettings):
 
     max_val_cases: int | None = Field(200, ge=1)
     val_k: int | None = Field(None, ge=0)
+    augment: AcquisitionAugment | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_augment(self, handler):
+        data = handler(self)
+        if self.augment is None and isinstance(data, dict):
+            data.pop("augment", None)  # the resume check and the study compare dumps with older runs
+        return data
 
     @field_validator("val_k")
     @classmethod

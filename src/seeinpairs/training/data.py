@@ -25,6 +25,7 @@ from ..imaging import load_image
 from ..prompts import PromptBuilder, Request
 from ..references.bank import ReferenceBank
 from ..references.selectors import Selection, create_selector
+from ..siteshift.augment import AcquisitionAugment, augment_rng
 from ..tasks import Task
 
 
@@ -68,7 +69,8 @@ class ExampleBuilder:
 
     def __init__(self, task: Task, processor, bank: ReferenceBank | None, selector: str, ks: Sequence[int],
                  selector_params: dict | None = None, seed: int = 0,
-                 image_loader: Callable[[str], Image.Image] | None = None) -> None:
+                 image_loader: Callable[[str], Image.Image] | None = None,
+                 augment: AcquisitionAugment | None = None) -> None:
         self.task = task
         self.processor = processor
         self.ks = [int(k) for k in ks]
@@ -78,6 +80,8 @@ class ExampleBuilder:
                                         **((selector_params or {}) if paired else {}))
         self.load = image_loader or lru_cache(maxsize=2048)(load_image)
         self.prompts = PromptBuilder(task, image_loader=self.load)
+        #: acquisition augmentation of training requests (never of validation requests)
+        self.augment = augment
 
     def select(self, case: Case, rng: np.random.Generator, k: int | None = None) -> Selection:
         if k is None:
@@ -85,8 +89,16 @@ class ExampleBuilder:
         return self.selector.select(case, k, rng)
 
     def train_request(self, case: Case, epoch: int) -> Request:
-        """A training example; with a list of k, its k is drawn from the example's own stream."""
-        return self.prompts.build(case, self.select(case, example_rng(self.seed, epoch, case.case_id)).references)
+        """A training example; with a list of k, its k is drawn from the example's own stream.
+
+        With ``augment``, its images are re-acquired by transforms drawn from the example's
+        augmentation stream (:func:`~seeinpairs.siteshift.augment.augment_rng`), which leaves the
+        references exactly as without augmentation.
+        """
+        request = self.prompts.build(case, self.select(case, example_rng(self.seed, epoch, case.case_id)).references)
+        if self.augment is not None:
+            request.images = self.augment.apply(request.images, augment_rng(self.seed, epoch, case.case_id))
+        return request
 
     def eval_request(self, case: Case, k: int) -> Request:
         """A validation request, with references chosen exactly as evaluation chooses them."""

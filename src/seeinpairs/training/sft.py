@@ -338,7 +338,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
     def make_data(processor) -> tuple[ExampleSource, Callable | None]:
         loader = lru_cache(maxsize=2048)(load_image)
         builder = ExampleBuilder(task, processor, bank, config.selector, config.ks, config.selector_params,
-                                 config.seed, image_loader=loader)
+                                 config.seed, image_loader=loader, augment=config.augment)
         validator = Validator(val_cases, builder, config.validation_k, config, processor) if val_cases else None
         return CaseExamples(train_cases, builder, task.classes), validator
 
