@@ -3,8 +3,8 @@
 :mod:`.synthetic` draws every attribute at random per patient. Set-difference
 benchmarks need images whose attributes are chosen: a lesion present or absent,
 its side and size, the acquisition site, the patient's age and sex. This module
-renders such images with the same anatomy model and renderer (the anatomy is
-sampled by the same formulas), and returns each image's ground truth.
+renders such images with the same anatomy model (:func:`~.synthetic.draw_anatomy`)
+and renderer, and returns each image's ground truth.
 
 Sides follow the radiographic convention: the patient's right lung is on the
 image's left (x < 0.5).
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .synthetic import SyntheticConfig, _smooth_noise, render
+from .synthetic import SyntheticConfig, draw_anatomy, render
 
 SIDES = {"right": -1, "left": 1}
 
@@ -37,28 +37,11 @@ class ImageSpec:
     lesion_radius: float | None = None
 
 
-def sample_anatomy(rng: np.random.Generator, config: SyntheticConfig, age: float, sex: str) -> dict[str, Any]:
-    """A patient's anatomy, by the formulas :func:`~.synthetic.generate_synthetic` uses."""
-    v = config.anatomy_variation
-    return {
-        "lung_dx": 0.2 + v * 0.2 * rng.standard_normal() + (0.01 if sex == "M" else -0.01),
-        "lung_rx": 0.14 * (1 + v * rng.standard_normal()) * (1.05 if sex == "M" else 0.95),
-        "lung_ry": 0.28 * (1 + v * rng.standard_normal()),
-        "lung_cy": 0.48 + 0.03 * rng.standard_normal(),
-        "lung_darkness": 0.2 + 0.05 * rng.standard_normal() - 0.001 * (age - 50),
-        "texture": _smooth_noise(rng, config.image_size, 8),
-        "rib_spacing": 0.09 + 0.015 * rng.standard_normal(),
-        "rib_phase": rng.random(),
-        "rib_strength": 0.04 + 0.01 * rng.standard_normal(),
-        "heart_rx": 0.11 * (1 + v * rng.standard_normal()) + 0.0005 * (age - 50),
-    }
-
-
 def render_spec(rng: np.random.Generator, spec: ImageSpec, config: SyntheticConfig) -> tuple[np.ndarray, dict[str, Any]]:
     """One image (float 0..1) of a new patient with ``spec``'s attributes, and its ground truth."""
     if spec.site not in config.sites:
         raise ValueError(f"site '{spec.site}' is not among the sites {list(config.sites)}")
-    anatomy = sample_anatomy(rng, config, spec.age, spec.sex)
+    anatomy = draw_anatomy(rng, config, spec.sex, spec.age)
     lesion = None
     truth: dict[str, Any] = {"age": float(spec.age), "sex": spec.sex, "site": spec.site, "lesion": bool(spec.lesion),
                              "lesion_side": None, "lesion_radius": None}
