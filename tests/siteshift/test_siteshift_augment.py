@@ -3,6 +3,7 @@ import pytest
 from PIL import Image
 from siteshift_data import write_images
 
+from seeinpairs.errors import ConfigError
 from seeinpairs.references.bank import ReferenceBank
 from seeinpairs.siteshift import AcquisitionAugment, AcquisitionTransform, augment_rng
 from seeinpairs.tasks import Task
@@ -80,8 +81,6 @@ def test_augmentation_stream_depends_on_seed_epoch_and_case_only():
     ({"sharde": True}, "augment.sharde"),
 ])
 def test_bad_augment_config_names_the_field(value, field):
-    from seeinpairs.errors import ConfigError
-
     data = {"task": TASK.model_dump(), "data": {"manifest": "m.csv"}, "model": {"tiny": "qwen2_vl"},
             "augment": value}
     with pytest.raises(ConfigError) as info:
@@ -136,3 +135,17 @@ def test_shared_training_examples_use_one_transform_for_query_and_references(bui
             builder.train_request(case, 0)
             assert len(seen[-1]) == 3
             assert (len(set(seen[-1])) == 1) == shared
+
+
+def test_spanning_covers_the_training_sites_and_not_the_held_out_one():
+    from seeinpairs.siteshift import create_protocol
+
+    protocol = create_protocol("default4")
+    training = [t for name, t in protocol.sites.items() if name != protocol.held_out]
+    augment = AcquisitionAugment.spanning(training, shared=False)
+    assert augment.shared is False
+    assert augment.gain == (0.92, 1.1) and augment.noise == (0.0, 0.03) and augment.color == (0.96, 1.05)
+    held = protocol.sites[protocol.held_out]
+    assert not augment.noise[0] <= held.noise <= augment.noise[1]  # the held-out site is an extrapolation
+    with pytest.raises(ConfigError, match="no transforms"):
+        AcquisitionAugment.spanning([])

@@ -113,3 +113,13 @@ def test_bad_inputs_are_one_line_errors(call, word):
     with pytest.raises(RecalibrationError, match=word) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_recalibrate_fits_on_references_and_applies_to_queries():
+    from seeinpairs.siteshift import recalibrate
+
+    refs = records([[0.0, m] for m in (0.5, 1.0, 1.5, 2.0)], ["normal"] * 4)
+    queries = records([[0.0, 1.2], [0.0, 3.0]], ["normal", "abnormal"])
+    fixed, calibration = recalibrate(queries, refs, "normal", 0.5)
+    assert 1.0 < calibration.bias < 1.5 and calibration.achieved_rate == 0.5
+    assert [r["predicted"] for r in fixed] == ["normal", "abnormal"]

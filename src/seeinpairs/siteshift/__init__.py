@@ -39,6 +39,7 @@ from .recalibration import (
     fit_healthy_bias,
     fit_healthy_bias_records,
     predicted_healthy_rate,
+    recalibrate,
     record_scores,
     specificity,
 )
@@ -46,5 +47,5 @@ from .recalibration import (
 __all__ = ["PROTOCOLS", "SITE_REFERENCE_SPLIT", "AcquisitionAugment", "AcquisitionProtocol", "AcquisitionTransform",
            "HealthyBias", "RecalibrationError", "SiteReferenceBanks", "apply_healthy_bias", "assign_sites",
            "augment_rng", "create_protocol", "fit_healthy_bias", "fit_healthy_bias_records", "leave_one_site_out",
-           "list_protocols", "predicted_healthy_rate", "record_scores", "register_protocol", "simulate_sites",
+           "list_protocols", "predicted_healthy_rate", "recalibrate", "record_scores", "register_protocol", "simulate_sites",
            "site_reference_banks", "sites_of", "specificity"]

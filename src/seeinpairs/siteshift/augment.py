@@ -25,7 +25,7 @@ example has.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -33,6 +33,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..cases import stable_digest
+from ..errors import ConfigError
 from .acquisition import AcquisitionTransform
 
 __all__ = ["AUGMENT_STREAM", "AcquisitionAugment", "augment_rng"]
@@ -59,7 +60,10 @@ class AcquisitionAugment(BaseModel):
       (per-channel gains, colour images only) log-uniform, so brightening and darkening are
       equally likely. Units as in :class:`~seeinpairs.siteshift.acquisition.AcquisitionTransform`.
 
-    The defaults span the ``default4`` protocol's sites, the held-out harsh one included.
+    The defaults are generic ranges that happen to cover every site of the ``default4``
+    protocol, the held-out harsh one included: a study should say so, and can compare with
+    ranges that span the training sites only (:meth:`spanning`), for which the held-out site
+    is an extrapolation.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -85,6 +89,24 @@ class AcquisitionAugment(BaseModel):
             if name in ("blur", "noise") and low < 0:
                 raise ValueError(f"{name}: the range must not be negative (got [{low}, {high}])")
         return self
+
+    @classmethod
+    def spanning(cls, transforms: Iterable[AcquisitionTransform], **settings) -> AcquisitionAugment:
+        """Ranges from the smallest to the largest value of each parameter among ``transforms``
+        (e.g. the training sites of a protocol, without the held-out one); ``settings`` set the
+        other fields (``shared``, ``probability``, or a range to override)."""
+        transforms = list(transforms)
+        if not transforms:
+            raise ConfigError("AcquisitionAugment.spanning: no transforms given")
+
+        def bounds(values: Iterable[float]) -> tuple[float, float]:
+            values = [float(v) for v in values]
+            return min(values), max(values)
+
+        ranges = {name: bounds(getattr(t, name) for t in transforms)
+                  for name in ("gain", "offset", "gamma", "blur", "noise")}
+        ranges["color"] = bounds(c for t in transforms for c in t.color)
+        return cls(**{**ranges, **settings})
 
     def sample(self, rng: np.random.Generator) -> AcquisitionTransform:
         """One transform; always the same number of draws, so later draws do not depend on the values."""

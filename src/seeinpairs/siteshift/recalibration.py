@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import SeeInPairsError
 
 __all__ = ["HealthyBias", "RecalibrationError", "apply_healthy_bias", "fit_healthy_bias", "fit_healthy_bias_records",
-           "predicted_healthy_rate", "record_scores", "specificity"]
+           "predicted_healthy_rate", "recalibrate", "record_scores", "specificity"]
 
 
 class RecalibrationError(SeeInPairsError):
@@ -202,3 +202,13 @@ def apply_healthy_bias(records: Iterable[dict[str, Any]], calibration: HealthyBi
         updated["recalibration"] = calibration.to_dict()
         out.append(updated)
     return out
+
+
+def recalibrate(query_records: Iterable[dict[str, Any]], reference_records: Sequence[dict[str, Any]],
+                healthy_class: str, target_rate: float) -> tuple[list[dict[str, Any]], HealthyBias]:
+    """The control in one call: fit the bias on a site's healthy references, apply it to its queries.
+
+    ``target_rate``: e.g. :func:`specificity` of the same model on healthy training cases.
+    """
+    calibration = fit_healthy_bias_records(reference_records, healthy_class, target_rate)
+    return apply_healthy_bias(query_records, calibration), calibration
