@@ -110,7 +110,6 @@ def test_tables_without_studies_skip_what_they_cannot_support(synthetic_data, tm
 
 
 def test_held_out_set_pools_abilities_into_one_file(series, tmp_path):
-    root, _ = series
     result = _generate(series, tmp_path, held_out="Shift", n_items={"test": 8})
     assert [f.name for f in result.files["test"]] == ["seeinpairs_benchmark_Held_out_SHIFT.json"]
     items = load_mim_file(result.files["test"][0])

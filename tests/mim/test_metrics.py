@@ -78,3 +78,13 @@ def test_summary_groups_and_chance():
     assert everything["n_open"] == 4 and 0 < everything["open_rouge_l"] < 1
     lo, hi = mean_ci([1.0] * 10)
     assert lo == hi == 1.0 and np.isnan(mean_ci([])[0])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("B: the second image", 0.0), ("B: the first image.", 1.0), ("A: the third image shows it", 1.0),
+    ("the first image", None), ("B: something else", None), ("", None)])
+def test_letter_text_mismatch(text, expected):
+    from seeinpairs.mim.metrics import letter_text_mismatch
+
+    value = letter_text_mismatch(text, OPTIONS)
+    assert (np.isnan(value) if expected is None else value == expected)

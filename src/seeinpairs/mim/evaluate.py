@@ -26,7 +26,7 @@ from rich.progress import Progress
 from ..backends.base import Backend, option_probabilities
 from ..errors import ConfigError
 from .format import LETTERS, MimDataset, MimItem
-from .metrics import extract_letter, score_open, summarise
+from .metrics import extract_letter, letter_text_mismatch, score_open, summarise
 from .prompts import ablation_position, build_request
 
 Method = Literal["loglik", "generate"]
@@ -92,6 +92,7 @@ def predict(backend: Backend, dataset: MimDataset, method: Method = "loglik", ke
                 elif item.multiple_choice:
                     row["pred"] = extract_letter(texts[i], item.options)
                     row["parse_failed"] = float(row["pred"] is None)
+                    row["letter_text_mismatch"] = letter_text_mismatch(texts[i], item.options)
                 if item.multiple_choice:
                     row["correct"] = float(row["pred"] == row["gold"])
                 rows.append(row)

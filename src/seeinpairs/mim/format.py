@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -307,8 +308,9 @@ class MimDataset:
     """
 
     def __init__(self, items: Sequence[MimItem], image_roots: Mapping[str, str | Path] | None = None,
-                 file_dirs: Mapping[str, Path] | None = None) -> None:
+                 file_dirs: Mapping[str, Path] | None = None, cache_size: int = 4096) -> None:
         self.items = list(items)
+        self._load = lru_cache(maxsize=cache_size)(load_image) if cache_size else load_image
         self.image_roots = {k: Path(v) for k, v in (image_roots or {}).items()}
         self.file_dirs = dict(file_dirs or {})
         keys = [item.key for item in self.items]
@@ -363,11 +365,12 @@ class MimDataset:
                         raise MimFormatError(f"{where}: corrupt image {path} ({type(exc).__name__})") from None
 
     def images(self, item: MimItem) -> list[Image.Image]:
-        """The item's images as RGB, in order (read now, not at load time)."""
+        """The item's images as RGB, in order (read now, not at load time; the last ``cache_size``
+        decoded images are kept, since training and evaluation revisit the same files)."""
         out = []
         for position, path in enumerate(self.image_paths(item)):
             try:
-                out.append(load_image(path))
+                out.append(self._load(str(path)))
             except ImageError as exc:
                 raise MimFormatError(f"{_where(item.file, item.index, item.id, f'images[{position}]')}: {exc}") from None
         return out

@@ -58,6 +58,23 @@ def extract_letter(text: str, options: Sequence[str]) -> str | None:
     return None
 
 
+def letter_text_mismatch(text: str, options: Sequence[str]) -> float:
+    """1.0 when an answer starts with one option's letter but goes on with another option's text
+    (``"B: the first image"`` while A is "the first image"), 0.0 when they agree, NaN when either
+    part is missing. A model can learn the content of the answer before the letter that names it;
+    this rate shows it."""
+    valid = LETTERS[:len(options)]
+    match = _LEADING.match(text.strip())
+    if not match or match[1] not in valid:
+        return float("nan")
+    rest = text.strip()[match.end():].strip().lower()
+    hits = [i for i, o in enumerate(options) if o.strip() and rest.startswith(o.strip().lower())]
+    if not hits:
+        return float("nan")
+    best = max(hits, key=lambda i: len(options[i]))
+    return float(LETTERS[best] != match[1])
+
+
 # ----- open-ended metrics --------------------------------------------------------------------------------
 OpenMetric = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 OPEN_METRICS: Registry[OpenMetric] = Registry("open-ended metric")
@@ -189,6 +206,8 @@ def _row(level: str, group: str, frame: pd.DataFrame, open_columns: Sequence[str
                    chance=float((1.0 / mc["n_options"]).mean()))
         if "parse_failed" in mc and mc["parse_failed"].notna().any():
             row["parse_failure_rate"] = float(mc["parse_failed"].astype(float).mean())
+        if "letter_text_mismatch" in mc and mc["letter_text_mismatch"].notna().any():
+            row["letter_text_mismatch_rate"] = float(mc["letter_text_mismatch"].dropna().astype(float).mean())
     opened = frame[frame["open"].astype(bool)]
     row["n_open"] = len(opened)
     for column in open_columns:

@@ -154,7 +154,8 @@ def mim_section(conditions: Mapping[str, pd.DataFrame], before: str = "before SF
     generate_info = None
     if generate_row:
         generate_info = {"accuracy": _acc(generate_row), "parse": f"{_num(generate_row.get('parse_failure_rate')):.3f}",
-                         "n": int(generate_row.get("n", 0))}
+                         "n": int(generate_row.get("n", 0)),
+                         "mismatch": f"{_num(generate_row.get('letter_text_mismatch_rate')):.3f}"}
     html = render_fragment(
         "mim.html.j2", empty=False, findings=findings(conditions, before, after, ablation),
         table=ability_table(conditions), plot=png_data_uri(plot) if plot else None, generate=generate_info,
