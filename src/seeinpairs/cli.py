@@ -137,6 +137,24 @@ def study(
 
 
 @app.command()
+def suite(
+    config: Path = typer.Argument(..., help="Suite YAML: several study configs and budget profiles."),
+    profile: Optional[str] = typer.Option(None, help="Budget profile (e.g. quick, full; default: the config's)."),
+    only: Optional[list[str]] = typer.Option(None, help="Run only these studies (repeatable)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Several comparative studies over training seeds: leakage audit, image-only baseline, one report."""
+    from .suite import StudySuiteConfig, run_suite, violations
+
+    result = run_suite(StudySuiteConfig.from_yaml(config), profile=profile, progress=progress, only=only)
+    for _, row in result.headline.iterrows():
+        best = f"{row['best_selector']} k={row['best_k']}" if isinstance(row.get("best_selector"), str) else "none"
+        console.print(f"{row['study']}: single AUROC {_fmt(row.get('single_auroc'))}, best paired ({best}) "
+                      f"{_fmt(row.get('paired_auroc'))}; Δ AUROC per seed {row.get('delta_auroc_per_seed', '')}")
+    console.print(f"leakage violations: {violations(result)}; report: {result.report} ({result.seconds:.0f} s)")
+
+
+@app.command()
 def train(
     config: Path = typer.Argument(..., help="Training YAML."),
     resume: bool = typer.Option(True, help="Continue from the last checkpoint when one exists."),

@@ -35,14 +35,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ResplitConfig(_Strict):
+    """Re-split an adapter's cases by patient before the manifest is written (see
+    :func:`seeinpairs.datasets.registry.resplit_by_patient`): ``fractions`` null keeps each patient
+    in the split holding most of their cases; a (train, val, test) list deals patients out anew."""
+
+    fractions: list[float] | dict[str, float] | None = None
+    seed: int = 0
+
+
 class DataConfig(_Strict):
     """A manifest. If it is absent, ``synthetic`` (generator settings) or ``dataset`` (an adapter:
-    ``{name, root, options}``) writes it first, so a config can start from native data."""
+    ``{name, root, options}``) writes it first, so a config can start from native data;
+    ``resplit`` then moves whole patients so that no patient spans two splits."""
 
     manifest: Path
     image_root: Path | None = None
     synthetic: dict[str, Any] | None = None
     dataset: dict[str, Any] | None = None
+    resplit: ResplitConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":

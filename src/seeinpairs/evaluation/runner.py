@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
@@ -189,6 +189,12 @@ def ensure_data(config: ExperimentConfig) -> None:
         from ..datasets.registry import load_dataset
 
         table, _ = load_dataset(str(data.dataset["name"]), data.dataset["root"], **data.dataset.get("options", {}))
+        if data.resplit is not None:
+            from ..datasets.registry import resplit_by_patient
+
+            table, report = resplit_by_patient(table, data.resplit.fractions, seed=data.resplit.seed)
+            Path(data.manifest).parent.mkdir(parents=True, exist_ok=True)
+            Path(data.manifest).with_name("resplit_report.json").write_text(json.dumps(asdict(report), indent=2))
         table.save(data.manifest)
         return
     from ..datasets.synthetic import SyntheticConfig, generate_synthetic

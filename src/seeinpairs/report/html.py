@@ -623,7 +623,7 @@ def _ci_verdict(lo: Any, hi: Any) -> str:
 def paired_table(paired_tests: pd.DataFrame | None) -> dict[str, Any] | None:
     if _empty(paired_tests):
         return None
-    ids = [c for c in ("model", "baseline", "selector", "k", "seed", "n") if c in paired_tests.columns]
+    ids = [c for c in ("model", "baseline", "mode", "selector", "k", "seed", "n") if c in paired_tests.columns]
     columns = ids + ["single right, paired wrong", "single wrong, paired right", "McNemar p"]
     deltas = [m for m in ("accuracy", "auroc") if f"delta_{m}" in paired_tests.columns]
     for m in deltas:
@@ -785,6 +785,7 @@ def render_report(
     limitations: str | Sequence[str] | None = None,
     metric: str = "auroc",
     sections: Sequence[ReportSection] = (),
+    core: bool = True,
 ) -> str:
     """The report as one HTML string; see :func:`write_report`."""
     efficiency = _coerce_efficiency(sample_efficiency, metric)
@@ -814,6 +815,7 @@ def render_report(
         "examples": rendered_examples,
         "limitations": list(limitations) if limitations else list(DEFAULT_LIMITATIONS),
         "sections": [{"anchor": x.anchor, "title": x.title, "html": Markup(x.html)} for x in sections],
+        "core": core,
     }
     return _environment().get_template("report.html.j2").render(**context)
 
@@ -832,6 +834,7 @@ def write_report(
     limitations: str | Sequence[str] | None = None,
     metric: str = "auroc",
     sections: Sequence[ReportSection] = (),
+    core: bool = True,
 ) -> Path:
     """Write a self-contained HTML report (figures as data URIs) and return its path.
 
@@ -847,11 +850,13 @@ def write_report(
     header (data set, model, date, config...); dict/list values as JSON.
     ``limitations``: text for "What this can and cannot show" (a default
     otherwise). ``sections``: extra :class:`ReportSection` bodies placed after the
-    examples. Any empty input renders as "not run".
+    examples. ``core=False`` leaves out the single-experiment sections (metrics, paired
+    tests, by k, sample efficiency, examples) for pages made of ``sections`` only (a
+    suite of studies). Any empty input renders as "not run".
     """
     html = render_report(title=title, summary=summary, paired_tests=paired_tests, learning_curves=learning_curves,
                          sample_efficiency=sample_efficiency, examples=examples, findings=findings,
-                         metadata=metadata, limitations=limitations, metric=metric, sections=sections)
+                         metadata=metadata, limitations=limitations, metric=metric, sections=sections, core=core)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")

@@ -1,0 +1,121 @@
+"""The suite's one HTML page: the headline per data set, then a section per data set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .report.html import (
+    DEFAULT_LIMITATIONS,
+    ReportSection,
+    findings_from,
+    fmt,
+    fmt_ci,
+    metrics_table,
+    paired_table,
+    render_fragment,
+    sample_efficiency,
+    write_report,
+)
+from .report.plots import learning_curve_caption, plot_learning_curves, png_data_uri
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+    return {"columns": columns, "rows": [[fmt(v) if isinstance(v, float) else v for v in row] for row in rows]}
+
+
+def _study_summary(metrics: pd.DataFrame, study: str) -> pd.DataFrame:
+    return metrics[metrics["study"] == study].drop(columns=["study", "selection_seed"], errors="ignore")
+
+
+def _headline_table(headline: pd.DataFrame) -> dict[str, Any]:
+    rows = []
+    for _, r in headline.iterrows():
+        paired = f"{r.get('best_selector', 'none')} k={r.get('best_k', '-')}" if isinstance(r.get("best_selector"), str) \
+            else "not run"
+        rows.append([r["study"], int(r["seeds"]), fmt(r.get("single_auroc")), fmt(r.get("single_accuracy")), paired,
+                     fmt(r.get("paired_auroc")), fmt(r.get("paired_accuracy")),
+                     r.get("delta_auroc_per_seed", ""), r.get("mcnemar_p_per_seed", "")])
+    return _table(["data set", "training seeds", "single AUROC", "single accuracy", "best paired condition",
+                   "paired AUROC", "paired accuracy", "Δ AUROC per seed [95% CI]", "McNemar p per seed"], rows)
+
+
+def _baselines_table(baselines: pd.DataFrame) -> dict[str, Any] | None:
+    if baselines.empty:
+        return None
+    rows = []
+    for _, r in baselines.iterrows():
+        anchor = ", ".join(f"{k} {v}" for k, v in json.loads(r["anchor"]).items()) if r.get("anchor") else "none"
+        rows.append([r["study"], r["baseline"], fmt_ci(r["auroc"], r["auroc_lo"], r["auroc_hi"]),
+                     fmt_ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
+                     f"{r['anchor_source']}: {anchor}" if r.get("anchor_source") else anchor, r.get("anchor_note", "")])
+    return _table(["data set", "baseline (same splits)", "AUROC [95% CI]", "accuracy [95% CI]", "published anchor",
+                   "note"], rows)
+
+
+def _study_section(study: str, metrics: pd.DataFrame, tests: pd.DataFrame, leakage: pd.DataFrame,
+                   baselines: pd.DataFrame, curves: pd.DataFrame, results: dict) -> ReportSection:
+    summary = _study_summary(metrics, study)
+    study_tests = tests[tests["study"] == study].drop(columns=["study", "selection_seed"], errors="ignore") \
+        if not tests.empty else None
+    study_curves = curves[curves["study"] == study] if not curves.empty else pd.DataFrame()
+    efficiency = sample_efficiency(study_curves) if not study_curves.empty else None
+    findings = findings_from(summary, study_tests, efficiency)
+    audit = leakage[leakage["study"] == study]
+    base = baselines[baselines["study"] == study]
+    checks = [["paired predictions audited", int(audit["predictions"].sum())],
+              ["references checked", int(audit["references"].sum())],
+              ["references from the query's own patient or the query itself (must be 0)",
+               int(audit["violations"].sum())]]
+    if not base.empty:
+        b = base.iloc[0]
+        checks.append([b["baseline"] + " AUROC / accuracy",
+                       f"{fmt_ci(b['auroc'], b['auroc_lo'], b['auroc_hi'])} / "
+                       f"{fmt_ci(b['accuracy'], b['accuracy_lo'], b['accuracy_hi'])}"])
+    curve = None
+    png = plot_learning_curves(study_curves) if not study_curves.empty else None
+    if png:
+        curve = {"uri": png_data_uri(png), "caption": learning_curve_caption(study_curves)}
+    seeds = sorted(results.get(study, {}))
+    reports = ", ".join(str(results[study][s].report) for s in seeds)
+    intro = (f"Training seeds {seeds}; each seed trains a single-image and a comparative model from scratch on the "
+             f"same cases. One report per seed: {reports}.")
+    body = render_fragment("suite_study.html.j2", intro=intro, findings=findings, metrics=metrics_table(summary),
+                           paired=paired_table(study_tests), checks=_table(["check", "value"], checks), curve=curve)
+    return ReportSection(f"study-{study}", f"Data set: {study}", body)
+
+
+def write_suite_report(out_path: Path, config, profile: str, metrics: pd.DataFrame, tests: pd.DataFrame,
+                       headline: pd.DataFrame, leakage: pd.DataFrame, baselines: pd.DataFrame, curves: pd.DataFrame,
+                       results: dict, seconds: float, extra_sections: list[ReportSection] | None = None) -> Path:
+    intro = ("Per data set, the single-image model against the comparative condition with the highest mean AUROC "
+             "over training seeds (chosen after the fact: read it as the most favourable case for references, "
+             "not as a pre-registered comparison). Intervals are per seed; the spread between seeds shows how much "
+             "a tiny model trained from scratch varies.")
+    headline_section = ReportSection("headline", "Headline: single vs best paired, per data set",
+                                     render_fragment("suite_headline.html.j2", intro=intro,
+                                                     headline=_headline_table(headline),
+                                                     baselines=_baselines_table(baselines)))
+    sections = [headline_section] + [_study_section(s, metrics, tests, leakage, baselines, curves, results)
+                                     for s in headline["study"]] + list(extra_sections or [])
+    findings = []
+    for _, row in headline.iterrows():
+        if isinstance(row.get("best_selector"), str):
+            findings.append(f"{row['study']}: single AUROC {row['single_auroc']:.3f}, best paired "
+                            f"({row['best_selector']} k={row['best_k']}) {row['paired_auroc']:.3f}; "
+                            f"Δ AUROC per seed {row['delta_auroc_per_seed']}.")
+    total = int(leakage["violations"].sum()) if not leakage.empty else 0
+    findings.append(f"Leakage audit: {total} references from the query's own patient over "
+                    f"{int(leakage['references'].sum()) if not leakage.empty else 0} references checked.")
+    metadata = {"suite": config.name, "profile": profile, "studies": list(headline["study"]),
+                "seconds": round(seconds, 1)}
+    limitations = [*DEFAULT_LIMITATIONS,
+                   "Tiny models trained from scratch on small subsets: the figures describe what references do for "
+                   "such models on these images, not what they do for a pretrained medical VLM.",
+                   "None of these subsets is an official split; published anchors are printed for orientation only."]
+    return write_report(out_path, title=f"seeinpairs suite: {config.name} ({profile})", summary=None,
+                        paired_tests=None, findings=findings, metadata=metadata, limitations=limitations,
+                        sections=sections, core=False)
