@@ -102,6 +102,7 @@ def test_probabilities_alone_are_enough():
     (lambda: fit_healthy_bias([[0.0, 1.0]], 2, 0.5), "healthy_index"),
     (lambda: fit_healthy_bias([0.0, 1.0], 0, 0.5), "shape"),
     (lambda: fit_healthy_bias([[0.0, float("nan")]], 0, 0.5), "NaN"),
+    (lambda: fit_healthy_bias([[0.0, -1.0], [-np.inf, -np.inf]], 0, 0.5), "no finite"),
     (lambda: fit_healthy_bias_records([], "normal", 0.5), "none given"),
     (lambda: fit_healthy_bias_records(records([[0.0, 1.0]], ["normal"]), "healthy", 0.5), "healthy class"),
     (lambda: record_scores([{"case_id": "x", "options": CLASSES}]), "neither"),

@@ -45,6 +45,8 @@ def _scores(scores: Any, where: str = "scores") -> np.ndarray:
                                  f"(got shape {array.shape})")
     if np.isnan(array).any() or np.isposinf(array).any():
         raise RecalibrationError(f"{where}: log-probabilities must not be NaN or +inf")
+    if not np.isfinite(array).any(axis=1).all():
+        raise RecalibrationError(f"{where}: a case has no finite log-probability (row {int(np.argmin(np.isfinite(array).any(axis=1)))})")
     return array
 
 
