@@ -132,7 +132,8 @@ class SuiteResult:
 
 
 def _headline(study: str, metrics: pd.DataFrame, tests: pd.DataFrame) -> dict[str, Any]:
-    """Single vs the best paired (leakage-free) condition by mean AUROC over seeds."""
+    """Single vs the best paired (leakage-free) condition by mean AUROC over seeds (accuracy when
+    AUROC is undefined)."""
     part = metrics[(metrics["study"] == study)]
     single = part[part["mode"] == "single"]
     paired = part[part["mode"] == "paired"]
@@ -141,8 +142,15 @@ def _headline(study: str, metrics: pd.DataFrame, tests: pd.DataFrame) -> dict[st
         row[f"single_{metric}"] = float(single[metric].mean()) if metric in single else float("nan")
     if paired.empty:
         return row
-    means = paired.groupby(["selector", "k"])["auroc"].mean()
-    selector, k = means.idxmax()
+    ranking = None
+    for metric in ("auroc", "accuracy"):  # AUROC is undefined on a one-class draw; then accuracy decides
+        means = paired.groupby(["selector", "k"])[metric].mean() if metric in paired else pd.Series(dtype=float)
+        if means.notna().any():
+            ranking = means
+            break
+    if ranking is None:
+        return row
+    selector, k = ranking.idxmax()
     best = paired[(paired["selector"] == selector) & (paired["k"] == k)]
     row.update({"best_selector": selector, "best_k": int(k)})
     for metric in HEADLINE_METRICS:
