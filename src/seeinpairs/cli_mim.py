@@ -18,7 +18,7 @@ from rich.table import Table
 from .errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Multi-image medical QA (Med-MIM layout): validate, generate, evaluate, demo.")
+                  help="Multi-image medical QA (Med-MIM layout): validate, generate, train, evaluate, demo.")
 console = Console()
 
 
@@ -141,6 +141,38 @@ def evaluate(
     paths = result.save(output)
     print_summary(result.summary, f"{result.condition}: multiple-choice accuracy (95% bootstrap CI)")
     console.print(f"predictions: {paths['predictions']}  summary: {paths['summary']}")
+
+
+@app.command()
+def train(
+    files: list[Path] = typer.Argument(..., help="Med-MIM-format training files (e.g. *_train_inherent_*.json)."),
+    output: Path = typer.Option(Path("runs/mim_sft"), help="Output folder (final/ loads with --model)."),
+    val: list[Path] = typer.Option([], help="Validation files (repeatable); best checkpoint by validation loss."),
+    root: list[str] = typer.Option([], help="Image root per data set: NAME=FOLDER (repeatable; '*' for any)."),
+    model: str | None = typer.Option(None, help="Pretrained checkpoint (LoRA by default)."),
+    tiny: str | None = typer.Option(None, help="Or a tiny model family trained in full (qwen2_vl, idefics3)."),
+    steps: int = typer.Option(400, help="Optimizer steps."),
+    batch_size: int = typer.Option(16),
+    lr: float = typer.Option(2e-4, help="Learning rate (a tiny model from scratch wants about 3e-3)."),
+    eval_every: int = typer.Option(200),
+    device: str = typer.Option("auto"),
+    resume: bool = typer.Option(True, help="Continue from output/last when it exists."),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Multi-image SFT on Med-MIM-format items (full training for tiny models, LoRA for pretrained ones)."""
+    from .mim.format import MimDataset
+    from .mim.train import train_mim
+    from .training import SFTSettings
+
+    if (model is None) == (tiny is None):
+        raise ConfigError("give exactly one of --model (a checkpoint) or --tiny (a tiny model family)")
+    roots = parse_roots(root)
+    settings = SFTSettings.from_dict({
+        "name": "mim_sft", "model": {"name": model, "tiny": tiny, "device": device}, "batch_size": batch_size,
+        "lr": lr, "max_steps": steps, "eval_every": eval_every, "output_dir": str(output)}, source="mim train")
+    result = train_mim(settings, MimDataset.load(files, roots), MimDataset.load(val, roots) if val else None,
+                       progress=progress, resume=resume)
+    console.print(f"checkpoint: {result.checkpoint} ({result.mode}, {result.steps} steps, {result.seconds:.0f} s)")
 
 
 @app.command()

@@ -35,3 +35,15 @@ def test_synthetic_generate_and_evaluate(tmp_path, tiny_models):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "ev" / "summary_loglik_single_last.csv").is_file()
     assert "held_in" in result.output
+
+
+def test_train_command(mim_files, tmp_path):
+    files, roots = mim_files
+    common = ["--root", f"MS_CXR_T={roots['MS_CXR_T']}", "--root", f"VQA_ODIR={roots['VQA_ODIR']}"]
+    result = runner.invoke(app, ["train", str(files["temporal"]), str(files["odir"]), "--val", str(files["coreference"]),
+                                 *common, "--tiny", "qwen2_vl", "--steps", "2", "--eval-every", "1", "--batch-size", "2",
+                                 "--device", "cpu", "--output", str(tmp_path / "sft"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sft" / "final" / "config.json").is_file() and "2 steps" in result.output
+    both = runner.invoke(app, ["train", str(files["temporal"]), "--tiny", "qwen2_vl", "--model", "x"])
+    assert both.exit_code != 0 and "exactly one" in str(both.exception)
