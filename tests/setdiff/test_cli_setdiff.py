@@ -1,14 +1,14 @@
 """The setdiff commands as a user meets them: a run on RadDiffBench-format files, one-line errors."""
 
 import json
-import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from setdiff_fixtures import write_image
 from typer.testing import CliRunner
 
-from seeinpairs.cli import app
+from seeinpairs.cli import app, main
 
 
 def _bench(tmp_path):
@@ -41,11 +41,13 @@ def test_run_on_raddiff_files_writes_outcomes_summary_and_report(tmp_path):
     assert "concept_vocabulary" in listed.output and "dual_encoder" in listed.output and "embedding" in listed.output
 
 
-def test_errors_are_one_line_with_status_2(tmp_path):
+def test_errors_are_one_line_with_status_2(tmp_path, monkeypatch, capsys):
     jsonl = _bench(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "seeinpairs.cli", "setdiff", "run", str(jsonl), "--ranker", "vlm"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line
-             and "warnings.warn" not in line]
-    assert len(lines) == 1 and "--ranker-model" in lines[0] and "Traceback" not in result.stderr
+    monkeypatch.setattr(sys, "argv", ["seeinpairs", "setdiff", "run", str(jsonl), "--ranker", "vlm",
+                                      "--image-root", str(tmp_path / "files")])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--ranker-model" in lines[0] and "Traceback" not in err
