@@ -33,6 +33,8 @@ from .cases import CaseTable
 from .configfile import ConfigFile, resolve_path
 from .errors import ConfigError
 from .evaluation.audit import audit_references
+from .evaluation.runner import ensure_data
+from .siteshift.experiment import SiteShiftSpec, run_site_shift
 from .study import StudyConfig, StudyResult, run_study
 
 HEADLINE_METRICS = ("auroc", "accuracy", "macro_f1")
@@ -59,6 +61,8 @@ class SuiteProfile(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
     #: the sample-efficiency sweep runs for these studies only (all when None); the others skip it
     sample_efficiency_for: list[str] | None = None
+    #: the site-shift experiments to run (all when None; [] for none)
+    site_shift_for: list[str] | None = None
 
 
 class BaselineSpec(BaseModel):
@@ -77,6 +81,8 @@ class StudySuiteConfig(ConfigFile):
     studies: list[dict[str, Any]] = Field(min_length=1)
     #: per study name, the image-only baseline's settings (default: 28x28 grayscale)
     baselines: dict[str, BaselineSpec] = Field(default_factory=dict)
+    #: site-shift experiments on the studies' data (trained with the profile's budget, first seed)
+    site_shift: list[SiteShiftSpec] = Field(default_factory=list)
     output_dir: Path = Path("runs/suite")
     base_dir: Path | None = None
 
@@ -120,6 +126,7 @@ class StudySuiteConfig(ConfigFile):
 
 @dataclass
 class SuiteResult:
+    site_shift: pd.DataFrame
     metrics: pd.DataFrame
     tests: pd.DataFrame
     headline: pd.DataFrame
@@ -211,6 +218,7 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
                               "anchor_note": anchor.note if anchor else ""})
     frame = pd.concat(metrics, ignore_index=True)
     tests_frame = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame()
+    site_shift = run_suite_site_shift(config, profile_name, chosen, runs, out, progress, only)
     headline = pd.DataFrame([_headline(name, frame, tests_frame if not tests_frame.empty else
                                        pd.DataFrame(columns=["study", "selector", "k"]))
                              for name in results])
@@ -219,15 +227,41 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
     curves_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     for name, table_frame in (("metrics", frame), ("paired_tests", tests_frame), ("headline", headline),
                               ("leakage", leakage_frame), ("baselines", baselines_frame),
-                              ("learning_curves", curves_frame)):
+                              ("learning_curves", curves_frame), ("site_shift", site_shift)):
         table_frame.to_csv(out / f"suite_{name}.csv", index=False)
     seconds = time.perf_counter() - started
     report = write_suite_report(out / "report.html", config, profile_name, frame, tests_frame, headline,
-                                leakage_frame, baselines_frame, curves_frame, results, seconds)
+                                leakage_frame, baselines_frame, curves_frame, results, seconds,
+                                site_shift=site_shift)
     (out / "suite_summary.json").write_text(json.dumps({"profile": profile_name, "seconds": seconds,
                                                         "studies": list(results), "seeds": chosen.seeds}, indent=2))
-    return SuiteResult(frame, tests_frame, headline, leakage_frame, baselines_frame, curves_frame, report, seconds,
+    return SuiteResult(site_shift, frame, tests_frame, headline, leakage_frame, baselines_frame, curves_frame, report, seconds,
                        results)
+
+
+def run_suite_site_shift(config: StudySuiteConfig, profile_name: str, chosen: SuiteProfile, runs, out: Path,
+                         progress: bool, only: list[str] | None) -> pd.DataFrame:
+    """Every site-shift experiment the profile asks for, on its study's first-seed settings."""
+    names = [spec.name for spec in config.site_shift]
+    if chosen.site_shift_for is not None:
+        unknown = sorted(set(chosen.site_shift_for) - set(names))
+        if unknown:
+            raise ConfigError(f"profile '{profile_name}': site_shift_for names unknown experiments {unknown}")
+    studies = {}
+    for name, _, study in runs:
+        studies.setdefault(name, study)
+    frames = []
+    for spec in config.site_shift:
+        if chosen.site_shift_for is not None and spec.name not in chosen.site_shift_for:
+            continue
+        if only and spec.study not in only:
+            continue
+        if spec.study not in studies:
+            raise ConfigError(f"site_shift '{spec.name}': study '{spec.study}' is not among the suite's studies")
+        study = studies[spec.study]
+        ensure_data(study)  # type: ignore[arg-type]  (uses only .data)
+        frames.append(run_site_shift(spec, study, out / "site_shift" / spec.name, progress=progress))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def violations(result: SuiteResult) -> int:

@@ -88,9 +88,66 @@ def _study_section(study: str, metrics: pd.DataFrame, tests: pd.DataFrame, leaka
     return ReportSection(f"study-{study}", f"Data set: {study}", body)
 
 
+def _delta(row: pd.Series, metric: str) -> str:
+    value = row.get(f"delta_{metric}_vs_single")
+    if value is None or value != value:
+        return ""
+    return f"{value:+.3f} [{row[f'delta_{metric}_lo']:+.3f}, {row[f'delta_{metric}_hi']:+.3f}]"
+
+
+def site_shift_findings(frame: pd.DataFrame) -> list[str]:
+    """Per experiment: what the shift cost, and which condition recovered accuracy and AUROC, as measured."""
+    lines = []
+    for name, part in frame.groupby("experiment", sort=False):
+        rows = {(r["model"], r["references"]): r for _, r in part.iterrows()}
+        base = next((r for (m, refs), r in rows.items() if m == "single" and r["evaluated_on"] == "new site"), None)
+        home = next((r for _, r in part.iterrows() if r["evaluated_on"].startswith("training sites")), None)
+        if base is None:
+            continue
+        held = part["held_out"].iloc[0]
+        text = f"{name} (new site {held}): single accuracy {base['accuracy']:.3f}, AUROC {base['auroc']:.3f}"
+        if home is not None:
+            text += f" (on the training sites {home['accuracy']:.3f} / {home['auroc']:.3f})"
+        new_site = part[part["evaluated_on"] == "new site"]
+        best_acc = new_site.loc[new_site["accuracy"].idxmax()]
+        best_auc = new_site.loc[new_site["auroc"].idxmax()] if new_site["auroc"].notna().any() else None
+        text += (f". Best accuracy: {best_acc['model']} ({best_acc['references']}) {best_acc['accuracy']:.3f}")
+        if best_auc is not None:
+            text += f"; best AUROC: {best_auc['model']} ({best_auc['references']}) {best_auc['auroc']:.3f}"
+        paired_new = new_site[new_site["references"].str.contains("new-site")]
+        controls = new_site[new_site["model"].str.startswith("single") & (new_site["model"] != "single")]
+        if not paired_new.empty and not controls.empty:
+            beats = bool(paired_new["accuracy"].max() > controls["accuracy"].max()
+                         and paired_new["auroc"].max() > controls["auroc"].max())
+            text += (". Paired prompting with new-site references beats both controls (recalibrated and augmented "
+                     "single) on accuracy and AUROC" if beats else
+                     ". Paired prompting with new-site references does not beat both controls on both accuracy and "
+                     "AUROC, so the references cannot be said to do more than calibrate here")
+        lines.append(text + ".")
+    return lines
+
+
+def site_shift_section(frame: pd.DataFrame) -> ReportSection:
+    rows = [[r["experiment"], r["model"], r["evaluated_on"], r["references"], int(r["n"]),
+             fmt_ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]), fmt_ci(r["auroc"], r["auroc_lo"], r["auroc_hi"]),
+             _delta(r, "accuracy"), _delta(r, "auroc"),
+             fmt(r.get("mcnemar_p_vs_single")) if r.get("mcnemar_p_vs_single") == r.get("mcnemar_p_vs_single") else ""]
+            for _, r in frame.iterrows()]
+    table = _table(["experiment", "model", "evaluated on", "references", "n", "accuracy [95% CI]", "AUROC [95% CI]",
+                    "Δ accuracy vs single", "Δ AUROC vs single", "McNemar p"], rows)
+    intro = ("Models trained on the other sites only, evaluated on the held-out site. Controls without references at "
+             "inference: the single-image model recalibrated on the new site's healthy reference images (healthy-option "
+             "bias set so they are called healthy at the rate the model calls the training sites' healthy validation "
+             "cases healthy), and a single-image model trained with acquisition augmentation. Deltas are against the "
+             "single model on the same new-site cases (paired bootstrap 95% CI).")
+    body = render_fragment("suite_site_shift.html.j2", intro=intro, findings=site_shift_findings(frame), table=table)
+    return ReportSection("site-shift", "Site shift: a new acquisition site", body)
+
+
 def write_suite_report(out_path: Path, config, profile: str, metrics: pd.DataFrame, tests: pd.DataFrame,
                        headline: pd.DataFrame, leakage: pd.DataFrame, baselines: pd.DataFrame, curves: pd.DataFrame,
-                       results: dict, seconds: float, extra_sections: list[ReportSection] | None = None) -> Path:
+                       results: dict, seconds: float, extra_sections: list[ReportSection] | None = None,
+                       site_shift: pd.DataFrame | None = None) -> Path:
     intro = ("Per data set, the single-image model against the comparative condition with the highest mean AUROC "
              "over training seeds (chosen after the fact: read it as the most favourable case for references, "
              "not as a pre-registered comparison). Intervals are per seed; the spread between seeds shows how much "
@@ -100,7 +157,10 @@ def write_suite_report(out_path: Path, config, profile: str, metrics: pd.DataFra
                                                      headline=_headline_table(headline),
                                                      baselines=_baselines_table(baselines)))
     sections = [headline_section] + [_study_section(s, metrics, tests, leakage, baselines, curves, results)
-                                     for s in headline["study"]] + list(extra_sections or [])
+                                     for s in headline["study"]]
+    if site_shift is not None and not site_shift.empty:
+        sections.append(site_shift_section(site_shift))
+    sections += list(extra_sections or [])
     findings = []
     for _, row in headline.iterrows():
         if isinstance(row.get("best_selector"), str):

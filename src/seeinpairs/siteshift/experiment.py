@@ -1,0 +1,191 @@
+"""The site-shift experiment: do a few healthy references from a new site recover what the shift cost?
+
+For one study (task, data, model, training budget) and one held-out site —
+a real acquisition source (leave-one-site-out) or a simulated one
+(:func:`~.acquisition.simulate_sites`) — it trains, on the other sites only:
+
+* ``single``: the single-image model;
+* ``paired``: the comparative model, trained with same-site healthy references;
+* ``single+aug``: the single-image model trained with acquisition augmentation (control);
+* ``paired+shared-aug``: the comparative model trained with one acquisition transform
+  shared by query and references (the remedy that kept references in use in a probe).
+
+and evaluates on the held-out site's test cases:
+
+* each single model alone, and ``single`` recalibrated on the new site's healthy reference
+  images (its healthy-option bias set so that they are predicted healthy at the rate the
+  model predicts the training sites' healthy validation cases healthy): the control that
+  decides whether references do more than calibrate;
+* each paired model with k references from the new site (the reserved
+  ``site_reference`` split) and with k references from the training sites;
+* ``single`` on the training sites' validation cases: what the shift costs.
+
+Every row has accuracy and AUROC with bootstrap CIs, and the comparisons with
+``single`` on the same cases (paired bootstrap deltas, McNemar).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..cases import CaseTable
+from ..errors import ConfigError
+from ..evaluation.config import BankConfig, ConditionConfig, DataConfig, ExperimentConfig, ModelConfig
+from ..evaluation.runner import run_experiment
+from ..evaluation.stats import mcnemar, paired_bootstrap_delta, summarise
+from .acquisition import create_protocol, simulate_sites
+from .augment import AcquisitionAugment
+from .protocols import SITE_REFERENCE_SPLIT, leave_one_site_out
+from .recalibration import recalibrate, specificity
+
+
+class SiteShiftSpec(BaseModel):
+    """One site-shift experiment of a suite: which study, which site is new, how many references."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    study: str
+    kind: Literal["leave_one_site_out", "simulated"]
+    #: the new site (leave_one_site_out: a value of the ``site`` field; simulated: default the protocol's)
+    held_out: str | None = None
+    protocol: str = "default4"
+    #: healthy cases of the new site reserved as references (never queries)
+    site_references: int = Field(20, ge=1)
+    k: int = Field(2, ge=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+    #: augmentation of the control and the remedy (default ranges; simulated protocols: ranges spanning
+    #: the training sites only when ``augment_span_training_sites`` is true)
+    augment: dict[str, Any] = Field(default_factory=dict)
+    augment_span_training_sites: bool = True
+
+
+MODELS = ("single", "paired", "single+aug", "paired+shared-aug")
+
+
+def build_shifted_table(spec: SiteShiftSpec, table: CaseTable, healthy_class: str, out_dir: Path) -> tuple[CaseTable, str]:
+    """The study's table re-split for the held-out site (and re-rendered for simulated sites)."""
+    if spec.kind == "simulated":
+        protocol = create_protocol(spec.protocol)
+        held_out = spec.held_out or protocol.held_out
+        table = simulate_sites(table, protocol, out_dir / "images", seed=spec.seed, held_out=held_out)
+    else:
+        if spec.held_out is None:
+            raise ConfigError(f"site_shift '{spec.name}': leave_one_site_out needs held_out (a site name)")
+        held_out = spec.held_out
+    shifted = leave_one_site_out(table, held_out, val_fraction=spec.val_fraction, seed=spec.seed,
+                                 site_references=spec.site_references, healthy_label=healthy_class, missing_site="drop")
+    return shifted, held_out
+
+
+def _augment(spec: SiteShiftSpec, shared: bool) -> dict[str, Any]:
+    settings = {**spec.augment, "shared": shared}
+    if spec.kind == "simulated" and spec.augment_span_training_sites:
+        protocol = create_protocol(spec.protocol)
+        held_out = spec.held_out or protocol.held_out
+        augment = AcquisitionAugment.spanning([t for s, t in protocol.sites.items() if s != held_out], **settings)
+    else:
+        augment = AcquisitionAugment(**settings)
+    return augment.model_dump(mode="json")
+
+
+def _records(result, model: str, selector: str, k: int) -> list[dict]:
+    for label, records in result.records.items():
+        if label.startswith(f"{model} |") and f"| {selector} k={k} |" in label:
+            return records
+    raise KeyError(f"{model} {selector} k={k}")
+
+
+def run_site_shift(spec: SiteShiftSpec, study, out_dir: Path, progress: bool = True) -> pd.DataFrame:
+    """Train the four models of ``spec`` on ``study``'s settings and evaluate them on the new site."""
+    from ..study import _train
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    task = study.task
+    source = CaseTable.load(study.data.manifest, image_root=study.data.image_root, classes=task.classes)
+    manifest = out_dir / "data" / "manifest.csv"
+    if not manifest.exists():
+        shifted, held_out = build_shifted_table(spec, source, task.healthy_class, out_dir / "data")
+        shifted.save(manifest)
+    else:
+        held_out = spec.held_out or create_protocol(spec.protocol).held_out
+    shifted = CaseTable.load(manifest, classes=task.classes)
+    config = study.model_copy(update={"data": DataConfig(manifest=manifest), "bank": BankConfig(split="train"),
+                                      "output_dir": out_dir})
+    k_train = study.paired_training.k
+    checkpoints = {
+        "single": _train(config, out_dir / "models" / "single", 0, "none", {}, {}, progress)[0],
+        "paired": _train(config, out_dir / "models" / "paired", k_train, "same_center", {}, {}, progress)[0],
+        "single+aug": _train(config, out_dir / "models" / "single-aug", 0, "none", {},
+                             {"augment": _augment(spec, shared=False)}, progress)[0],
+        "paired+shared-aug": _train(config, out_dir / "models" / "paired-shared-aug", k_train, "same_center", {},
+                                    {"augment": _augment(spec, shared=True)}, progress)[0],
+    }
+    model = study.model
+
+    def entry(label: str, conditions: list[ConditionConfig]) -> ModelConfig:
+        return ModelConfig(name=str(checkpoints[label]), label=label, batch_size=model.batch_size,
+                           device=model.device, conditions=conditions)
+
+    single_only = [ConditionConfig(selector="none", k=0)]
+    references = [ConditionConfig(selector="random", k=spec.k)]
+
+    def evaluate(tag: str, split: str, bank: str, models: list[ModelConfig], every_case: bool = False):
+        max_cases = None if every_case else study.eval.max_cases
+        experiment = ExperimentConfig(name=f"{spec.name}-{tag}", task=task, data=config.data,
+                                      bank=BankConfig(split=bank), models=models,
+                                      eval=study.eval.model_copy(update={"split": split, "max_cases": max_cases,
+                                                                         "baseline_model": "single",
+                                                                         "conditions": single_only}),
+                                      output_dir=out_dir / "eval" / tag)
+        return run_experiment(experiment, progress=progress)
+
+    singles = [entry(m, single_only) for m in ("single", "single+aug")]
+    new_site = evaluate("new-site-references", "test", SITE_REFERENCE_SPLIT,
+                        singles + [entry(m, references) for m in ("paired", "paired+shared-aug")])
+    training_sites = evaluate("training-site-references", "test", "train",
+                              [entry("single", single_only)] + [entry(m, references) for m in ("paired", "paired+shared-aug")])
+    calibration_refs = evaluate("single-on-new-site-references", SITE_REFERENCE_SPLIT, "train",
+                                [entry("single", single_only)], every_case=True)
+    in_distribution = evaluate("single-on-training-sites", "val", "train", [entry("single", single_only)])
+
+    single_test = _records(new_site, "single", "none", 0)
+    target = specificity(_records(in_distribution, "single", "none", 0), task.healthy_class)
+    recalibrated, bias = recalibrate(single_test, _records(calibration_refs, "single", "none", 0),
+                                     task.healthy_class, target)
+    rows = {
+        ("single", "training sites (validation, no shift)", "none"): _records(in_distribution, "single", "none", 0),
+        ("single", "new site", "none"): single_test,
+        ("single recalibrated on new-site healthy references", "new site", "none"): recalibrated,
+        ("single+aug", "new site", "none"): _records(new_site, "single+aug", "none", 0),
+    }
+    for label in ("paired", "paired+shared-aug"):
+        rows[(label, "new site", f"{spec.k} new-site references")] = _records(new_site, label, "random", spec.k)
+        rows[(label, "new site", f"{spec.k} training-site references")] = _records(training_sites, label, "random", spec.k)
+    summary = summarise({"|".join(key): recs for key, recs in rows.items()}, task.classes, task.healthy_class,
+                        n_boot=study.eval.n_boot, metrics=["accuracy", "auroc", "balanced_accuracy"])
+    frame = []
+    for (model_label, evaluated_on, refs), (_, row) in zip(rows, summary.iterrows()):
+        record = {"experiment": spec.name, "held_out": held_out, "model": model_label, "evaluated_on": evaluated_on,
+                  "references": refs, **row.drop(labels=["condition"]).to_dict()}
+        recs = rows[(model_label, evaluated_on, refs)]
+        if evaluated_on == "new site" and recs is not single_test:
+            test = mcnemar(single_test, recs)
+            record.update({"mcnemar_p_vs_single": test["p"]})
+            for metric in ("accuracy", "auroc"):
+                delta = paired_bootstrap_delta(single_test, recs, task.classes, task.healthy_class, metric,
+                                               n_boot=study.eval.n_boot)
+                record.update({f"delta_{metric}_vs_single": delta["delta"], f"delta_{metric}_lo": delta["lo"],
+                               f"delta_{metric}_hi": delta["hi"]})
+        frame.append(record)
+    result = pd.DataFrame(frame)
+    result.to_csv(out_dir / "site_shift.csv", index=False)
+    (out_dir / "recalibration.json").write_text(json.dumps({**bias.to_dict(), "target_from": "single on training-site "
+                                                            "validation healthy cases"}, indent=2, default=str))
+    return result
