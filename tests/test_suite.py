@@ -4,13 +4,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SHARED_DATA
 
 from seeinpairs.cases import CaseTable
 from seeinpairs.datasets.synthetic import SYNTHETIC_TASK
 from seeinpairs.errors import ConfigError
 from seeinpairs.suite import StudySuiteConfig, deep_merge, run_suite, violations
-
-from conftest import SHARED_DATA
 
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "study_real.yaml"
 

@@ -10,8 +10,9 @@ format, so the same metrics, bootstrap intervals and tests apply.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -86,7 +86,7 @@ class StudySuiteConfig(ConfigFile):
     output_dir: Path = Path("runs/suite")
     base_dir: Path | None = None
 
-    def resolve_paths(self, base: Path) -> "StudySuiteConfig":
+    def resolve_paths(self, base: Path) -> StudySuiteConfig:
         return self.model_copy(update={"output_dir": resolve_path(self.output_dir, base), "base_dir": base})
 
     def chosen_profile(self, name: str | None = None) -> tuple[str, SuiteProfile]:

@@ -72,9 +72,9 @@ def _study_section(study: str, metrics: pd.DataFrame, tests: pd.DataFrame, leaka
                int(audit["violations"].sum())]]
     if not base.empty:
         b = base.iloc[0]
-        checks.append([b["baseline"] + " AUROC / accuracy",
-                       f"{fmt_ci(b['auroc'], b['auroc_lo'], b['auroc_hi'])} / "
-                       f"{fmt_ci(b['accuracy'], b['accuracy_lo'], b['accuracy_hi'])}"])
+        scores = (f"{fmt_ci(b['auroc'], b['auroc_lo'], b['auroc_hi'])} / "
+                  f"{fmt_ci(b['accuracy'], b['accuracy_lo'], b['accuracy_hi'])}")
+        checks.append([b["baseline"] + " AUROC / accuracy", scores])
     curve = None
     png = plot_learning_curves(study_curves) if not study_curves.empty else None
     if png:
@@ -90,7 +90,7 @@ def _study_section(study: str, metrics: pd.DataFrame, tests: pd.DataFrame, leaka
 
 def _delta(row: pd.Series, metric: str) -> str:
     value = row.get(f"delta_{metric}_vs_single")
-    if value is None or value != value:
+    if value is None or pd.isna(value):
         return ""
     return f"{value:+.3f} [{row[f'delta_{metric}_lo']:+.3f}, {row[f'delta_{metric}_hi']:+.3f}]"
 
@@ -131,7 +131,7 @@ def site_shift_section(frame: pd.DataFrame) -> ReportSection:
     rows = [[r["experiment"], r["model"], r["evaluated_on"], r["references"], int(r["n"]),
              fmt_ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]), fmt_ci(r["auroc"], r["auroc_lo"], r["auroc_hi"]),
              _delta(r, "accuracy"), _delta(r, "auroc"),
-             fmt(r.get("mcnemar_p_vs_single")) if r.get("mcnemar_p_vs_single") == r.get("mcnemar_p_vs_single") else ""]
+             "" if pd.isna(r.get("mcnemar_p_vs_single")) else fmt(r.get("mcnemar_p_vs_single"))]
             for _, r in frame.iterrows()]
     table = _table(["experiment", "model", "evaluated on", "references", "n", "accuracy [95% CI]", "AUROC [95% CI]",
                     "Δ accuracy vs single", "Δ AUROC vs single", "McNemar p"], rows)
@@ -173,8 +173,8 @@ def write_suite_report(out_path: Path, config, profile: str, metrics: pd.DataFra
     metadata = {"suite": config.name, "profile": profile, "studies": list(headline["study"]),
                 "seconds": round(seconds, 1)}
     limitations = [*DEFAULT_LIMITATIONS,
-                   "Tiny models trained from scratch on small subsets: the figures describe what references do for "
-                   "such models on these images, not what they do for a pretrained medical VLM.",
+                   ("Tiny models trained from scratch on small subsets: the figures describe what references do for "
+                    "such models on these images, not what they do for a pretrained medical VLM."),
                    "None of these subsets is an official split; published anchors are printed for orientation only."]
     return write_report(out_path, title=f"seeinpairs suite: {config.name} ({profile})", summary=None,
                         paired_tests=None, findings=findings, metadata=metadata, limitations=limitations,

@@ -8,8 +8,8 @@ changed manifest, or records produced by another tool).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from ..cases import CaseTable
 

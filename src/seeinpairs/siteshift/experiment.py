@@ -35,7 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..cases import CaseTable
 from ..errors import ConfigError
-from ..evaluation.config import BankConfig, ConditionConfig, DataConfig, ExperimentConfig, ModelConfig
+from ..evaluation.config import (
+    BankConfig,
+    ConditionConfig,
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+)
 from ..evaluation.runner import run_experiment
 from ..evaluation.stats import mcnemar, paired_bootstrap_delta, summarise
 from .acquisition import create_protocol, simulate_sites
