@@ -88,3 +88,15 @@ def test_letter_text_mismatch(text, expected):
 
     value = letter_text_mismatch(text, OPTIONS)
     assert (np.isnan(value) if expected is None else value == expected)
+
+
+def test_paired_difference_matches_items():
+    from seeinpairs.mim.metrics import paired_difference
+
+    full = _predictions().assign(uid=[f"u{i}" for i in range(40)])
+    reduced = full.assign(correct=0.0).iloc[::-1]  # another order: matched by uid
+    gaps = paired_difference(full, reduced, n_boot=200)
+    row = gaps[(gaps.level == "subset") & (gaps.group == "temporal")].iloc[0]
+    expected = full[(full.subset == "temporal") & ~full.open]["correct"].mean()
+    assert row["delta"] == pytest.approx(expected) and row["delta_lo"] <= row["delta"] <= row["delta_hi"]
+    assert gaps[gaps.level == "all"].iloc[0]["n"] == int((~full.open).sum())

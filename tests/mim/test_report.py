@@ -30,3 +30,12 @@ def test_section_is_escaped_and_has_a_figure():
     assert "&lt;temporal&gt;" in section.html and "<b>note</b>" not in section.html
     empty = mim_section({})
     assert "Not run" in empty.html
+
+
+def test_paired_gaps_in_findings():
+    after = _summary({"temporal": (0.8, 0.68, 0.9), "comparison": (0.55, 0.4, 0.7)})
+    gaps = pd.DataFrame([{"level": "subset", "group": "temporal", "n": 40, "delta": 0.3, "delta_lo": 0.1, "delta_hi": 0.5},
+                         {"level": "subset", "group": "comparison", "n": 40, "delta": 0.05, "delta_lo": -0.1,
+                          "delta_hi": 0.2}])
+    text = " ".join(findings({"a": after}, "b", "a", None, gaps))
+    assert "temporal +0.30 [0.10, 0.50]" in text and "The interval excludes 0 for: temporal." in text

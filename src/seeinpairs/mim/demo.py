@@ -27,6 +27,7 @@ from ..training import SFTSettings
 from .evaluate import MimEvaluation, evaluate
 from .format import MimDataset
 from .generate import QAGenConfig, generate_qa
+from .metrics import paired_difference
 from .report import mim_section
 from .train import train_mim
 
@@ -62,6 +63,8 @@ class MimDemoResult:
 
     evaluations: dict[str, MimEvaluation]
     training: dict[str, Any]
+    #: after-SFT accuracy minus the single-image ablation's, paired on the same items
+    single_image_gap: pd.DataFrame
     output_dir: Path
     report: Path
     seconds: float
@@ -144,16 +147,20 @@ def run_mim_demo(output_dir: str | Path, config: MimDemoConfig | None = None,
         ("Before SFT is the tiny model's random initial weights (with a tokenizer trained on the items' words); "
         "its accuracy is chance plus any position or length bias of the untrained model."),
     ]
+    gaps = paired_difference(evaluations[AFTER].predictions, evaluations[ABLATION].predictions)
+    gaps.to_csv(eval_dir / "single_image_gap.csv", index=False)
     section = mim_section({BEFORE: evaluations[BEFORE].summary, AFTER: evaluations[AFTER].summary,
                            ABLATION: evaluations[ABLATION].summary},
-                          generate=generate.summary if generate is not None else None, training=training, notes=notes)
+                          generate=generate.summary if generate is not None else None, training=training, notes=notes,
+                          gaps=gaps)
     seconds = time.perf_counter() - started
     demo = MimDemoResult(evaluations, {**training, "summary_file": str(result.output_dir / "train_summary.json")},
-                         out, out / "report.html", seconds)
+                         gaps, out, out / "report.html", seconds)
     demo.accuracy_table().to_csv(out / "accuracy.csv", index=False)
     (out / "results.json").write_text(json.dumps({
         "seconds": seconds, "generated": {"counts": generated.counts, "skipped": generated.skipped},
-        "training": training, "accuracy": demo.accuracy_table().to_dict(orient="records")}, indent=2, default=str))
+        "training": training, "accuracy": demo.accuracy_table().to_dict(orient="records"),
+        "single_image_gap": gaps.to_dict(orient="records")}, indent=2, default=str))
     write_report(demo.report, title="seeinpairs: multi-image QA demo", summary=None, paired_tests=None, findings=[],
                  metadata={"data": str(qa_dir.relative_to(out)), "model": f"tiny {config.family}",
                            "config": asdict(config)},

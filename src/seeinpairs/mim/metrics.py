@@ -216,3 +216,25 @@ def _row(level: str, group: str, frame: pd.DataFrame, open_columns: Sequence[str
             lo, hi = mean_ci(values, n_boot=n_boot, seed=seed)
             row.update({column: float(values.mean()), f"{column}_lo": lo, f"{column}_hi": hi})
     return row
+
+
+def paired_difference(full: pd.DataFrame, reduced: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Accuracy of ``full`` minus ``reduced`` on the same multiple-choice items (matched by ``uid``),
+    per subset, per split and overall, with a paired 95% bootstrap interval over items.
+
+    Used for the single-image ablation: pairing removes item difficulty from the comparison, so
+    the interval is about seeing the images together, not about which items were drawn.
+    """
+    columns = ["uid", "split", "subset", "correct"]
+    merged = full[~full["open"].astype(bool)][columns].merge(
+        reduced[~reduced["open"].astype(bool)][["uid", "correct"]], on="uid", suffixes=("_full", "_reduced"))
+    merged["delta"] = merged["correct_full"].astype(float) - merged["correct_reduced"].astype(float)
+    rows = []
+    groups = [("all", "all", merged)] + [("split", str(k), f) for k, f in merged.groupby("split", sort=True)] + \
+        [("subset", str(k), f) for k, f in merged.groupby("subset", sort=True)]
+    for level, group, frame in groups:
+        lo, hi = mean_ci(frame["delta"].to_numpy(), n_boot=n_boot, seed=seed)
+        rows.append({"level": level, "group": group, "n": int(len(frame)),
+                     "delta": float(frame["delta"].mean()) if len(frame) else float("nan"),
+                     "delta_lo": lo, "delta_hi": hi})
+    return pd.DataFrame(rows)

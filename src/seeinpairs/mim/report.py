@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..report import ReportSection, fmt_ci, png_data_uri, render_fragment
+from ..report import ReportSection, fmt_ci, fmt_delta, png_data_uri, render_fragment
 
 ANCHOR = "multi-image-qa"
 TITLE = "Multi-image QA (Med-MIM format)"
@@ -107,7 +107,8 @@ def accuracy_plot(conditions: Mapping[str, pd.DataFrame]) -> bytes | None:
     return buffer.getvalue()
 
 
-def findings(conditions: Mapping[str, pd.DataFrame], before: str, after: str, ablation: str | None) -> list[str]:
+def findings(conditions: Mapping[str, pd.DataFrame], before: str, after: str, ablation: str | None,
+             gaps: pd.DataFrame | None = None) -> list[str]:
     """Plain sentences from the numbers: above chance or not, the SFT change, the ablation gap."""
     out: list[str] = []
     after_summary = conditions.get(after)
@@ -128,22 +129,33 @@ def findings(conditions: Mapping[str, pd.DataFrame], before: str, after: str, ab
         if b and a:
             out.append(f"Held-in accuracy over all items: {_num(b.get('accuracy')):.3f} before SFT, "
                        f"{_num(a.get('accuracy')):.3f} after (chance {_num(a.get('chance')):.3f}).")
-    if ablation is not None and ablation in conditions:
-        gaps = []
+    if gaps is not None and not gaps.empty:
+        rows = gaps[gaps["level"] == "subset"]
+        text = ", ".join(f"{r['group']} {fmt_delta(r['delta'], r['delta_lo'], r['delta_hi'], digits=2)}"
+                         for _, r in rows.iterrows())
+        clear = [r["group"] for _, r in rows.iterrows() if _num(r["delta_lo"]) > 0]
+        out.append("All images minus only the first image, after SFT, on the same items (paired 95% interval; "
+                   "positive: the answers depend on seeing the images together): " + text + ".")
+        out.append(("The interval excludes 0 for: " + ", ".join(clear) + ".") if clear else
+                   "For no ability does the paired interval exclude 0.")
+    elif ablation is not None and ablation in conditions:
+        deltas = []
         for g in groups:
             full, single = _lookup(after_summary, "subset", g), _lookup(conditions[ablation], "subset", g)
             if full and single:
-                gaps.append(f"{g} {_num(full.get('accuracy')) - _num(single.get('accuracy')):+.3f}")
-        if gaps:
+                deltas.append(f"{g} {_num(full.get('accuracy')) - _num(single.get('accuracy')):+.3f}")
+        if deltas:
             out.append("All images minus only the first image, after SFT (positive: the answers depend on seeing the "
-                       "images together): " + ", ".join(gaps) + ".")
+                       "images together): " + ", ".join(deltas) + ".")
     return out
 
 
 def mim_section(conditions: Mapping[str, pd.DataFrame], before: str = "before SFT", after: str = "after SFT",
                 ablation: str | None = "after SFT, first image only", generate: pd.DataFrame | None = None,
-                training: Mapping[str, Any] | None = None, notes: Sequence[str] = ()) -> ReportSection:
-    """The report section from per-condition summaries (``evaluate(...).summary`` frames by name)."""
+                training: Mapping[str, Any] | None = None, notes: Sequence[str] = (),
+                gaps: pd.DataFrame | None = None) -> ReportSection:
+    """The report section from per-condition summaries (``evaluate(...).summary`` frames by name);
+    ``gaps``: :func:`~.metrics.paired_difference` of the full and the single-image predictions."""
     conditions = {k: v for k, v in conditions.items() if v is not None and not v.empty}
     if not conditions:
         return ReportSection(ANCHOR, TITLE, render_fragment("mim.html.j2", empty=True, findings=[], table=None,
@@ -157,7 +169,7 @@ def mim_section(conditions: Mapping[str, pd.DataFrame], before: str = "before SF
                          "n": int(generate_row.get("n", 0)),
                          "mismatch": f"{_num(generate_row.get('letter_text_mismatch_rate')):.3f}"}
     html = render_fragment(
-        "mim.html.j2", empty=False, findings=findings(conditions, before, after, ablation),
+        "mim.html.j2", empty=False, findings=findings(conditions, before, after, ablation, gaps),
         table=ability_table(conditions), plot=png_data_uri(plot) if plot else None, generate=generate_info,
         open_table=open_table(conditions.get(after)), training=dict(training or {}), notes=list(notes))
     return ReportSection(ANCHOR, TITLE, html)
