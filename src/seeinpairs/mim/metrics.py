@@ -234,7 +234,7 @@ def paired_difference(full: pd.DataFrame, reduced: pd.DataFrame, n_boot: int = 1
         [("subset", str(k), f) for k, f in merged.groupby("subset", sort=True)]
     for level, group, frame in groups:
         lo, hi = mean_ci(frame["delta"].to_numpy(), n_boot=n_boot, seed=seed)
-        rows.append({"level": level, "group": group, "n": int(len(frame)),
+        rows.append({"level": level, "group": group, "n": len(frame),
                      "delta": float(frame["delta"].mean()) if len(frame) else float("nan"),
                      "delta_lo": lo, "delta_hi": hi})
     return pd.DataFrame(rows)
