@@ -7,6 +7,16 @@ SFT (its random initial weights, with a tokenizer trained on the items' words),
 fine-tunes it on the training items (:mod:`.train`), evaluates it again, runs
 the single-image ablation and generate-and-parse, and writes tables, a
 ``results.json``, the report section and a standalone ``report.html``.
+
+One command runs it all, offline::
+
+    seeinpairs mim demo --output runs/mim_demo
+
+Layout of the output folder: ``data/series`` and ``data/shift`` (images and
+case tables), ``data/qa`` (Med-MIM-format files; ``val/`` for validation),
+``sft/`` (the training run; ``base_model`` is the untrained "before" model),
+``eval/`` (predictions and summaries per condition, ``single_image_gap.csv``),
+``accuracy.csv``, ``results.json`` and ``report.html``.
 """
 
 from __future__ import annotations
