@@ -80,3 +80,4 @@ def test_real_suite_quick_profile_on_nih(tmp_path):
     assert modes == {"none": "single", "random": "paired", "embedding": "paired", "demographic": "paired",
                      "prior_study": "prior"}
     assert (tmp_path / "nih" / "resplit_report.json").exists()
+    assert "references swapped for" in result.report.read_text()  # the reference-use diagnostics

@@ -81,10 +81,21 @@ def _study_section(study: str, metrics: pd.DataFrame, tests: pd.DataFrame, leaka
         curve = {"uri": png_data_uri(png), "caption": learning_curve_caption(study_curves)}
     seeds = sorted(results.get(study, {}))
     reports = ", ".join(str(results[study][s].report) for s in seeds)
+    swaps = []
+    for seed in seeds:
+        evidence = results[study][seed].evidence
+        if evidence is not None and not evidence.swap_summary.empty:
+            for _, r in evidence.swap_summary.iterrows():
+                swaps.append([seed, r["swap"].replace("_", " "), r["gold"], int(r["n"]),
+                              f"{r['delta_p_healthy']:+.3f} [{r['delta_p_healthy_lo']:+.3f}, {r['delta_p_healthy_hi']:+.3f}]",
+                              f"{r['answer_changed']:.0%}"])
+    swap_table = _table(["training seed", "references swapped for", "query gold", "n", "change in P(healthy) [95% CI]",
+                         "answer changed"], swaps) if swaps else None
     intro = (f"Training seeds {seeds}; each seed trains a single-image and a comparative model from scratch on the "
              f"same cases. One report per seed: {reports}.")
     body = render_fragment("suite_study.html.j2", intro=intro, findings=findings, metrics=metrics_table(summary),
-                           paired=paired_table(study_tests), checks=_table(["check", "value"], checks), curve=curve)
+                           paired=paired_table(study_tests), checks=_table(["check", "value"], checks), curve=curve,
+                           swaps=swap_table)
     return ReportSection(f"study-{study}", f"Data set: {study}", body)
 
 
