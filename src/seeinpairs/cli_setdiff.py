@@ -146,7 +146,7 @@ def benchmark_command(
     output: Path = typer.Option(Path("runs/setdiff_benchmark"), help="Where data, model, results and report go."),
     images_per_set: int = typer.Option(20, min=4, help="Images in each set of each pair."),
     train_images: int = typer.Option(800, min=40, help="Generated images the VLM ranker is trained on."),
-    train_steps: int = typer.Option(2000, min=1, help="Optimizer steps of the VLM ranker."),
+    train_steps: int = typer.Option(2400, min=1, help="Optimizer steps of the VLM ranker."),
     seed: int = typer.Option(0),
     progress: bool = typer.Option(True, help="Show the training progress bar."),
 ) -> None:

@@ -43,7 +43,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
     result, section = run_setdiff_benchmark(tmp_path, images_per_set=4, train_images=40, train_steps=2, progress=False,
                                             designs=designs)
     summary = pd.read_csv(tmp_path / "summary.csv")
-    assert set(summary.method) == {"vlm", "random", "ground-truth attributes"}
+    assert set(summary.method) == {"vlm", "random", "ground-truth attributes", "chance (exact)"}
     truth = summary[(summary.method == "ground-truth attributes") & (summary.difficulty == "all")].iloc[0]
     assert truth["acc@1"] == 1.0 and truth["n_pairs"] == 3
     assert len((tmp_path / "outcomes.jsonl").read_text().splitlines()) == 9

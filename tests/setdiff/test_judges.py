@@ -63,3 +63,17 @@ def test_lm_judge_through_a_local_vlm_counts_unreadable_replies(tmp_path):
     assert len(judgements) == 2
     for j in judgements:
         assert j.score in (0, 1, 2) and (j.parsed or j.score == 0)
+
+
+def test_expected_random_acc_is_exact():
+    import itertools
+
+    import numpy as np
+
+    from seeinpairs.setdiff.judges import expected_random_acc
+
+    scores = [0, 2, 0, 1, 0]
+    for k in (1, 2, 5):
+        brute = np.mean([acc_at([scores[i] for i in order], k) for order in itertools.permutations(range(5))])
+        assert expected_random_acc(scores, k) == pytest.approx(brute)
+    assert expected_random_acc([0, 0, 2, 0], 1) == pytest.approx(0.25) and expected_random_acc([], 1) == 0.0

@@ -35,13 +35,15 @@ def test_summary_per_method_and_difficulty(run):
     random = summary[(summary.method == "random") & (summary.difficulty == "all")].iloc[0]
     assert random["acc@1_lo"] <= random["acc@1"] <= random["acc@1_hi"]
     assert random["acc@N"] == 1.0  # the vocabulary holds every true difference
+    chance = summary[(summary.method == "chance (exact)") & (summary.difficulty == "all")].iloc[0]
+    assert 0 < chance["acc@1"] < chance["acc@5"] < chance["acc@N"] == 1.0
 
 
 def test_write_and_report(run, small_pairs, tmp_path):
     paths = run.write(tmp_path)
     lines = [json.loads(line) for line in paths["outcomes"].read_text().splitlines()]
     assert len(lines) == 6 and {"auroc", "effect_size", "p_value", "judge_score"} <= set(lines[0]["ranked"][0])
-    assert pd.read_csv(paths["summary"]).shape[0] == 8
+    assert pd.read_csv(paths["summary"]).shape[0] == 12
     section = setdiff_section(run, small_pairs, primary="truth")
     assert isinstance(section, ReportSection) and section.anchor == "setdiff"
     assert "a focal lung opacity" in section.html and "data:image/png;base64," in section.html

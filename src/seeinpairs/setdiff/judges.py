@@ -177,3 +177,19 @@ def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 2000, alpha: float 
     means = array[idx].mean(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(array.mean()), float(lo), float(hi)
+
+
+def expected_random_acc(scores: Sequence[int], k: int | None) -> float:
+    """acc@k expected when the hypotheses are ranked uniformly at random (exact, no sampling).
+
+    The top k of a random order is a uniform k-subset, so P(best >= s) = 1 - C(n - m_s, k) / C(n, k)
+    with m_s the number of hypotheses scoring at least s; acc@k = E[best] / 2 = sum_s P(best >= s) / 2.
+    """
+    from math import comb
+
+    n = len(scores)
+    if n == 0:
+        return 0.0
+    k = n if k is None else min(k, n)
+    total = comb(n, k)
+    return sum(1 - comb(n - sum(v >= s for v in scores), k) / total for s in (1, 2)) / 2.0

@@ -18,9 +18,12 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .inputs import SetPair
-from .judges import Judge, Judgement, acc_at, bootstrap_mean_ci
+from .judges import Judge, Judgement, acc_at, bootstrap_mean_ci, expected_random_acc
 from .proposers import Proposal, Proposer, ZoomRefinementProposer, deduplicate
 from .rankers import RankedHypothesis, Ranker
+
+#: the summary's row for acc@k expected under a uniformly random ranking
+CHANCE = "chance (exact)"
 
 
 @dataclass
@@ -66,18 +69,28 @@ class SetDiffRun:
     def methods(self) -> list[str]:
         return list(dict.fromkeys(o.method for o in self.outcomes))
 
-    def summary(self, ks: Sequence[int | None] = (1, 5, None), n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-        """acc@k mean and 95% bootstrap CI over pairs, per method, overall and per difficulty."""
+    def summary(self, ks: Sequence[int | None] = (1, 5, None), n_boot: int = 2000, seed: int = 0,
+                chance: bool = True) -> pd.DataFrame:
+        """acc@k mean and 95% bootstrap CI over pairs, per method, overall and per difficulty.
+
+        ``chance`` adds the method ``chance (exact)``: acc@k expected under a uniformly random
+        ranking of the same judged hypotheses (:func:`~.judges.expected_random_acc`), computed
+        from the first method's judgements (the judge scores a hypothesis whatever its rank).
+        """
+        groups: list[tuple[str, list[PairOutcome], Any]] = [
+            (m, [o for o in self.outcomes if o.method == m], PairOutcome.acc) for m in self.methods]
+        if chance and self.outcomes:
+            groups.append((CHANCE, [o for o in self.outcomes if o.method == self.methods[0]],
+                           lambda o, k: expected_random_acc(o.scores, k)))
         rows = []
-        for method in self.methods:
-            chosen = [o for o in self.outcomes if o.method == method]
+        for method, chosen, value in groups:
             levels = sorted({o.difficulty for o in chosen if o.difficulty}, key=_difficulty_order)
             for level in ["all", *levels]:
                 subset = chosen if level == "all" else [o for o in chosen if o.difficulty == level]
                 row: dict[str, Any] = {"method": method, "difficulty": level, "n_pairs": len(subset)}
                 for k in ks:
                     name = f"acc@{k}" if k is not None else "acc@N"
-                    mean, lo, hi = bootstrap_mean_ci([o.acc(k) for o in subset], n_boot=n_boot, seed=seed)
+                    mean, lo, hi = bootstrap_mean_ci([value(o, k) for o in subset], n_boot=n_boot, seed=seed)
                     row.update({name: mean, f"{name}_lo": lo, f"{name}_hi": hi})
                 row["mean_hypotheses"] = sum(len(o.ranked) for o in subset) / max(1, len(subset))
                 row["judge_parse_failures"] = sum(o.judge_parse_failures for o in subset)
