@@ -49,18 +49,20 @@ class MimDemoConfig:
     """Sizes of the demo; the defaults run in a few minutes on 2 CPU cores."""
 
     patients: int = 240
-    train_items: int = 300
-    val_items: int = 16
+    train_items: int = 400
+    val_items: int = 24
     test_items: int = 50
     #: a held-out set: patients of another acquisition site (gain, offset, noise, blur, gamma), all in test
     held_out_patients: int = 40
     held_out_items: int = 12
     held_out_site: dict[str, float] = field(default_factory=lambda: {"gain": 0.85, "offset": 0.08, "noise": 0.05,
                                                                      "blur": 0.6, "gamma": 0.8})
-    steps: int = 400
+    #: chosen on validation accuracy in probes with these items (0.44 after 250 steps, 0.78 after 500, 0.63 after
+    #: a 600-step schedule): a tiny model trained from scratch learns these tasks unevenly, so keep the measured setting
+    steps: int = 500
     batch_size: int = 16
-    lr: float = 3e-3
-    eval_every: int = 200
+    lr: float = 2e-3
+    eval_every: int = 250
     family: str = "qwen2_vl"
     generate_and_parse: bool = True
     seed: int = 0
