@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -35,7 +35,7 @@ def _summary_table(frame, title: str) -> Table:
     return table
 
 
-def _backend(kind: str, model: Optional[str], device: str, base_url: Optional[str], role: str) -> Any:
+def _backend(kind: str, model: str | None, device: str, base_url: str | None, role: str) -> Any:
     from . import backends  # noqa: F401  (registers hf and openai_compat)
     from .backends.base import create_backend
 
@@ -52,32 +52,38 @@ def _backend(kind: str, model: Optional[str], device: str, base_url: Optional[st
 
 @setdiff_app.command("run")
 def run_command(
-    benchmark: Optional[Path] = typer.Argument(None, help="RadDiffBench JSONL, VisDiffBench JSONL or CSV."),
-    image_root: Optional[Path] = typer.Option(None, help="Folder that image paths are relative to."),
-    difficulty_csv: Optional[Path] = typer.Option(None, help="RadDiffBench's row-aligned difficulty CSV."),
+    benchmark: Path | None = typer.Argument(None, help="RadDiffBench JSONL, VisDiffBench JSONL or CSV."),
+    image_root: Path | None = typer.Option(None, help="Folder that image paths are relative to."),
+    difficulty_csv: Path | None = typer.Option(None, help="RadDiffBench's row-aligned difficulty CSV."),
     fmt: str = typer.Option("auto", "--format", help="auto, raddiff, visdiff or visdiff_csv."),
-    manifest: Optional[Path] = typer.Option(None, help="A case table instead of a benchmark file."),
-    set1: Optional[str] = typer.Option(None, help="Filter for set 1, e.g. 'label == pneumonia'."),
-    set2: Optional[str] = typer.Option(None, help="Filter for set 2, e.g. 'label == normal'."),
+    manifest: Path | None = typer.Option(None, help="A case table instead of a benchmark file."),
+    set1: str | None = typer.Option(None, help="Filter for set 1, e.g. 'label == pneumonia'."),
+    set2: str | None = typer.Option(None, help="Filter for set 2, e.g. 'label == normal'."),
     proposer: str = typer.Option("concept_vocabulary", help="concept_vocabulary, captions_lm or image_grid."),
-    concepts: Optional[Path] = typer.Option(None, help="YAML vocabulary for concept_vocabulary."),
+    concepts: Path | None = typer.Option(None, help="YAML vocabulary for concept_vocabulary."),
     zoom: bool = typer.Option(False, help="Second iteration: zoom-in refinement by --proposer-model."),
-    proposer_model: Optional[str] = typer.Option(None, help="Generating model for captions_lm/image_grid/zoom."),
+    proposer_model: str | None = typer.Option(None, help="Generating model for captions_lm/image_grid/zoom."),
     ranker: str = typer.Option("vlm", help="vlm, dual_encoder or random."),
-    ranker_model: Optional[str] = typer.Option(None, help="VLM (vlm) or CLIP-style model (dual_encoder: "
+    ranker_model: str | None = typer.Option(None, help="VLM (vlm) or CLIP-style model (dual_encoder: "
                                                          "hf:<id|folder> or open_clip:<name>[@pretrained])."),
     judge: str = typer.Option("embedding", help="embedding (offline) or lm."),
-    judge_model: Optional[str] = typer.Option(None, help="Generating model for the lm judge."),
+    judge_model: str | None = typer.Option(None, help="Generating model for the lm judge."),
     backend: str = typer.Option("hf", help="Backend of the generating/scoring models (hf, openai_compat)."),
-    base_url: Optional[str] = typer.Option(None, help="openai_compat endpoint."),
+    base_url: str | None = typer.Option(None, help="openai_compat endpoint."),
     device: str = typer.Option("auto", help="Device for local models."),
-    max_pairs: Optional[int] = typer.Option(None, help="Only the first N pairs."),
+    max_pairs: int | None = typer.Option(None, help="Only the first N pairs."),
     seed: int = typer.Option(0),
     output: Path = typer.Option(Path("runs/setdiff"), help="Where outcomes, summary and report go."),
 ) -> None:
     """Propose, rank and judge differences between image sets; print acc@k when ground truth is known."""
     from .cases import CaseTable
-    from .setdiff import create_judge, create_proposer, create_ranker, load_pairs, pair_from_table
+    from .setdiff import (
+        create_judge,
+        create_proposer,
+        create_ranker,
+        load_pairs,
+        pair_from_table,
+    )
     from .setdiff.pipeline import run_setdiff
     from .setdiff.report import setdiff_section, write_setdiff_report
 

@@ -1,55 +1,13 @@
-"""Shared helpers and fixtures of the set-difference tests (imported by name, not a conftest, so the
-suite-wide ``conftest`` module stays unique): a scripted backend, small generated pairs, benchmark files."""
+"""Fixtures of the set-difference tests, loaded with ``pytest_plugins = ["setdiff_fixtures"]`` (not a
+conftest, so the suite-wide ``conftest`` module stays unique): small generated pairs, benchmark files,
+a tiny CLIP."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
 
-import numpy as np
 import pytest
-from PIL import Image
-
-from seeinpairs.backends.base import Backend
-from seeinpairs.prompts import Request
-
-
-class ScriptedBackend(Backend):
-    """Generates replies from ``reply(request)`` and scores options with ``score(request)``; records calls."""
-
-    kind = "scripted"
-
-    def __init__(self, reply: Callable[[Request], str] | Sequence[str] = (),
-                 score: Callable[[Request], list[float]] | None = None) -> None:
-        self._reply = reply
-        self._replies = list(reply) if not callable(reply) else []
-        self._score = score
-        self.generated: list[Request] = []
-        self.scored: list[Request] = []
-
-    def generate(self, requests: Sequence[Request], max_new_tokens: int = 32) -> list[str]:
-        out = []
-        for request in requests:
-            self.generated.append(request)
-            out.append(self._reply(request) if callable(self._reply) else self._replies.pop(0))
-        return out
-
-    def score_options(self, requests: Sequence[Request]) -> list[list[float]]:
-        self.scored.extend(requests)
-        return [self._score(r) if self._score else [0.0] * len(r.options) for r in requests]
-
-    def identity(self) -> dict[str, Any]:
-        return {"backend": self.kind}
-
-
-def request_text(request: Request) -> str:
-    return " ".join(p["text"] for m in request.messages for p in m["content"] if p.get("type") == "text")
-
-
-@pytest.fixture
-def scripted():
-    return ScriptedBackend
 
 
 @pytest.fixture(scope="session")
@@ -59,11 +17,6 @@ def small_pairs(tmp_path_factory):
 
     designs = [next(d for d in PAIR_DESIGNS if d.family == family) for family in ("presence", "location", "sex")]
     return build_benchmark_pairs(tmp_path_factory.mktemp("setdiff-pairs"), images_per_set=8, seed=1, designs=designs)
-
-
-def write_image(path: Path, value: int = 128) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((16, 16, 3), value, dtype=np.uint8)).save(path)
 
 
 @pytest.fixture

@@ -5,7 +5,12 @@ import json
 
 import pandas as pd
 
-from seeinpairs.setdiff.benchmark import CONCEPT_TRUTH, PAIR_DESIGNS, attribute_examples, run_setdiff_benchmark
+from seeinpairs.setdiff.benchmark import (
+    CONCEPT_TRUTH,
+    PAIR_DESIGNS,
+    attribute_examples,
+    run_setdiff_benchmark,
+)
 from seeinpairs.setdiff.proposers import create_proposer
 
 
@@ -40,7 +45,7 @@ def test_attribute_examples_are_balanced_per_concept():
 
 def test_benchmark_runs_end_to_end(tmp_path):
     designs = [d for d in PAIR_DESIGNS if d.family in ("presence", "sex")][:3]
-    result, section = run_setdiff_benchmark(tmp_path, images_per_set=4, train_images=40, train_steps=2, progress=False,
+    _, section = run_setdiff_benchmark(tmp_path, images_per_set=4, train_images=40, train_steps=2, progress=False,
                                             designs=designs)
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert set(summary.method) == {"vlm", "random", "ground-truth attributes", "chance (exact)"}

@@ -5,7 +5,7 @@ import sys
 
 import pandas as pd
 import pytest
-from setdiff_fixtures import write_image
+from setdiff_helpers import write_image
 from typer.testing import CliRunner
 
 from seeinpairs.cli import app, main

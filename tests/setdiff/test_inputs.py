@@ -1,12 +1,20 @@
 import json
 
 import pytest
+from setdiff_helpers import write_image
 
 from seeinpairs.cases import Case, CaseTable
-from seeinpairs.setdiff import SetDiffError, load_pairs, load_raddiff, load_visdiff_csv, load_visdiff_jsonl, pair_from_table
+from seeinpairs.setdiff import (
+    SetDiffError,
+    load_pairs,
+    load_raddiff,
+    load_visdiff_csv,
+    load_visdiff_jsonl,
+    pair_from_table,
+)
 from seeinpairs.setdiff.inputs import parse_filter
 
-from setdiff_fixtures import raddiff_files, write_image  # noqa: F401  (fixture)
+pytest_plugins = ["setdiff_fixtures"]  # small_pairs, tiny_clip, raddiff_files
 
 
 def test_raddiff_keeps_set_strings_byte_exact_drops_gstmp_and_joins_difficulty(raddiff_files, tmp_path):
@@ -23,7 +31,7 @@ def test_raddiff_keeps_set_strings_byte_exact_drops_gstmp_and_joins_difficulty(r
 
 
 def test_raddiff_errors_name_file_line_and_field(raddiff_files, tmp_path):
-    jsonl, csv, _ = raddiff_files
+    jsonl, _, _ = raddiff_files
     short = tmp_path / "short.csv"
     short.write_text("difficulty\neasy\n")
     with pytest.raises(SetDiffError, match="1 rows but the benchmark has 2 pairs"):

@@ -1,7 +1,14 @@
 import pytest
-from setdiff_fixtures import ScriptedBackend, request_text
+from setdiff_helpers import ScriptedBackend, request_text
 
-from seeinpairs.setdiff import ImageSet, SetDiffError, SetPair, acc_at, create_judge, list_judges
+from seeinpairs.setdiff import (
+    ImageSet,
+    SetDiffError,
+    SetPair,
+    acc_at,
+    create_judge,
+    list_judges,
+)
 
 PAIR = SetPair("p", ImageSet("a", ["a.png"]), ImageSet("b", ["b.png"]), set1_condition="left lung lesion ",
                set2_condition="right lung lesion ", difficulty="medium")

@@ -2,13 +2,15 @@ import json
 
 import pandas as pd
 import pytest
-from setdiff_fixtures import ScriptedBackend, small_pairs  # noqa: F401  (fixture)
+from setdiff_helpers import ScriptedBackend
 
 from seeinpairs.report import ReportSection
 from seeinpairs.setdiff import create_judge, create_proposer, create_ranker, run_setdiff
 from seeinpairs.setdiff.benchmark import CONCEPT_TRUTH, write_raddiff_files
 from seeinpairs.setdiff.inputs import load_raddiff
 from seeinpairs.setdiff.report import setdiff_section, write_setdiff_report
+
+pytest_plugins = ["setdiff_fixtures"]  # small_pairs, tiny_clip, raddiff_files
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,17 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from setdiff_fixtures import ScriptedBackend, request_text, small_pairs  # noqa: F401  (fixture)
+from setdiff_helpers import ScriptedBackend, request_text
 
-from seeinpairs.setdiff import SetDiffError, create_proposer, deduplicate, list_proposers
+from seeinpairs.setdiff import (
+    SetDiffError,
+    create_proposer,
+    deduplicate,
+    list_proposers,
+)
 from seeinpairs.setdiff.proposers import crop, image_grid, sample_rounds
+
+pytest_plugins = ["setdiff_fixtures"]  # small_pairs, tiny_clip, raddiff_files
 
 MALFORMED = "Here you go:\n```json\n['larger opacity', \"left lung lesion\",]\n```"
 

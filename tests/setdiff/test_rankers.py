@@ -3,12 +3,14 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import ttest_ind
-from setdiff_fixtures import ScriptedBackend, request_text, small_pairs, tiny_clip  # noqa: F401  (fixtures)
+from setdiff_helpers import ScriptedBackend, request_text
 from sklearn.metrics import roc_auc_score
 
 from seeinpairs.errors import ConfigError
 from seeinpairs.setdiff import create_ranker, list_rankers, separation
 from seeinpairs.setdiff.benchmark import CONCEPT_TRUTH
+
+pytest_plugins = ["setdiff_fixtures"]  # small_pairs, tiny_clip, raddiff_files
 
 HYPOTHESES = ["a focal lung opacity", "a lesion in the left lung", "a female patient"]
 

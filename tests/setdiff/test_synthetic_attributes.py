@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from seeinpairs.datasets.synthetic import SyntheticConfig
-from seeinpairs.datasets.synthetic_attributes import ImageSpec, random_spec, render_spec, write_images
+from seeinpairs.datasets.synthetic_attributes import (
+    ImageSpec,
+    random_spec,
+    render_spec,
+    write_images,
+)
 
 
 def _render(spec: ImageSpec, seed: int = 5) -> tuple[np.ndarray, dict]:
@@ -10,7 +15,7 @@ def _render(spec: ImageSpec, seed: int = 5) -> tuple[np.ndarray, dict]:
 
 
 def test_lesion_side_follows_the_radiographic_convention():
-    base = dict(age=50.0, sex="F", site="site_a", lesion=True, lesion_radius=0.12)
+    base = {"age": 50.0, "sex": "F", "site": "site_a", "lesion": True, "lesion_radius": 0.12}
     right, truth = _render(ImageSpec(lesion_side="right", **base))
     left, _ = _render(ImageSpec(lesion_side="left", **base))
     difference = right - left  # same draws in the same order: only the lesion moved
@@ -20,7 +25,7 @@ def test_lesion_side_follows_the_radiographic_convention():
 
 
 def test_larger_lesions_add_more_signal_and_no_lesion_records_none():
-    base = dict(age=50.0, sex="M", site="site_a", lesion=True, lesion_side="left")
+    base = {"age": 50.0, "sex": "M", "site": "site_a", "lesion": True, "lesion_side": "left"}
     none, truth = _render(ImageSpec(age=50.0, sex="M", site="site_a"))
     assert truth["lesion"] is False and truth["lesion_side"] is None and truth["lesion_radius"] is None
     large, _ = _render(ImageSpec(lesion_radius=0.13, **base))

@@ -7,11 +7,34 @@ together and :func:`run_setdiff_benchmark` runs the offline benchmark.
 Inputs: RadDiffBench and VisDiffBench files or case-table filters (:mod:`.inputs`).
 """
 
-from .inputs import ImageSet, SetDiffError, SetPair, load_pairs, load_raddiff, load_visdiff_csv, load_visdiff_jsonl, pair_from_table
+from .inputs import (
+    ImageSet,
+    SetDiffError,
+    SetPair,
+    load_pairs,
+    load_raddiff,
+    load_visdiff_csv,
+    load_visdiff_jsonl,
+    pair_from_table,
+)
 from .judges import JUDGES, Judge, Judgement, acc_at, create_judge, list_judges
 from .pipeline import PairOutcome, SetDiffRun, run_setdiff
-from .proposers import PROPOSERS, Proposal, Proposer, create_proposer, deduplicate, list_proposers
-from .rankers import RANKERS, RankedHypothesis, Ranker, create_ranker, list_rankers, separation
+from .proposers import (
+    PROPOSERS,
+    Proposal,
+    Proposer,
+    create_proposer,
+    deduplicate,
+    list_proposers,
+)
+from .rankers import (
+    RANKERS,
+    RankedHypothesis,
+    Ranker,
+    create_ranker,
+    list_rankers,
+    separation,
+)
 
 
 def run_setdiff_benchmark(*args, **kwargs):
@@ -21,8 +44,35 @@ def run_setdiff_benchmark(*args, **kwargs):
     return run(*args, **kwargs)
 
 
-__all__ = ["ImageSet", "JUDGES", "Judge", "Judgement", "PROPOSERS", "PairOutcome", "Proposal", "Proposer", "RANKERS",
-           "RankedHypothesis", "Ranker", "SetDiffError", "SetDiffRun", "SetPair", "acc_at", "create_judge",
-           "create_proposer", "create_ranker", "deduplicate", "list_judges", "list_proposers", "list_rankers",
-           "load_pairs", "load_raddiff", "load_visdiff_csv", "load_visdiff_jsonl", "pair_from_table", "run_setdiff",
-           "run_setdiff_benchmark", "separation"]
+__all__ = [
+    "JUDGES",
+    "PROPOSERS",
+    "RANKERS",
+    "ImageSet",
+    "Judge",
+    "Judgement",
+    "PairOutcome",
+    "Proposal",
+    "Proposer",
+    "RankedHypothesis",
+    "Ranker",
+    "SetDiffError",
+    "SetDiffRun",
+    "SetPair",
+    "acc_at",
+    "create_judge",
+    "create_proposer",
+    "create_ranker",
+    "deduplicate",
+    "list_judges",
+    "list_proposers",
+    "list_rankers",
+    "load_pairs",
+    "load_raddiff",
+    "load_visdiff_csv",
+    "load_visdiff_jsonl",
+    "pair_from_table",
+    "run_setdiff",
+    "run_setdiff_benchmark",
+    "separation",
+]

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -45,7 +46,7 @@ from .rankers import AttributeRanker, RandomRanker, VLMRanker, attribute_request
 #: lesions twice as conspicuous as the generator default, as in the demo: a tiny model trained
 #: from scratch on a CPU budget does not learn the default contrast; 84 px is the tiny model's largest
 #: input (9 visual tokens instead of 4 at 64 px), which location and size questions need
-BENCHMARK_CONFIG = dict(image_size=84, lesion_contrast=0.35)
+BENCHMARK_CONFIG = {"image_size": 84, "lesion_contrast": 0.35}
 LARGE, SMALL = (0.11, 0.14), (0.05, 0.07)
 OLD, YOUNG = (65, 85), (20, 40)
 
@@ -156,11 +157,10 @@ def write_raddiff_files(pairs: Sequence[SetPair], out_dir: str | Path) -> tuple[
     out = Path(out_dir)
     jsonl, csv = out / "benchmark.jsonl", out / "difficulty.csv"
     with open(jsonl, "w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps({
+        handle.writelines(json.dumps({
                 "set1": pair.set1_condition, "set2": pair.set2_condition,
                 "set1_images": [str(Path(p).relative_to(out)) for p in pair.set1.images],
-                "set2_images": [str(Path(p).relative_to(out)) for p in pair.set2.images]}) + "\n")
+                "set2_images": [str(Path(p).relative_to(out)) for p in pair.set2.images]}) + "\n" for pair in pairs)
     csv.write_text("set1,set2,difficulty\n" + "".join(f"\"{p.set1_condition}\",\"{p.set2_condition}\",{p.difficulty}\n"
                                                        for p in pairs))
     return jsonl, csv
@@ -280,14 +280,14 @@ def run_setdiff_benchmark(output_dir: str | Path, images_per_set: int = 20, trai
     result = BenchmarkResult(run, pairs, seconds, training, out)
     n_concepts = len(proposer.concepts)
     notes = [
-        f"All three methods rank the same {n_concepts} proposals per pair (the concept vocabulary, which holds a "
-        "phrase for every generated difference and six findings the generator never draws). 'vlm': the tiny "
-        "Qwen2-VL trained here from scratch, scored as log P(yes) - log P(no) to 'Does this image show ...?'; "
-        "'random': seeded random scores (one draw of chance); 'chance (exact)': acc@k expected under a uniformly "
-        "random ranking; 'ground-truth attributes': scores from the generator's record of each image, the best "
-        "any ranker can do with these proposals and this judge.",
-        f"{len(pairs)} pairs of {images_per_set} + {images_per_set} generated images; the VLM was trained on "
-        f"{train_images} other generated images (another seed), never on benchmark images.",
+        (f"All three methods rank the same {n_concepts} proposals per pair (the concept vocabulary, which holds a "
+         "phrase for every generated difference and six findings the generator never draws). 'vlm': the tiny "
+         "Qwen2-VL trained here from scratch, scored as log P(yes) - log P(no) to 'Does this image show ...?'; "
+         "'random': seeded random scores (one draw of chance); 'chance (exact)': acc@k expected under a uniformly "
+         "random ranking; 'ground-truth attributes': scores from the generator's record of each image, the best "
+         "any ranker can do with these proposals and this judge."),
+        (f"{len(pairs)} pairs of {images_per_set} + {images_per_set} generated images; the VLM was trained on "
+         f"{train_images} other generated images (another seed), never on benchmark images."),
     ]
     section = setdiff_section(run, pairs, training=training, seconds=seconds, primary="vlm", notes=notes)
     result.report = write_setdiff_report(out / "report.html", section)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -311,7 +312,7 @@ def pair_from_table(table: CaseTable, filter1: str, filter2: str, name1: str | N
     overlap = {m["case_id"] for m in sets[0].metadata} & {m["case_id"] for m in sets[1].metadata}
     if overlap:
         raise SetDiffError(f"{table.source}: filters '{filter1}' and '{filter2}' both select {len(overlap)} case(s), "
-                           f"e.g. '{sorted(overlap)[0]}'")
+                           f"e.g. '{min(overlap)}'")
     return SetPair(pair_id, sets[0], sets[1])
 
 

@@ -17,8 +17,9 @@ acc@k of a pair is the best score among the top k ranked hypotheses divided by
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

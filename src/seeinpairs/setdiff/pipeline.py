@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -104,8 +105,7 @@ class SetDiffRun:
         out.mkdir(parents=True, exist_ok=True)
         paths = {"outcomes": out / "outcomes.jsonl", "summary": out / "summary.csv", "run": out / "run.json"}
         with open(paths["outcomes"], "w", encoding="utf-8") as handle:
-            for outcome in self.outcomes:
-                handle.write(json.dumps(outcome.to_dict(), default=_json_default) + "\n")
+            handle.writelines(json.dumps(outcome.to_dict(), default=_json_default) + "\n" for outcome in self.outcomes)
         self.summary().to_csv(paths["summary"], index=False)
         paths["run"].write_text(json.dumps({"judge": self.judge, "settings": self.settings}, indent=2,
                                            default=_json_default))

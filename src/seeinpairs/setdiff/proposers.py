@@ -19,10 +19,11 @@ confirmed by a model's yes/no answer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -49,7 +50,7 @@ class Proposal:
     parse_failures: int = 0
     calls: int = 0
 
-    def merged(self, other: "Proposal") -> "Proposal":
+    def merged(self, other: Proposal) -> Proposal:
         return Proposal(list(dict.fromkeys(self.hypotheses + other.hypotheses)), self.replies + other.replies,
                         self.parse_failures + other.parse_failures, self.calls + other.calls)
 
@@ -282,8 +283,8 @@ class ZoomRefinementProposer(Proposer):
         rounds = self.grid.grids(pair, seed)
         listed = "; ".join(hypotheses) or "none yet"
         box_requests = [_ask(["Set A:", None, "Set B:", None,
-                              f"Candidate differences so far: {listed}.\nName {self.n_boxes} regions worth a closer "
-                              "look, as a JSON list of boxes [x0, y0, x1, y1] in fractions of the image (0 to 1)."],
+                              (f"Candidate differences so far: {listed}.\nName {self.n_boxes} regions worth a closer "
+                               "look, as a JSON list of boxes [x0, y0, x1, y1] in fractions of the image (0 to 1).")],
                              [g1, g2]) for _, _, g1, g2 in rounds]
         box_replies = self.model.generate(box_requests, max_new_tokens=self.max_new_tokens)
         failures, refine_requests = 0, []

@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -239,7 +240,7 @@ class DualEncoderRanker(Ranker):
         name, _, pretrained = spec.partition("@")
         try:
             model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained or None)
-        except Exception as exc:  # unknown names and download failures surface as varied types
+        except Exception as exc:  # noqa: BLE001  (unknown names and download failures surface as varied types)
             raise BackendError(f"dual_encoder ranker: cannot create open_clip model '{spec}' "
                                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         self.model = model.eval().to(self.device)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from PIL import Image
-
+from ..errors import ImageError
 from ..imaging import load_image
 from ..report import ReportSection, fmt_ci, fmt_p, png_data_uri, render_fragment
 from .inputs import SetPair
@@ -26,7 +26,7 @@ THUMBNAIL = 64
 def _thumbnail(path: str) -> str | None:
     try:
         image = load_image(path)
-    except Exception:  # a missing example image must not break the report; it is shown as absent
+    except ImageError:  # a missing example image must not break the report; it is shown as absent
         return None
     image.thumbnail((THUMBNAIL, THUMBNAIL))
     buffer = io.BytesIO()
