@@ -55,3 +55,4 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert (tmp_path / "data" / "benchmark.jsonl").is_file() and (tmp_path / "report.html").is_file()
     assert json.loads((tmp_path / "timing.json").read_text())["training"]["steps"] == 2
     assert section.anchor == "setdiff" and "vlm" in section.html
+    assert "Measured over 3 pairs: vlm acc@1" in section.html and "of 3 pairs the vlm ranker" in section.html

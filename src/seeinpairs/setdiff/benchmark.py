@@ -212,6 +212,34 @@ def train_attribute_vlm(out_dir: str | Path, n_images: int = 800, per_answer: in
     return train_on_examples(settings, train_examples, val_examples, progress=progress)
 
 
+def measured_notes(run: SetDiffRun, pairs: Sequence[SetPair], method: str = "vlm") -> list[str]:
+    """Sentences stating what was measured: acc@1/acc@5 of ``method`` against chance and the upper
+    bound, and how often its top hypothesis was a finding no benchmark image has (a distractor)."""
+    summary = run.summary()
+    overall = summary[summary.difficulty == "all"].set_index("method")
+    if method not in overall.index:
+        return []
+
+    def cell(name: str, metric: str) -> str:
+        if name not in overall.index:
+            return "NA"
+        row = overall.loc[name]
+        return f"{row[metric]:.2f} [{row[metric + '_lo']:.2f}, {row[metric + '_hi']:.2f}]"
+
+    metadata = [m for p in pairs for m in (*p.set1.metadata, *p.set2.metadata)]
+    never = {c for c, truth in CONCEPT_TRUTH.items() if metadata and all(truth(m) == 0.0 for m in metadata)}
+    tops = [o.ranked[0].text for o in run.outcomes if o.method == method and o.ranked]
+    distracted = sum(t in never for t in tops)
+    return [
+        f"Measured over {len(tops)} pairs: {method} acc@1 {cell(method, 'acc@1')}, acc@5 {cell(method, 'acc@5')}; "
+        f"exact chance acc@1 {cell('chance (exact)', 'acc@1')}, acc@5 {cell('chance (exact)', 'acc@5')}; "
+        f"ranking by ground-truth attributes acc@1 {cell('ground-truth attributes', 'acc@1')}.",
+        f"In {distracted} of {len(tops)} pairs the {method} ranker's top hypothesis was a finding that no benchmark "
+        "image has; such a hypothesis separates the sets only through other image properties (e.g. acquisition "
+        "calibration shifting the model's yes/no odds).",
+    ]
+
+
 # ----- the whole benchmark ----------------------------------------------------------------------------------------
 @dataclass
 class BenchmarkResult:
@@ -289,6 +317,7 @@ def run_setdiff_benchmark(output_dir: str | Path, images_per_set: int = 20, trai
         (f"{len(pairs)} pairs of {images_per_set} + {images_per_set} generated images; the VLM was trained on "
          f"{train_images} other generated images (another seed), never on benchmark images."),
     ]
+    notes += measured_notes(run, pairs)
     section = setdiff_section(run, pairs, training=training, seconds=seconds, primary="vlm", notes=notes)
     result.report = write_setdiff_report(out / "report.html", section)
     return result, section
