@@ -231,12 +231,12 @@ def measured_notes(run: SetDiffRun, pairs: Sequence[SetPair], method: str = "vlm
     tops = [o.ranked[0].text for o in run.outcomes if o.method == method and o.ranked]
     distracted = sum(t in never for t in tops)
     return [
-        f"Measured over {len(tops)} pairs: {method} acc@1 {cell(method, 'acc@1')}, acc@5 {cell(method, 'acc@5')}; "
-        f"exact chance acc@1 {cell('chance (exact)', 'acc@1')}, acc@5 {cell('chance (exact)', 'acc@5')}; "
-        f"ranking by ground-truth attributes acc@1 {cell('ground-truth attributes', 'acc@1')}.",
-        f"In {distracted} of {len(tops)} pairs the {method} ranker's top hypothesis was a finding that no benchmark "
-        "image has; such a hypothesis separates the sets only through other image properties (e.g. acquisition "
-        "calibration shifting the model's yes/no odds).",
+        (f"Measured over {len(tops)} pairs: {method} acc@1 {cell(method, 'acc@1')}, acc@5 {cell(method, 'acc@5')}; "
+         f"exact chance acc@1 {cell('chance (exact)', 'acc@1')}, acc@5 {cell('chance (exact)', 'acc@5')}; "
+         f"ranking by ground-truth attributes acc@1 {cell('ground-truth attributes', 'acc@1')}."),
+        (f"In {distracted} of {len(tops)} pairs the {method} ranker's top hypothesis was a finding that no benchmark "
+         "image has; such a hypothesis separates the sets only through other image properties (e.g. acquisition "
+         "calibration shifting the model's yes/no odds)."),
     ]
 
 
