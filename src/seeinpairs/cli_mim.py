@@ -9,6 +9,7 @@ main CLI without a traceback.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import typer
@@ -19,7 +20,7 @@ from .errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multi-image medical QA (Med-MIM layout): validate, generate, train, evaluate, demo.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def parse_roots(values: list[str]) -> dict[str, Path]:
