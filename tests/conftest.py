@@ -12,14 +12,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # caches the product writes (e.g. MedMNIST PNGs) go to a throwaway folder, not the user's home
 os.environ.setdefault("SEEINPAIRS_CACHE", __import__("tempfile").mkdtemp(prefix="seeinpairs-cache-"))
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
-
-TASK_TEXTS = ["normal", "abnormal", "pneumonia", "Is there an abnormal opacity in the query image?"]
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+import pytest
+from shared_helpers import (  # noqa: F401
+    SERVE_TOKEN,
+    SHARED_DATA,
+    TASK_TEXTS,
+    random_image,
+    serve_config,
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,25 +42,7 @@ def synthetic_data(tmp_path_factory):
     return root, table, task
 
 
-def random_image(rng: np.random.Generator, height: int = 60, width: int = 56) -> Image.Image:
-    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
-
-
 # ----- the served tiny model (tests/serve, tests/backends/test_openai_compat.py) -----------------------
-SERVE_TOKEN = "test-token-123"
-
-
-def serve_config(synthetic_data, tiny_models, **overrides):
-    from seeinpairs.serve.schemas import ServeConfig
-
-    root, _, task = synthetic_data
-    data = {"task": task.model_dump(), "data": {"manifest": str(root / "manifest.csv")}, "bank": {"split": "train"},
-            "selector": {"name": "random", "k": 2}, "model": {"name": str(tiny_models["qwen2_vl"]), "label": "tiny"},
-            "auth_token": SERVE_TOKEN, "max_top_logprobs": 1000}
-    data.update(overrides)
-    return ServeConfig.from_dict(data)
-
-
 @pytest.fixture(scope="session")
 def served_backend(tiny_models):
     from seeinpairs.backends.hf import HFBackend

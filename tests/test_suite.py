@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SHARED_DATA
+from shared_helpers import SHARED_DATA
 
 from seeinpairs.cases import CaseTable
 from seeinpairs.datasets.synthetic import SYNTHETIC_TASK

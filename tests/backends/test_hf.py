@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
+from shared_helpers import random_image
 
 from seeinpairs.backends import create_backend
 from seeinpairs.backends.hf import HFBackend

@@ -3,7 +3,7 @@ import json
 import httpx
 import numpy as np
 import pytest
-from conftest import SERVE_TOKEN
+from shared_helpers import SERVE_TOKEN
 
 from seeinpairs.backends import create_backend
 from seeinpairs.backends.base import option_probabilities

@@ -3,7 +3,7 @@ and score the same as the uncached single-pass path."""
 
 import numpy as np
 import pytest
-from conftest import random_image
+from shared_helpers import random_image
 
 from seeinpairs.backends.hf import HFBackend
 from seeinpairs.backends.prefix_cache import group_by_prefix, score_with_prefix_cache

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
+from shared_helpers import random_image
 from test_hf import FAMILIES, make_request
 
 from seeinpairs.backends.hf import HFBackend

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SERVE_TOKEN, serve_config
+from shared_helpers import SERVE_TOKEN, serve_config
 from fastapi.testclient import TestClient
 from PIL import Image
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import SERVE_TOKEN
+from shared_helpers import SERVE_TOKEN
 
 CHROMIUM = os.environ.get("SEEINPAIRS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
