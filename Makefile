@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test browser clean
+.PHONY: setup demo mim-demo setdiff-benchmark test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/seeinpairs demo --output runs/demo
+
+# The two offline multi-image jobs (multi-image QA; set-difference description), a few minutes each.
+mim-demo: $(STAMP)
+	$(BIN)/seeinpairs mim demo --output runs/mim_demo
+
+setdiff-benchmark: $(STAMP)
+	$(BIN)/seeinpairs setdiff benchmark --output runs/setdiff_benchmark
 
 # Headless Chromium for the web page test (Debian packages; Playwright drives it, no browser download).
 browser:
