@@ -23,12 +23,12 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from .baselines import logistic_baseline
+from .baselines import cnn_baseline, logistic_baseline
 from .cases import CaseTable
 from .configfile import ConfigFile, resolve_path
 from .errors import ConfigError
@@ -68,9 +68,14 @@ class SuiteProfile(BaseModel):
 class BaselineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    #: which image-only baselines to train (logistic regression on pixels, a small CNN)
+    kinds: list[Literal["logistic", "cnn"]] = Field(default_factory=lambda: ["logistic", "cnn"], min_length=1)
     size: int = Field(28, ge=4)
     color: bool = False
+    #: logistic regression's inverse regularisation strength
     c: float = Field(0.1, gt=0)
+    #: the CNN's training epochs
+    epochs: int = Field(30, ge=1)
 
 
 class StudySuiteConfig(ConfigFile):
@@ -136,6 +141,26 @@ class SuiteResult:
     report: Path
     seconds: float
     studies: dict[str, dict[int, StudyResult]] = field(default_factory=dict)
+
+
+def _baseline_rows(study_name: str, study: StudyConfig, table: CaseTable, spec: BaselineSpec) -> list[dict]:
+    """One row per image-only baseline of the spec, trained on the study's splits, with the study's anchor."""
+    rows = []
+    anchor = study.anchor
+    for kind in spec.kinds:
+        if kind == "cnn":
+            baseline = cnn_baseline(table, study.task, test_split=study.eval.split, size=spec.size,
+                                    color=spec.color, epochs=spec.epochs, n_boot=study.eval.n_boot)
+        else:
+            baseline = logistic_baseline(table, study.task, test_split=study.eval.split, size=spec.size,
+                                         color=spec.color, c=spec.c, n_boot=study.eval.n_boot)
+        row = baseline.summary.iloc[0].to_dict()
+        rows.append({"study": study_name, "baseline": baseline.name,
+                     **{k: v for k, v in row.items() if k != "condition"},
+                     "anchor": json.dumps(anchor.metrics) if anchor else "",
+                     "anchor_source": anchor.source if anchor else "",
+                     "anchor_note": anchor.note if anchor else ""})
+    return rows
 
 
 def _headline(study: str, metrics: pd.DataFrame, tests: pd.DataFrame) -> dict[str, Any]:
@@ -206,16 +231,8 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
         if not result.learning_curves.empty:
             curves.append(result.learning_curves.assign(study=study_name))
         if seed == chosen.seeds[0]:
-            spec = config.baselines.get(study_name, BaselineSpec())
-            baseline = logistic_baseline(table, study.task, test_split=study.eval.split, size=spec.size,
-                                         color=spec.color, c=spec.c, n_boot=study.eval.n_boot)
-            row = baseline.summary.iloc[0].to_dict()
-            anchor = study.anchor
-            baselines.append({"study": study_name, "baseline": baseline.name, **{k: v for k, v in row.items()
-                                                                                   if k != "condition"},
-                              "anchor": json.dumps(anchor.metrics) if anchor else "",
-                              "anchor_source": anchor.source if anchor else "",
-                              "anchor_note": anchor.note if anchor else ""})
+            baselines.extend(_baseline_rows(study_name, study, table, config.baselines.get(study_name,
+                                                                                           BaselineSpec())))
     frame = pd.concat(metrics, ignore_index=True)
     tests_frame = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame()
     site_shift = run_suite_site_shift(config, profile_name, chosen, runs, out, progress, only)

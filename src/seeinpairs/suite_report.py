@@ -70,8 +70,7 @@ def _study_section(study: str, metrics: pd.DataFrame, tests: pd.DataFrame, leaka
               ["references checked", int(audit["references"].sum())],
               ["references from the query's own patient or the query itself (must be 0)",
                int(audit["violations"].sum())]]
-    if not base.empty:
-        b = base.iloc[0]
+    for _, b in base.iterrows():
         scores = (f"{fmt_ci(b['auroc'], b['auroc_lo'], b['auroc_hi'])} / "
                   f"{fmt_ci(b['accuracy'], b['accuracy_lo'], b['accuracy_hi'])}")
         checks.append([b["baseline"] + " AUROC / accuracy", scores])
