@@ -80,3 +80,70 @@ def test_single_pass_is_independent_of_batching(backends, family):
     one_by_one = [backend.score_options([r])[0] for r in requests]
     for b, s in zip(batched, one_by_one):
         assert np.max(np.abs(np.array(b) - np.array(s))) < 1e-4
+
+
+def multi_token_requests():
+    rng = np.random.default_rng(23)
+    return [make_request(rng, k, options) for k, options in
+            ((0, ("normal", "abnormal opacity")), (2, ("abnormal opacity", "normal opacity", "normal")),
+             (1, ("no finding at all", "a large abnormal opacity in the left lung")), (3, ("normal", "abnormal")),
+             (4, ("pneumonia with consolidation", "normal lungs")))]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shared_prompt_scores_equal_the_per_option_path(backends, family):
+    backend = backends[family]
+    requests = multi_token_requests()
+    lengths = [[len(answer_token_ids(backend.tokenizer, backend.prompt_text(r), o)) for o in r.options]
+               for r in requests]
+    assert sum(max(n) > 1 for n in lengths) >= 3 and max(max(n) for n in lengths) >= 4
+    fast = backend.score_options(requests)
+    slow = generic_scores(backend, requests)
+    for f, s, r in zip(fast, slow, requests):
+        assert len(f) == len(r.options)
+        assert np.max(np.abs(np.array(f) - np.array(s))) < 1e-4
+    one_by_one = [backend.score_options([r])[0] for r in requests]  # independent of batching
+    assert max(np.max(np.abs(np.array(a) - np.array(b))) for a, b in zip(fast, one_by_one)) < 1e-4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shared_prompt_runs_each_prompt_once(backends, family):
+    """Images go through the model once per request, not once per option."""
+    backend = backends[family]
+    requests = multi_token_requests()[:4]  # 4 requests, 10 options, 3 multi-token requests
+    calls: list[tuple[int, bool]] = []
+    original = backend.model.forward
+
+    def forward(*args, **kwargs):
+        calls.append((int(kwargs["input_ids"].shape[0]), kwargs.get("pixel_values") is not None))
+        return original(*args, **kwargs)
+
+    backend.model.forward = forward
+    try:
+        backend.score_options(requests)
+    finally:
+        backend.model.forward = original
+    assert sum(rows for rows, with_images in calls if with_images) == len(requests)
+    continuation_rows = sum(rows for rows, with_images in calls if not with_images)
+    multi_token_options = sum(len(answer_token_ids(backend.tokenizer, backend.prompt_text(r), o)) > 1
+                              for r in requests for o in r.options)
+    assert continuation_rows == multi_token_options  # one short text-only row per multi-token option
+
+
+def test_unverified_families_are_checked_once_and_fall_back_on_a_mismatch(backends, monkeypatch):
+    from seeinpairs.backends import shared_prompt
+
+    backend = backends["idefics3"]
+    monkeypatch.setattr(shared_prompt, "VERIFIED_MODEL_TYPES", ())
+    requests = multi_token_requests()
+    reference = generic_scores(backend, requests)
+    monkeypatch.setattr(backend, "_shared_prompt_state", None, raising=False)
+    for got, want in zip(backend.score_options(requests), reference):
+        assert np.max(np.abs(np.array(got) - np.array(want))) < 1e-4
+    assert backend._shared_prompt_state is True  # the check passed on this family
+    monkeypatch.setattr(backend, "_shared_prompt_state", None)
+    monkeypatch.setattr(backend, "_shared_prompt_difference", lambda *a: 0.5)  # a family where it differs
+    with pytest.warns(UserWarning, match="per-option path"):
+        backend.score_options(requests[:1])
+    assert backend._shared_prompt_state is False
+    monkeypatch.setattr(backend, "_shared_prompt_state", None)

@@ -15,8 +15,10 @@ computed by the same code on the same tokens.
 Single-pass scoring: when every option of a request is one answer token, the
 options' scores are the log-softmax at the prompt's last position, so such a
 request costs one forward pass of its prompt instead of one per option
-(:func:`next_token_log_probs`); requests with a multi-token option take the
-per-option path. Both give the same scores (the last prompt position sees only
+(:func:`next_token_log_probs`). Requests with a multi-token option run their
+prompt once too, with its key/value cache, and all options' later tokens on top
+of it (:mod:`.shared_prompt`). The per-option path stays as the reference
+(``single_pass = False``); all give the same scores (a prompt position sees only
 the prompt, whatever is appended after it).
 """
 
@@ -38,6 +40,7 @@ from ..errors import BackendError
 from ..prompts import Request
 from .base import BACKENDS, Backend
 from .processors import load_processor
+from .shared_prompt import score_prompt_options, shared_prompt_ready
 from .vision_cache import VisionFeatureCache, install_vision_cache
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -249,6 +252,9 @@ class HFBackend(Backend):
     kind = "hf"
     #: score requests whose options are all one token from one forward pass of the prompt
     single_pass: bool = True
+    #: requests with multi-token options run their prompt once and every option on its KV cache
+    #: (:mod:`.shared_prompt`); False scores each (request, option) with its own full pass
+    shared_prompt: bool = True
     #: single-pass requests sharing a prefix (instruction + the same references) reuse its KV cache
     #: (:mod:`.prefix_cache`; Qwen2-VL only, others run uncached)
     prefix_cache: bool = False
@@ -370,10 +376,17 @@ class HFBackend(Backend):
             log_probs = next_token_log_probs(self.model, encoded)
             for row, ri in enumerate(chunk):
                 scores[ri] = [float(log_probs[row, ids[0]]) for ids in option_ids[ri]]
+        rest = [ri for ri, ids in enumerate(option_ids)
+                if not (self.single_pass and ids and all(len(i) == 1 for i in ids))]
+        if rest and self.single_pass and self.shared_prompt and shared_prompt_ready(
+                self, lambda: self._shared_prompt_difference(requests[rest[0]], prompts[rest[0]], option_ids[rest[0]])):
+            for start in range(0, len(rest), self.batch_size):
+                chunk = rest[start:start + self.batch_size]
+                for ri, values in zip(chunk, self._score_shared(chunk, requests, prompts, option_ids)):
+                    scores[ri] = values
+            return scores
         # one row per (request, option) otherwise: the summed log-probability of the option's tokens
-        done = {ri for ri, ids in enumerate(option_ids)
-                if self.single_pass and ids and all(len(i) == 1 for i in ids)}
-        pairs = [(ri, oi) for ri, r in enumerate(requests) if ri not in done for oi in range(len(r.options))]
+        pairs = [(ri, oi) for ri in rest for oi in range(len(requests[ri].options))]
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start:start + self.batch_size]
             batch = encode_answers(self.processor, [prompts[ri] for ri, _ in chunk],
@@ -383,6 +396,26 @@ class HFBackend(Backend):
             for (ri, oi), values in zip(chunk, token_log_probs):
                 scores[ri][oi] = float(values.sum())
         return scores
+
+    def _score_shared(self, chunk: list[int], requests: Sequence[Request], prompts: list[str],
+                      option_ids: list[list[list[int]]]) -> list[list[float]]:
+        """Scores of the chunk's requests from one pass of their prompts (:mod:`.shared_prompt`)."""
+        encoded = self._encode([prompts[ri] for ri in chunk], [requests[ri].images for ri in chunk], "right")
+        encoded = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return score_prompt_options(self.model, encoded, [option_ids[ri] for ri in chunk], pad_id,
+                                    rows_per_pass=self.batch_size)
+
+    def _shared_prompt_difference(self, request: Request, prompt: str, ids: list[list[int]]) -> float | None:
+        """Max abs difference between shared-prompt and per-option scores of one request (None on error)."""
+        try:
+            shared = self._score_shared([0], [request], [prompt], [ids])[0]
+        except Exception:  # an architecture the shared path cannot drive: use the per-option path
+            return None
+        batch = encode_answers(self.processor, [prompt] * len(ids), [request.images] * len(ids), ids,
+                               self.name_or_path)
+        reference = [float(v.sum()) for v in answer_log_probs(self.model, batch.to(self.device))]
+        return max(abs(a - b) for a, b in zip(shared, reference))
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request], max_new_tokens: int = 32) -> list[str]:
