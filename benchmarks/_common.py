@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from seeinpairs.backends.tiny import build_tiny_vlm  # noqa: E402
+from seeinpairs.backends.tiny import TinySpec, build_tiny_vlm  # noqa: E402
 from seeinpairs.cases import Case  # noqa: E402
 from seeinpairs.prompts import PromptBuilder, Request  # noqa: E402
 from seeinpairs.tasks import Task  # noqa: E402
@@ -25,10 +25,12 @@ TASK = Task(question="Is there an abnormal opacity in the query image?", classes
 TEXTS = [*TASK.classes, TASK.question]
 
 
-def tiny_model(family: str = "qwen2_vl", folder: str | Path | None = None) -> Path:
-    """Build (once per call) a tiny model of ``family`` in ``folder`` or a temporary folder."""
+def tiny_model(family: str = "qwen2_vl", folder: str | Path | None = None, max_image_size: int | None = None) -> Path:
+    """Build (once per call) a tiny model of ``family`` in ``folder`` or a temporary folder; ``max_image_size``
+    raises the processor's pixel cap (more tokens per image)."""
     folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="seeinpairs-bench-")) / family
-    return build_tiny_vlm(family, folder, texts=TEXTS, seed=0)
+    spec = TinySpec(max_image_size=max_image_size) if max_image_size else None
+    return build_tiny_vlm(family, folder, texts=TEXTS, seed=0, spec=spec)
 
 
 def random_image(rng: np.random.Generator, size: int = 56) -> Image.Image:

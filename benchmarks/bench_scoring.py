@@ -1,7 +1,14 @@
-"""Benchmark option scoring on the tiny Qwen2-VL (CPU): single-pass vs per-option vs generate-and-parse,
-and the cost of comparative prompts (k references per query) relative to single-image prompts.
+"""Benchmark option scoring on the tiny Qwen2-VL (CPU), each comparison measured side by side:
 
-    .venv/bin/python benchmarks/bench_scoring.py [--n 16] [--repeats 3]
+(a) one-token options: single-pass vs per-option scoring vs generate-and-parse (untrained model);
+(b) the cost of comparative prompts (k per-query references) against single-image prompts, beside
+    the token-count bound, at the tiny model's image size and at a larger one;
+(c) multi-token options (five "grade N"-style labels): shared-prompt vs per-option scoring;
+(d) scoring vs generate-and-parse on a model fine-tuned for a few steps to answer with an option,
+    so that generated answers parse: identical predictions and the time ratio, with the fewest new
+    tokens that can hold an answer and with typical harness settings.
+
+    .venv/bin/python benchmarks/bench_scoring.py [--n 16] [--repeats 3] [--train-steps 60]
 
 Prints one line per figure.
 """
@@ -9,17 +16,30 @@ Prints one line per figure.
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 from _common import RequestFactory, random_image, timed, tiny_model
+from PIL import Image
+
+from seeinpairs.cases import Case
 
 from seeinpairs.backends.hf import HFBackend, answer_token_ids
+from seeinpairs.prompts import PromptBuilder
+from seeinpairs.tasks import Task
+from seeinpairs.training import SFTSettings, train_on_examples
+
+GRADES = Task(question="What is the diabetic retinopathy grade of the query fundus photograph?",
+              classes=[f"grade {g} retinopathy" for g in range(5)], healthy_class="grade 0 retinopathy",
+              modality="fundus photograph")
 
 
-def requests_with_fresh_references(factory: RequestFactory, rng: np.random.Generator, n: int, k: int):
+def requests_with_fresh_references(factory: RequestFactory, rng: np.random.Generator, n: int, k: int,
+                                   size: int = 56):
     """n queries, each with its own k references (per-query selection)."""
-    return [factory.request(random_image(rng), [random_image(rng) for _ in range(k)]) for _ in range(n)]
+    return [factory.request(random_image(rng, size), [random_image(rng, size) for _ in range(k)]) for _ in range(n)]
 
 
 def parse(text: str, options: list[str]) -> str | None:
@@ -36,6 +56,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (the best is kept)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=4)
+    parser.add_argument("--large-image", type=int, default=224,
+                        help="image side for the second comparative-cost run, on a tiny model whose processor "
+                             "keeps that size (224: 64 tokens per image)")
+    parser.add_argument("--train-steps", type=int, default=60, help="fine-tuning steps for (d); 0 skips it")
     args = parser.parse_args()
     torch.set_num_threads(2)
     backend = HFBackend(tiny_model("qwen2_vl"), device="cpu", batch_size=args.batch_size)
@@ -72,7 +96,35 @@ def main() -> None:
           f"agreeing with scoring where parsed: {agree}/{n_parsed}; sample outputs {texts[:3]!r}")
 
     # (b) comparative cost: k per-query references vs the single-image prompt (k=0), single-pass scoring
-    sets = {k: requests_with_fresh_references(factory, np.random.default_rng(100 + k), args.n, k) for k in (0, 1, 4)}
+    comparative_cost(backend, factory, args, 56)
+    large = HFBackend(tiny_model("qwen2_vl", max_image_size=args.large_image), device="cpu", batch_size=args.batch_size)
+    comparative_cost(large, factory, args, args.large_image)
+
+    # (c) multi-token options: every option of a prompt from one pass of the prompt
+    grades = RequestFactory(GRADES)
+    rng = np.random.default_rng(7)
+    graded = [grades.request(random_image(rng), [random_image(rng)]) for _ in range(args.n)]
+    lengths = [len(answer_token_ids(backend.tokenizer, backend.prompt_text(graded[0]), o)) for o in GRADES.classes]
+    backend.score_options(graded[:2])
+    t_shared, shared = timed(lambda: backend.score_options(graded), args.repeats)
+    backend.shared_prompt = False
+    t_each, each = timed(lambda: backend.score_options(graded), args.repeats)
+    backend.shared_prompt = True
+    diff = max(abs(a - b) for f, s in zip(shared, each) for a, b in zip(f, s))
+    same = [int(np.argmax(a)) for a in shared] == [int(np.argmax(b)) for b in each]
+    print(f"(c) k=1, {len(GRADES.classes)} options of {lengths} tokens: shared prompt {t_shared / args.n * 1e3:.1f} "
+          f"ms/query | per-option {t_each / args.n * 1e3:.1f} ms/query | per-option / shared {t_each / t_shared:.2f}x "
+          f"| identical predictions {same} (max abs score diff {diff:.2e})")
+
+    # (d) scoring vs generate-and-parse on a model that answers with an option
+    if args.train_steps:
+        scoring_vs_generation(args)
+
+
+def comparative_cost(backend: HFBackend, factory: RequestFactory, args, size: int) -> None:
+    """Per-query cost at k = 0, 1, 4 (fresh references per query) and the token-count bound."""
+    sets = {k: requests_with_fresh_references(factory, np.random.default_rng(100 + k), args.n, k, size)
+            for k in (0, 1, 4)}
     image_token = backend.model.config.image_token_id
     tokens, seconds = {}, {}
     for k, reqs in sets.items():
@@ -82,13 +134,51 @@ def main() -> None:
         backend.score_options(reqs[:1])
         seconds[k], _ = timed(lambda reqs=reqs: backend.score_options(reqs), args.repeats)
     prompt0, image_tokens = tokens[0]
-    print(f"(b) k=0: {prompt0} prompt tokens, {image_tokens} tokens per image, "
+    print(f"(b) {size}px k=0: {prompt0} prompt tokens, {image_tokens} tokens per image, "
           f"{seconds[0] / args.n * 1e3:.1f} ms/query")
     for k in (1, 4):
         bound = 1 + k * image_tokens / prompt0
-        print(f"(b) k={k}: {tokens[k][0]} prompt tokens ({tokens[k][0] / prompt0:.2f}x k=0), "
-              f"{seconds[k] / args.n * 1e3:.1f} ms/query, paired/single cost {seconds[k] / seconds[0]:.2f}x, "
-              f"token bound 1+k*image_tokens/prompt_tokens = {bound:.2f}")
+        actual = tokens[k][0] / prompt0
+        cost = seconds[k] / seconds[0]
+        print(f"(b) {size}px k={k}: {tokens[k][0]} prompt tokens ({actual:.2f}x k=0), {seconds[k] / args.n * 1e3:.1f} "
+              f"ms/query, paired/single cost {cost:.2f}x | image-token bound 1+k*image_tokens/prompt_tokens "
+              f"{bound:.2f} (cost/bound {cost / bound:.2f}) | all-token ratio {actual:.2f} (cost/ratio "
+              f"{cost / actual:.2f})")
+
+
+def scoring_vs_generation(args) -> None:
+    """Fine-tune a tiny model briefly on "grade N" answers, then time scoring vs greedy generation."""
+    rng = np.random.default_rng(3)
+    builder = PromptBuilder(GRADES, image_loader=lambda image: image)
+
+    def example(i: int):
+        grade = i % len(GRADES.classes)
+        level = 40 + 45 * grade  # brightness encodes the grade: a learnable toy task
+        image = Image.fromarray(np.clip(rng.normal(level, 20, (56, 56, 3)), 0, 255).astype(np.uint8))
+        return builder.build(Case(case_id=f"q{i}", images=(image,)), []), GRADES.classes[grade]
+
+    train = [example(i) for i in range(200)]
+    test = [example(1000 + i)[0] for i in range(args.n)]
+    out = Path(tempfile.mkdtemp(prefix="seeinpairs-bench-sft-"))
+    settings = SFTSettings(name="bench", model={"tiny": "qwen2_vl", "device": "cpu", "batch_size": 16},
+                           batch_size=16, lr=2e-3, max_steps=args.train_steps, eval_every=args.train_steps,
+                           output_dir=out)
+    result = train_on_examples(settings, train, progress=False)
+    backend = HFBackend.from_components(result.model, result.processor, name="bench-sft", batch_size=args.batch_size)
+    lengths = [len(answer_token_ids(backend.tokenizer, backend.prompt_text(test[0]), o)) for o in GRADES.classes]
+    backend.score_options(test[:2])
+    t_score, scores = timed(lambda: backend.score_options(test), args.repeats)
+    predicted = [r.options[int(np.argmax(s))] for r, s in zip(test, scores)]
+    print(f"(d) fine-tuned {args.train_steps} steps on 200 'grade N' answers; options of {lengths} tokens; "
+          f"option scoring {t_score / args.n * 1e3:.1f} ms/query")
+    for new_tokens in sorted({max(lengths), 16, 64}):
+        t_gen, texts = timed(lambda n=new_tokens: backend.generate(test, max_new_tokens=n), args.repeats)
+        parsed = [parse(t, r.options) for t, r in zip(texts, test)]
+        n_parsed = sum(p is not None for p in parsed)
+        print(f"(d) generate-and-parse, max_new_tokens={new_tokens}: {t_gen / args.n * 1e3:.1f} ms/query, "
+              f"generate / scoring {t_gen / t_score:.2f}x, parsed {n_parsed}/{args.n}, identical predictions "
+              f"{parsed == predicted} ({sum(p == q for p, q in zip(parsed, predicted))}/{args.n}); "
+              f"sample {texts[0]!r}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import pytest
 from shared_helpers import random_image
 
 from seeinpairs.backends.hf import HFBackend
-from seeinpairs.backends.prefix_cache import group_by_prefix, score_with_prefix_cache
+from seeinpairs.backends import prefix_cache
+from seeinpairs.backends.prefix_cache import group_by_prefix, query_marker, score_with_prefix_cache
 from seeinpairs.prompts import Request
 
 
@@ -26,9 +27,12 @@ def sized(rng):
     return random_image(rng, int(rng.integers(40, 90)), int(rng.integers(40, 90)))
 
 
-@pytest.fixture(scope="module")
-def backend(tiny_models):
-    return HFBackend(tiny_models["qwen2_vl"], device="cpu", batch_size=4)
+FAMILIES = ["qwen2_vl", "idefics3"]  # 3-D M-RoPE positions and 1-D positions
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def backend(tiny_models, request):
+    return HFBackend(tiny_models[request.param], device="cpu", batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +46,8 @@ def requests():
 
 def test_groups_share_prefix_and_reference_content(backend, requests):
     prompts = [backend.prompt_text(r) for r in requests]
-    groups = group_by_prefix(prompts, requests, range(len(requests)))
+    groups = group_by_prefix(prompts, requests, range(len(requests)),
+                             marker=query_marker(backend.processor, backend.model))
     assert [members for _, members in groups] == [[0, 2, 3, 4, 6, 7]]
 
 
@@ -63,19 +68,33 @@ def test_prefix_cache_scores_equal_the_uncached_single_pass(backend, requests):
             assert np.max(np.abs(np.array(values) - np.array(u))) < 1e-4
 
 
-def test_prefix_cache_falls_back_for_multi_token_options_and_other_families(backend, tiny_models, requests):
+def test_prefix_cache_falls_back_for_multi_token_options_and_other_families(backend, requests, monkeypatch):
     multi = [comparative(r.images[:-1], r.images[-1], ("normal", "abnormal opacity")) for r in requests[:3]]
     assert score_with_prefix_cache(backend, multi) is None
-    idefics = HFBackend(tiny_models["idefics3"], device="cpu", prefix_cache=True)
-    assert score_with_prefix_cache(idefics, requests) is None
-    assert len(idefics.score_options(requests[:2])) == 2
+    monkeypatch.setattr(prefix_cache, "SUPPORTED_MODEL_TYPES", {})  # a family the cache does not handle
+    assert score_with_prefix_cache(backend, requests) is None
+    backend.prefix_cache = True
+    try:
+        assert len(backend.score_options(requests[:2])) == 2
+    finally:
+        backend.prefix_cache = False
 
 
-def test_prefix_is_reused_across_calls_and_dropped_when_weights_change(tiny_models, requests):
+def test_a_split_that_changes_the_tokens_runs_uncached(backend, requests, monkeypatch):
+    monkeypatch.setattr(prefix_cache, "_split_is_exact", lambda *args: False)
+    backend._prefix_store = None
+    try:
+        assert all(v is None for v in score_with_prefix_cache(backend, requests))
+    finally:
+        backend._prefix_store = None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefix_is_reused_across_calls_and_dropped_when_weights_change(tiny_models, requests, family):
     import torch
 
-    backend = HFBackend(tiny_models["qwen2_vl"], device="cpu", batch_size=4, prefix_cache=True)
-    reference = HFBackend(tiny_models["qwen2_vl"], device="cpu", batch_size=4)
+    backend = HFBackend(tiny_models[family], device="cpu", batch_size=4, prefix_cache=True)
+    reference = HFBackend(tiny_models[family], device="cpu", batch_size=4)
     shared = [requests[i] for i in (0, 2, 3, 4, 6, 7)]
     first = backend.score_options(shared[:3])
     store = backend._prefix_store
@@ -87,7 +106,8 @@ def test_prefix_is_reused_across_calls_and_dropped_when_weights_change(tiny_mode
         assert np.max(np.abs(np.array(got) - np.array(want))) < 1e-4
     with torch.no_grad():  # an in-place weight update (as an optimizer step) invalidates the stored prefix
         for model in (backend.model, reference.model):
-            model.model.language_model.layers[0].mlp.down_proj.weight.mul_(1.5)
+            language_model = model.model.language_model if family == "qwen2_vl" else model.model.text_model
+            language_model.layers[0].mlp.down_proj.weight.mul_(1.5)
     changed = backend.score_options(shared[4:])
     assert store.misses == 2
     for got, want in zip(changed, reference.score_options(shared[4:])):

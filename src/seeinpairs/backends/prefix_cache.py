@@ -1,15 +1,19 @@
-"""Reference prefix KV cache for single-pass scoring on Qwen2-VL.
+"""Reference prefix KV cache for single-pass scoring.
 
 Comparative prompts put the instruction and the reference images before the query
 (:mod:`seeinpairs.prompts`), so requests that share a fixed reference set share every
-token up to the query image's ``<|vision_start|>``. For such a group the prefix (its
-text and its reference images) is run through the model once with ``use_cache=True``;
-each query then runs only its suffix (query image + question + assistant turn) on top
-of the cached keys/values, with the full sequence's 3-D M-RoPE positions
-(``get_rope_index`` on prefix + suffix ids) sliced to the suffix. Suffixes are
-batched (right padded) on a fresh cache seeded with the prefix's keys/values
-(broadcast over the batch; the cache's concatenation copies, so the stored prefix
-is never written to).
+token up to the query image's marker (``<|vision_start|>`` for Qwen2-VL, the
+processor's ``<image>`` for Idefics3/SmolVLM). For such a group the prefix (its text
+and its reference images) is run through the model once with ``use_cache=True``; each
+query then runs only its suffix (query image + question + assistant turn) on top of
+the cached keys/values. Positions continue the prefix: for Qwen2-VL the full
+sequence's 3-D M-RoPE positions (``get_rope_index`` on prefix + suffix ids) sliced to
+the suffix; for 1-D positions ``prefix length + j``. Suffixes are batched (right
+padded) on a fresh cache seeded with the prefix's keys/values (broadcast over the
+batch; the cache's concatenation copies, so the stored prefix is never written to).
+When a prefix is first computed, its tokens and its first query's suffix tokens are
+checked to concatenate to that query's full encoding; a prompt whose split changes
+the tokens (e.g. a tokenizer that would add a BOS token to the suffix) runs uncached.
 
 Computed prefixes are kept across calls in a small LRU on the backend
 (:class:`PrefixStore`, ``backend.prefix_cache_entries`` entries, default 4), keyed by
@@ -17,8 +21,9 @@ prefix text and reference pixel content, and invalidated whenever any model
 parameter is modified in place (e.g. a training step), so a fixed reference set
 costs its prefix once per evaluation, not once per call.
 
-Only requests whose options are all one token (single-pass scoring) are handled,
-only for ``model_type == "qwen2_vl"``, and only in groups of at least two requests;
+Only requests whose options are all one token (single-pass scoring) are handled, only
+for the families whose positions and image inputs are handled here
+(:data:`SUPPORTED_MODEL_TYPES`), and only in groups of at least two requests;
 everything else is left to the ordinary path (``None`` entries).
 """
 
@@ -33,14 +38,33 @@ from transformers import DynamicCache
 
 from ..prompts import Request
 
-SUPPORTED_MODEL_TYPES = ("qwen2_vl",)
+#: model type -> how positions continue after the prefix ("mrope": Qwen2-VL 3-D; "linear": 1-D)
+SUPPORTED_MODEL_TYPES = {"qwen2_vl": "mrope", "idefics3": "linear", "smolvlm": "linear"}
 VISION_START = "<|vision_start|>"
 
 
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def position_kind(model) -> str | None:
+    """"mrope", "linear", or None when the prefix cache does not handle this model."""
+    base = _base(model)
+    kind = SUPPORTED_MODEL_TYPES.get(getattr(base.config, "model_type", None))
+    if kind == "mrope" and not hasattr(getattr(base, "model", None), "get_rope_index"):
+        return None
+    return kind
+
+
 def supports_prefix_cache(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return (getattr(base.config, "model_type", None) in SUPPORTED_MODEL_TYPES
-            and hasattr(getattr(base, "model", None), "get_rope_index"))
+    return position_kind(model) is not None
+
+
+def query_marker(processor, model) -> str:
+    """The text that starts an image in a rendered prompt: where the query's suffix begins."""
+    if position_kind(model) == "mrope":
+        return VISION_START
+    return getattr(processor, "image_token", None) or "<image>"
 
 
 def _image_digest(images) -> str:
@@ -51,23 +75,24 @@ def _image_digest(images) -> str:
     return digest.hexdigest()
 
 
-def split_prompt(prompt: str, n_images: int) -> tuple[str, str] | None:
-    """(prefix, suffix) of a rendered prompt, split at the query image's vision-start token; None when the
+def split_prompt(prompt: str, n_images: int, marker: str = VISION_START) -> tuple[str, str] | None:
+    """(prefix, suffix) of a rendered prompt, split where the query image's ``marker`` starts; None when the
     prompt's image slots do not match the request's images."""
-    if n_images < 1 or prompt.count(VISION_START) != n_images:
+    if n_images < 1 or prompt.count(marker) != n_images:
         return None
-    cut = prompt.rindex(VISION_START)
+    cut = prompt.rindex(marker)
     return prompt[:cut], prompt[cut:]
 
 
 def group_by_prefix(prompts: Sequence[str], requests: Sequence[Request], eligible: Sequence[int],
-                    min_size: int = 2, known=frozenset()) -> list[tuple[tuple[str, str], list[int]]]:
+                    min_size: int = 2, known=frozenset(), marker: str = VISION_START
+                    ) -> list[tuple[tuple[str, str], list[int]]]:
     """Groups ((prefix text, reference digest), request indices) of eligible requests with identical prefix
     text and identical reference images (by pixel content): groups of >= ``min_size``, or any size when
     the key is in ``known`` (a prefix computed earlier)."""
     groups: dict[tuple[str, str], list[int]] = {}
     for ri in eligible:
-        parts = split_prompt(prompts[ri], len(requests[ri].images))
+        parts = split_prompt(prompts[ri], len(requests[ri].images), marker)
         if parts is None:
             continue
         key = (parts[0], _image_digest(requests[ri].images[:-1]))
@@ -121,12 +146,15 @@ def _store(backend) -> PrefixStore:
     return store
 
 
-def _encode(processor, texts: list[str], images: list[list] | None) -> dict[str, Any]:
+def _encode(processor, texts: list[str], images: list[list] | None, add_special_tokens: bool = True
+            ) -> dict[str, Any]:
     tokenizer = processor.tokenizer
     previous = tokenizer.padding_side
     tokenizer.padding_side = "right"
     try:
         kwargs = {"images": images} if images else {}
+        if not add_special_tokens:
+            kwargs["add_special_tokens"] = False
         return dict(processor(text=texts, padding=True, return_tensors="pt", **kwargs))
     finally:
         tokenizer.padding_side = previous
@@ -136,13 +164,14 @@ def _encode(processor, texts: list[str], images: list[list] | None) -> dict[str,
 def score_with_prefix_cache(backend, requests: Sequence[Request], prompts: Sequence[str] | None = None,
                             option_ids: Sequence[Sequence[Sequence[int]]] | None = None
                             ) -> list[list[float] | None] | None:
-    """Scores of the requests that the prefix cache can serve (one-token options, qwen2_vl, a shared
-    prefix with at least one other request); ``None`` entries for the rest. Returns None when the
+    """Scores of the requests that the prefix cache can serve (one-token options, a supported family, a
+    shared prefix with at least one other request); ``None`` entries for the rest. Returns None when the
     model is unsupported or no request qualifies."""
     from .hf import answer_token_ids  # local: hf imports this module
 
     model = backend.model
-    if not supports_prefix_cache(model):
+    kind = position_kind(model)
+    if kind is None:
         return None
     processor, tokenizer, device = backend.processor, backend.tokenizer, backend.device
     prompts = list(prompts) if prompts is not None else [backend.prompt_text(r) for r in requests]
@@ -152,46 +181,29 @@ def score_with_prefix_cache(backend, requests: Sequence[Request], prompts: Seque
     store = _store(backend)
     version = _weights_version(model)
     store.sync(version)  # a changed model drops every stored prefix
-    groups = group_by_prefix(prompts, requests, eligible, known=set(store.entries))
+    marker = query_marker(processor, model)
+    groups = group_by_prefix(prompts, requests, eligible, known=set(store.entries), marker=marker)
     if not groups:
         return None
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    rope_index = base.model.get_rope_index
+    base = _base(model)
     results: list[list[float] | None] = [None] * len(requests)
     for key, members in groups:
         prefix_text = key[0]
         entry = store.get(key, version)
         if entry is None:
-            entry = _compute_prefix(model, base, processor, device, prefix_text, requests[members[0]].images[:-1])
+            first = members[0]
+            entry = _compute_prefix(model, base, processor, device, prefix_text, requests[first].images[:-1], kind)
+            entry["usable"] = _split_is_exact(processor, prompts[first], requests[first].images, entry["ids"],
+                                              prompts[first][len(prefix_text):])
             store.put(key, entry)
-        prefix_ids, prefix_types, prefix_grid = entry["ids"], entry["types"], entry["grid"]
-        n_prefix = prefix_ids.shape[1]
+        if not entry["usable"]:
+            continue
         for start in range(0, len(members), backend.batch_size):
             chunk = members[start:start + backend.batch_size]
             suffixes = [prompts[ri][len(prefix_text):] for ri in chunk]
-            suffix = _encode(processor, suffixes, [[requests[ri].images[-1]] for ri in chunk])
-            rows, width = suffix["input_ids"].shape
-            suffix_types = suffix["mm_token_type_ids"]
-            suffix_mask = suffix["attention_mask"]
-            # 3-D M-RoPE positions of prefix + suffix, sliced to the suffix
-            full_ids = torch.cat([prefix_ids.expand(rows, -1), suffix["input_ids"]], dim=1)
-            full_types = torch.cat([prefix_types.expand(rows, -1), suffix_types], dim=1)
-            full_mask = torch.cat([torch.ones(rows, n_prefix, dtype=suffix_mask.dtype), suffix_mask], dim=1)
-            grids = [suffix["image_grid_thw"][row:row + 1] for row in range(rows)]
-            full_grid = torch.cat([g for row in range(rows)
-                                   for g in ([prefix_grid] if prefix_grid is not None else []) + [grids[row]]])
-            positions, _ = rope_index(full_ids, mm_token_type_ids=full_types, image_grid_thw=full_grid,
-                                      attention_mask=full_mask)
-            chunk_cache = DynamicCache(config=base.config)
-            for layer, (keys, values) in enumerate(entry["kv"]):
-                chunk_cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer)
-            lengths = suffix_mask.sum(dim=1)
-            keep = torch.zeros(rows, width, dtype=torch.bool)
-            keep[torch.arange(rows), lengths - 1] = True
-            inputs = {"input_ids": suffix["input_ids"], "attention_mask": full_mask,
-                      "position_ids": positions[:, :, n_prefix:], "cache": chunk_cache, "use_cache": True,
-                      "pixel_values": suffix["pixel_values"], "image_grid_thw": suffix["image_grid_thw"],
-                      "mm_token_type_ids": suffix_types}
+            suffix = _encode(processor, suffixes, [[requests[ri].images[-1]] for ri in chunk],
+                             add_special_tokens=False)
+            inputs, keep = _suffix_inputs(base, entry, suffix, kind)
             inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
             keep = keep.to(device)
             logits = model(**inputs, logits_to_keep=keep).logits
@@ -203,7 +215,47 @@ def score_with_prefix_cache(backend, requests: Sequence[Request], prompts: Seque
     return results
 
 
-def _compute_prefix(model, base, processor, device, prefix_text: str, references) -> dict[str, Any]:
+def _split_is_exact(processor, prompt: str, images, prefix_ids: torch.Tensor, suffix_text: str) -> bool:
+    """Whether prefix tokens + suffix tokens (encoded apart) are the full prompt's tokens."""
+    full = _encode(processor, [prompt], [list(images)])["input_ids"]
+    suffix = _encode(processor, [suffix_text], [[images[-1]]], add_special_tokens=False)["input_ids"]
+    return torch.equal(torch.cat([prefix_ids, suffix], dim=1), full)
+
+
+def _suffix_inputs(base, entry: dict[str, Any], suffix: dict[str, Any], kind: str
+                   ) -> tuple[dict[str, Any], torch.Tensor]:
+    """The model inputs of a batch of suffixes on top of a stored prefix, and the (rows, width) mask of
+    each row's last real position."""
+    prefix_ids = entry["ids"]
+    n_prefix = prefix_ids.shape[1]
+    rows, width = suffix["input_ids"].shape
+    suffix_mask = suffix["attention_mask"]
+    full_mask = torch.cat([torch.ones(rows, n_prefix, dtype=suffix_mask.dtype), suffix_mask], dim=1)
+    if kind == "mrope":  # 3-D M-RoPE positions of prefix + suffix, sliced to the suffix
+        suffix_types = suffix["mm_token_type_ids"]
+        full_ids = torch.cat([prefix_ids.expand(rows, -1), suffix["input_ids"]], dim=1)
+        full_types = torch.cat([entry["types"].expand(rows, -1), suffix_types], dim=1)
+        prefix_grid = entry["grid"]
+        full_grid = torch.cat([g for row in range(rows) for g in
+                               ([prefix_grid] if prefix_grid is not None else [])
+                               + [suffix["image_grid_thw"][row:row + 1]]])
+        positions, _ = base.model.get_rope_index(full_ids, mm_token_type_ids=full_types, image_grid_thw=full_grid,
+                                                 attention_mask=full_mask)
+        positions = positions[:, :, n_prefix:]
+    else:  # 1-D positions continue after the prefix
+        positions = (n_prefix + torch.arange(width)).expand(rows, -1)
+    cache = DynamicCache(config=base.config)
+    for layer, (keys, values) in enumerate(entry["kv"]):
+        cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer)
+    inputs = {k: v for k, v in suffix.items() if k not in ("input_ids", "attention_mask")}
+    inputs.update(input_ids=suffix["input_ids"], attention_mask=full_mask, position_ids=positions, cache=cache,
+                  use_cache=True)
+    keep = torch.zeros(rows, width, dtype=torch.bool)
+    keep[torch.arange(rows), suffix_mask.sum(dim=1) - 1] = True
+    return inputs, keep
+
+
+def _compute_prefix(model, base, processor, device, prefix_text: str, references, kind: str) -> dict[str, Any]:
     """One forward pass of the prefix (text + reference images) with a cache: its ids, token types, image
     grid and per-layer keys/values. Its positions are the full sequence's first positions, which do not
     depend on what follows (``get_rope_index`` numbers left to right)."""
@@ -211,15 +263,17 @@ def _compute_prefix(model, base, processor, device, prefix_text: str, references
     prefix_ids = prefix["input_ids"]
     prefix_types = prefix.get("mm_token_type_ids", torch.zeros_like(prefix_ids))
     prefix_grid = prefix.get("image_grid_thw")
-    if prefix_grid is not None:
+    if kind == "mrope" and prefix_grid is not None:
         positions, _ = base.model.get_rope_index(prefix_ids, mm_token_type_ids=prefix_types,
                                                  image_grid_thw=prefix_grid)
-    else:
+    elif kind == "mrope":
         positions = torch.arange(prefix_ids.shape[1]).view(1, 1, -1).expand(3, 1, -1)
-    inputs = {"input_ids": prefix_ids, "position_ids": positions, "cache": DynamicCache(config=base.config),
-              "use_cache": True, "logits_to_keep": 1}
-    if prefix_grid is not None:
-        inputs.update(pixel_values=prefix["pixel_values"], image_grid_thw=prefix_grid, mm_token_type_ids=prefix_types)
+    else:
+        positions = torch.arange(prefix_ids.shape[1]).view(1, -1)
+    inputs = {k: v for k, v in prefix.items() if k != "attention_mask"}
+    inputs.update(position_ids=positions, cache=DynamicCache(config=base.config), use_cache=True, logits_to_keep=1)
+    if kind == "mrope" and prefix_grid is None:
+        inputs.pop("mm_token_type_ids", None)
     inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     cache = model(**inputs).cache
     kv = [(layer.keys, layer.values) for layer in cache.layers]
