@@ -1,8 +1,9 @@
-"""Benchmark the reference prefix KV cache on the tiny Qwen2-VL (CPU): per-query scoring time of
+"""Benchmark the reference prefix KV cache on a tiny Qwen2-VL or Idefics3 (CPU): per-query scoring time of
 comparative prompts with k fixed references (the same k images in every query, a fresh query image each),
 with ``HFBackend(prefix_cache=True)`` and without, relative to single-image prompts (k=0).
 
-    .venv/bin/python benchmarks/bench_prefix_cache.py [--n 16] [--ks 1 4] [--repeats 5] [--threads 2]
+    .venv/bin/python benchmarks/bench_prefix_cache.py [--family qwen2_vl|idefics3] [--n 16] [--ks 1 4]
+        [--repeats 5] [--threads 2] [--image-size 56] [--max-image-size 224]
 
 One ``score_options`` call of N queries per measurement. "cold": the stored prefixes are dropped before
 each call, so the prefix (instruction + references) runs once per call and its cost is amortised over the
@@ -41,9 +42,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=56)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--family", default="qwen2_vl", choices=["qwen2_vl", "idefics3"])
+    parser.add_argument("--max-image-size", type=int, default=None,
+                        help="raise the tiny processor's size cap (qwen2_vl: 224 gives 64 tokens per 224px image)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    folder = tiny_model("qwen2_vl")
+    folder = tiny_model(args.family, max_image_size=args.max_image_size)
     plain = HFBackend(folder, device="cpu", batch_size=args.batch_size)
     cached = HFBackend(folder, device="cpu", batch_size=args.batch_size, prefix_cache=True)
     factory = RequestFactory()
@@ -53,7 +57,7 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     queries = [random_image(rng, args.image_size) for _ in range(args.n)]
-    print(f"setup: tiny qwen2_vl, CPU, torch threads {torch.get_num_threads()}, N={args.n} queries per call, "
+    print(f"setup: tiny {args.family}, CPU, torch threads {torch.get_num_threads()}, N={args.n} queries per call, "
           f"batch_size={args.batch_size}, image {args.image_size}px, repeats={args.repeats} (best kept)")
     plain.score_options([request([], q) for q in queries])  # warm-up (first calls are slow)
     t_single, _ = timed(plain, [request([], q) for q in queries], args.repeats)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ManifestError
+from .jsonl import JsonLineError, read_json_lines
 
 CORE_FIELDS = ("case_id", "images", "label", "patient_id", "age", "sex", "site", "split")
 IMAGE_LIST_SEPARATOR = ";"
@@ -189,18 +190,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     """JSON Lines with the json module: exact floats, values kept as written (no type or date guessing)."""
-    records = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ManifestError(f"{path}: cannot parse manifest (line {line_no}: {exc.msg})") from None
-            if not isinstance(record, dict):
-                raise ManifestError(f"{path}: cannot parse manifest (line {line_no}: expected a JSON object per line)")
-            records.append(record)
+    try:
+        records = [record for _, record in read_json_lines(path)]
+    except JsonLineError as exc:
+        detail = exc.detail if exc.problem == "json" else "expected a JSON object per line"
+        raise ManifestError(f"{path}: cannot parse manifest (line {exc.line_no}: {detail})") from None
     return pd.DataFrame(records, dtype=object)
 
 

@@ -10,7 +10,6 @@ warning rather than failing a 57-pair run on one stray file.
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ import pandas as pd
 
 from ..cases import Case, CaseTable
 from ..errors import SeeInPairsError
+from ..jsonl import JsonLineError, read_json_lines
 
 #: file suffixes read as images; anything else in an image list is dropped with a warning
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".npy", ".gif", ".webp")
@@ -99,18 +99,11 @@ def clean_image_list(paths: Any, where: str, root: Path | None) -> list[str]:
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise SetDiffError(f"{path}: file not found")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SetDiffError(f"{path}: line {line_no}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise SetDiffError(f"{path}: line {line_no}: expected a JSON object")
-            rows.append((line_no, record))
+    try:
+        rows = list(read_json_lines(path))
+    except JsonLineError as exc:
+        detail = f"invalid JSON ({exc.detail})" if exc.problem == "json" else "expected a JSON object"
+        raise SetDiffError(f"{path}: line {exc.line_no}: {detail}") from None
     if not rows:
         raise SetDiffError(f"{path}: no rows")
     return rows
