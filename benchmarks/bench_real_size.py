@@ -59,6 +59,7 @@ def build(preset: str, image_size: int, dtype: torch.dtype, device: str) -> HFBa
     for key, value in sizes["text"].items():
         setattr(text, key, value)
     text.head_dim = text.hidden_size // text.num_attention_heads
+    text.layer_types = ["full_attention"] * text.num_hidden_layers
     text.rope_parameters = {**text.rope_parameters, "mrope_section": sizes["mrope"]}
     vision = config.vision_config
     for key, value in {**VISION, **sizes.get("vision", {})}.items():
