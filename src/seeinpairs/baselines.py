@@ -129,7 +129,3 @@ def cnn_baseline(table: CaseTable, task: Task, train_split: str = "train", test_
             probabilities = torch.softmax(model(x_test), dim=-1).numpy()
     name = f"small CNN ({size}x{size}{' RGB' if color else ''}, {epochs} epochs)"
     return _result(name, test, probabilities, fitted, task, n_boot, seed)
-
-
-#: image-only baselines by name (``baselines: {study: {kinds: [...]}}`` in a suite config)
-BASELINES = {"logistic": logistic_baseline, "cnn": cnn_baseline}
