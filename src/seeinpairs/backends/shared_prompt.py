@@ -128,8 +128,9 @@ def shared_prompt_ready(backend, check) -> bool:
         difference = check()
         state = difference is not None and difference < VERIFY_TOLERANCE
         if not state:
-            warnings.warn(f"shared-prompt option scoring differs from the per-option path on model type "
-                          f"'{model_type}' (max abs difference {difference}); using the per-option path",
-                          stacklevel=3)
+            why = ("could not run" if difference is None
+                   else f"differs from the per-option path (max abs difference {difference:.2e})")
+            warnings.warn(f"shared-prompt option scoring {why} on model type '{model_type}'; "
+                          f"using the per-option path", stacklevel=3)
     backend._shared_prompt_state = state
     return state
