@@ -143,7 +143,13 @@ def test_unverified_families_are_checked_once_and_fall_back_on_a_mismatch(backen
     assert backend._shared_prompt_state is True  # the check passed on this family
     monkeypatch.setattr(backend, "_shared_prompt_state", None)
     monkeypatch.setattr(backend, "_shared_prompt_difference", lambda *a: 0.5)  # a family where it differs
-    with pytest.warns(UserWarning, match="per-option path"):
+    with pytest.warns(UserWarning, match=r"differs from the per-option path \(max abs difference 5.00e-01\)"):
         backend.score_options(requests[:1])
     assert backend._shared_prompt_state is False
+    monkeypatch.setattr(backend, "_shared_prompt_state", None)
+    monkeypatch.setattr(backend, "_shared_prompt_difference", lambda *a: None)  # a family it cannot drive
+    with pytest.warns(UserWarning, match="could not run on model type 'idefics3'; using the per-option path"):
+        fallback = backend.score_options(requests)
+    for got, want in zip(fallback, reference):
+        assert np.max(np.abs(np.array(got) - np.array(want))) < 1e-4
     monkeypatch.setattr(backend, "_shared_prompt_state", None)
