@@ -378,8 +378,9 @@ class HFBackend(Backend):
                 scores[ri] = [float(log_probs[row, ids[0]]) for ids in option_ids[ri]]
         rest = [ri for ri, ids in enumerate(option_ids)
                 if not (self.single_pass and ids and all(len(i) == 1 for i in ids))]
-        if rest and self.single_pass and self.shared_prompt and shared_prompt_ready(
-                self, lambda: self._shared_prompt_difference(requests[rest[0]], prompts[rest[0]], option_ids[rest[0]])):
+        probe = next((ri for ri in rest if option_ids[ri]), None)  # a request to check an unverified family on
+        if probe is not None and self.single_pass and self.shared_prompt and shared_prompt_ready(
+                self, lambda: self._shared_prompt_difference(requests[probe], prompts[probe], option_ids[probe])):
             for start in range(0, len(rest), self.batch_size):
                 chunk = rest[start:start + self.batch_size]
                 for ri, values in zip(chunk, self._score_shared(chunk, requests, prompts, option_ids)):
