@@ -256,7 +256,7 @@ class HFBackend(Backend):
     #: (:mod:`.shared_prompt`); False scores each (request, option) with its own full pass
     shared_prompt: bool = True
     #: single-pass requests sharing a prefix (instruction + the same references) reuse its KV cache
-    #: (:mod:`.prefix_cache`; Qwen2-VL, Idefics3 and SmolVLM; other families run uncached)
+    #: (:mod:`.prefix_cache`; Qwen2-VL and Idefics3; other families run uncached)
     prefix_cache: bool = False
 
     def __init__(self, model: str | Path, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
