@@ -4,9 +4,9 @@
 (b) the cost of comparative prompts (k per-query references) against single-image prompts, beside
     the token-count bound, at the tiny model's image size and at a larger one;
 (c) multi-token options (five "grade N"-style labels): shared-prompt vs per-option scoring;
-(d) scoring vs generate-and-parse on a model fine-tuned for a few steps to answer with an option,
-    so that generated answers parse: identical predictions and the time ratio, with the fewest new
-    tokens that can hold an answer and with typical harness settings.
+(d) scoring vs generate-and-parse on a model fine-tuned for a few steps to answer with an option and
+    end its turn, so that generated answers parse and stop: identical predictions and the time ratio,
+    with the fewest new tokens that can hold an answer and with typical harness settings.
 
     .venv/bin/python benchmarks/bench_scoring.py [--n 16] [--repeats 3] [--train-steps 60]
 
@@ -60,6 +60,8 @@ def main() -> None:
                         help="image side for the second comparative-cost run, on a tiny model whose processor "
                              "keeps that size (224: 64 tokens per image)")
     parser.add_argument("--train-steps", type=int, default=60, help="fine-tuning steps for (d); 0 skips it")
+    parser.add_argument("--end-of-turn", action=argparse.BooleanOptionalAction, default=True,
+                        help="(d): fine-tune the end-of-sequence token too, so that generation stops after the answer")
     args = parser.parse_args()
     torch.set_num_threads(2)
     backend = HFBackend(tiny_model("qwen2_vl"), device="cpu", batch_size=args.batch_size)
@@ -162,14 +164,15 @@ def scoring_vs_generation(args) -> None:
     out = Path(tempfile.mkdtemp(prefix="seeinpairs-bench-sft-"))
     settings = SFTSettings(name="bench", model={"tiny": "qwen2_vl", "device": "cpu", "batch_size": 16},
                            batch_size=16, lr=2e-3, max_steps=args.train_steps, eval_every=args.train_steps,
-                           output_dir=out)
+                           end_of_turn=args.end_of_turn, output_dir=out)
     result = train_on_examples(settings, train, progress=False)
     backend = HFBackend.from_components(result.model, result.processor, name="bench-sft", batch_size=args.batch_size)
     lengths = [len(answer_token_ids(backend.tokenizer, backend.prompt_text(test[0]), o)) for o in GRADES.classes]
     backend.score_options(test[:2])
     t_score, scores = timed(lambda: backend.score_options(test), args.repeats)
     predicted = [r.options[int(np.argmax(s))] for r, s in zip(test, scores)]
-    print(f"(d) fine-tuned {args.train_steps} steps on 200 'grade N' answers; options of {lengths} tokens; "
+    print(f"(d) fine-tuned {args.train_steps} steps on 200 'grade N' answers (end_of_turn={args.end_of_turn}); "
+          f"options of {lengths} tokens; "
           f"option scoring {t_score / args.n * 1e3:.1f} ms/query")
     for new_tokens in sorted({max(lengths), 16, 64}):
         t_gen, texts = timed(lambda n=new_tokens: backend.generate(test, max_new_tokens=n), args.repeats)

@@ -156,6 +156,8 @@ def train(
     batch_size: int = typer.Option(16),
     lr: float = typer.Option(2e-4, help="Learning rate (a tiny model from scratch wants about 3e-3)."),
     eval_every: int = typer.Option(200),
+    end_of_turn: bool = typer.Option(True, help="Also train the end-of-sequence token after each answer, so "
+                                                "that generated (open-ended) answers stop."),
     device: str = typer.Option("auto"),
     resume: bool = typer.Option(True, help="Continue from output/last when it exists."),
     progress: bool = typer.Option(True),
@@ -170,7 +172,8 @@ def train(
     roots = parse_roots(root)
     settings = SFTSettings.from_dict({
         "name": "mim_sft", "model": {"name": model, "tiny": tiny, "device": device}, "batch_size": batch_size,
-        "lr": lr, "max_steps": steps, "eval_every": eval_every, "output_dir": str(output)}, source="mim train")
+        "lr": lr, "max_steps": steps, "eval_every": eval_every, "end_of_turn": end_of_turn,
+        "output_dir": str(output)}, source="mim train")
     result = train_mim(settings, MimDataset.load(files, roots), MimDataset.load(val, roots) if val else None,
                        progress=progress, resume=resume)
     console.print(f"checkpoint: {result.checkpoint} ({result.mode}, {result.steps} steps, {result.seconds:.0f} s)")

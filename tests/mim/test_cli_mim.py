@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -45,5 +47,7 @@ def test_train_command(mim_files, tmp_path):
                                  "--device", "cpu", "--output", str(tmp_path / "sft"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "sft" / "final" / "config.json").is_file() and "2 steps" in result.output
+    summary = json.loads((tmp_path / "sft" / "train_summary.json").read_text())
+    assert summary["config"]["end_of_turn"] is True  # open-ended answers must learn to stop
     both = runner.invoke(app, ["train", str(files["temporal"]), "--tiny", "qwen2_vl", "--model", "x"])
     assert both.exit_code != 0 and "exactly one" in str(both.exception)

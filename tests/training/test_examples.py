@@ -116,3 +116,24 @@ def test_lora_on_examples_for_a_non_tiny_base(synthetic_data, tiny_models, tmp_p
     result = train_on_examples(config, two_image_examples(synthetic_data, 4), progress=False)
     assert result.mode == "lora" and result.adapter is not None
     assert 0 < result.summary["trainable_parameters"] < result.summary["total_parameters"] / 10
+
+
+def test_end_of_turn_appends_the_eos_label_only_when_asked(synthetic_data, tiny_models):
+    processor = load_processor(tiny_models["qwen2_vl"])
+    examples = two_image_examples(synthetic_data, 2)
+    plain, ended = encode_examples(processor, examples), encode_examples(processor, examples, end_of_turn=True)
+    eos = processor.tokenizer.eos_token_id
+    for row in range(len(examples)):
+        plain_labels = plain.labels[row][plain.labels[row] != -100].tolist()
+        ended_labels = ended.labels[row][ended.labels[row] != -100].tolist()
+        assert ended_labels == [*plain_labels, eos] and eos not in plain_labels
+
+
+def test_end_of_turn_training_makes_generation_stop_after_the_answer(synthetic_data, tmp_path):
+    examples = two_image_examples(synthetic_data, 16)
+    run = settings(tmp_path, end_of_turn=True, max_steps=40, eval_every=40, lr=3e-3)
+    result = train_on_examples(run, examples, examples[:4], progress=False)
+    backend = HFBackend.from_components(result.model, result.processor)
+    answers = backend.generate([e.request for e in examples[:6]], max_new_tokens=12)
+    assert all(a in ("A: the first image", "B: the second image") for a in answers), answers
+    assert "end_of_turn" in json.loads((result.output_dir / "train_summary.json").read_text())["config"]

@@ -96,6 +96,11 @@ class SFTSettings(ConfigFile):
     eval_every: int = Field(50, ge=1)
     patience: int | None = Field(None, ge=1)
 
+    #: also train the tokenizer's end-of-sequence token after every gold answer, so that the model
+    #: ends its turn after answering when it generates free text. Option scoring and the validation
+    #: loss (the answer's tokens only) do not depend on it; off keeps earlier runs reproducible.
+    end_of_turn: bool = False
+
     seed: int = 0
     output_dir: Path = Path("runs/sft")
 

@@ -64,14 +64,26 @@ def example_rng(seed: int, epoch: int, case_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, stable_digest(case_id)])
 
 
+def target_ids(tokenizer, prompt: str, answer: str, end_of_turn: bool = False) -> list[int]:
+    """The gold answer's tokens after ``prompt``, then the end-of-sequence token when ``end_of_turn``
+    (what a generating model must emit to stop after its answer)."""
+    ids = answer_token_ids(tokenizer, prompt, answer)
+    if end_of_turn:
+        if tokenizer.eos_token_id is None:
+            raise ConfigError("end_of_turn: the tokenizer defines no end-of-sequence token (eos_token)")
+        ids = [*ids, int(tokenizer.eos_token_id)]
+    return ids
+
+
 class ExampleBuilder:
     """Turns cases into requests (with references) and requests into answer-labelled batches."""
 
     def __init__(self, task: Task, processor, bank: ReferenceBank | None, selector: str, ks: Sequence[int],
                  selector_params: dict | None = None, seed: int = 0,
                  image_loader: Callable[[str], Image.Image] | None = None,
-                 augment: AcquisitionAugment | None = None) -> None:
+                 augment: AcquisitionAugment | None = None, end_of_turn: bool = False) -> None:
         self.task = task
+        self.end_of_turn = end_of_turn
         self.processor = processor
         self.ks = [int(k) for k in ks]
         self.seed = seed
@@ -107,7 +119,7 @@ class ExampleBuilder:
     def encode(self, requests: Sequence[Request], answers: Sequence[str]) -> AnswerBatch:
         """Prompt + gold answer tokens, right padded; ``batch.labels`` mask all but the answer."""
         prompts = [chat_prompt(self.processor, r) for r in requests]
-        answer_ids = [answer_token_ids(self.processor.tokenizer, p, a) for p, a in zip(prompts, answers)]
+        answer_ids = [target_ids(self.processor.tokenizer, p, a, self.end_of_turn) for p, a in zip(prompts, answers)]
         return encode_answers(self.processor, prompts, [r.images for r in requests], answer_ids)
 
     def train_batch(self, cases: Sequence[Case], epoch: int) -> AnswerBatch:

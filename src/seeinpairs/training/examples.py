@@ -31,7 +31,7 @@ from ..backends.hf import (
 from ..cases import Case
 from ..errors import ConfigError
 from ..prompts import Request
-from .data import ExampleBuilder
+from .data import ExampleBuilder, target_ids
 
 
 @dataclass
@@ -103,9 +103,10 @@ class RequestExamples:
     built, so a lazy sequence keeps images out of memory between steps.
     """
 
-    def __init__(self, examples: Sequence[ExampleLike], processor) -> None:
+    def __init__(self, examples: Sequence[ExampleLike], processor, end_of_turn: bool = False) -> None:
         self.examples = examples
         self.processor = processor
+        self.end_of_turn = end_of_turn
         self._ids = [as_labelled(examples[i], i).example_id for i in range(len(examples))]
         if len(set(self._ids)) != len(self._ids):
             duplicate = next(i for i, c in Counter(self._ids).items() if c > 1)
@@ -123,19 +124,20 @@ class RequestExamples:
 
     def batch(self, indices: Sequence[int], epoch: int) -> AnswerBatch:
         examples = [self.get(i) for i in indices]
-        return encode_examples(self.processor, examples)
+        return encode_examples(self.processor, examples, self.end_of_turn)
 
     def summary(self) -> dict[str, Any]:
         answers = Counter(self.get(i).answer for i in range(len(self)))
         return {"n_train": len(self), "train_example_ids": self.ids, "n_distinct_answers": len(answers)}
 
 
-def encode_examples(processor, examples: Sequence[LabelledRequest]) -> AnswerBatch:
-    """Prompt + gold answer tokens, right padded (the encoding option scoring uses)."""
+def encode_examples(processor, examples: Sequence[LabelledRequest], end_of_turn: bool = False) -> AnswerBatch:
+    """Prompt + gold answer tokens (+ end-of-sequence when ``end_of_turn``), right padded (the encoding
+    option scoring uses)."""
     from ..backends.hf import encode_answers
 
     prompts = [chat_prompt(processor, e.request) for e in examples]
-    answer_ids = [answer_token_ids(processor.tokenizer, p, e.answer) for p, e in zip(prompts, examples)]
+    answer_ids = [target_ids(processor.tokenizer, p, e.answer, end_of_turn) for p, e in zip(prompts, examples)]
     return encode_answers(processor, prompts, [e.request.images for e in examples], answer_ids)
 
 

@@ -338,7 +338,8 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
     def make_data(processor) -> tuple[ExampleSource, Callable | None]:
         loader = lru_cache(maxsize=2048)(load_image)
         builder = ExampleBuilder(task, processor, bank, config.selector, config.ks, config.selector_params,
-                                 config.seed, image_loader=loader, augment=config.augment)
+                                 config.seed, image_loader=loader, augment=config.augment,
+                                 end_of_turn=config.end_of_turn)
         validator = Validator(val_cases, builder, config.validation_k, config, processor) if val_cases else None
         return CaseExamples(train_cases, builder, task.classes), validator
 
@@ -374,7 +375,7 @@ def train_on_examples(settings: SFTSettings, train_examples: Sequence[ExampleLik
     def make_data(processor) -> tuple[ExampleSource, Callable | None]:
         validator = (ExampleValidator(val_examples, processor, settings.model.batch_size)
                      if len(val_examples) else None)
-        return RequestExamples(train_examples, processor), validator
+        return RequestExamples(train_examples, processor, settings.end_of_turn), validator
 
     return _fit(settings, comparable, saved, make_data, texts, {"n_val": len(val_examples)}, progress,
                 stop_after, console)
