@@ -127,6 +127,14 @@ def test_end_of_turn_appends_the_eos_label_only_when_asked(synthetic_data, tiny_
         plain_labels = plain.labels[row][plain.labels[row] != -100].tolist()
         ended_labels = ended.labels[row][ended.labels[row] != -100].tolist()
         assert ended_labels == [*plain_labels, eos] and eos not in plain_labels
+    eos_token = processor.tokenizer.eos_token
+    processor.tokenizer.eos_token = None
+    try:
+        with pytest.raises(ConfigError, match="end_of_turn: the tokenizer defines no end-of-sequence token"):
+            RequestExamples(examples, processor, end_of_turn=True)
+    finally:
+        processor.tokenizer.eos_token = eos_token
+    assert processor.tokenizer.eos_token_id == eos
 
 
 def test_end_of_turn_training_makes_generation_stop_after_the_answer(synthetic_data, tmp_path):

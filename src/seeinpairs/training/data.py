@@ -64,15 +64,18 @@ def example_rng(seed: int, epoch: int, case_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, stable_digest(case_id)])
 
 
+def end_of_turn_id(tokenizer) -> int:
+    """The token a generating model emits to end its turn (the tokenizer's end-of-sequence token)."""
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("end_of_turn: the tokenizer defines no end-of-sequence token (eos_token)")
+    return int(tokenizer.eos_token_id)
+
+
 def target_ids(tokenizer, prompt: str, answer: str, end_of_turn: bool = False) -> list[int]:
     """The gold answer's tokens after ``prompt``, then the end-of-sequence token when ``end_of_turn``
     (what a generating model must emit to stop after its answer)."""
     ids = answer_token_ids(tokenizer, prompt, answer)
-    if end_of_turn:
-        if tokenizer.eos_token_id is None:
-            raise ConfigError("end_of_turn: the tokenizer defines no end-of-sequence token (eos_token)")
-        ids = [*ids, int(tokenizer.eos_token_id)]
-    return ids
+    return [*ids, end_of_turn_id(tokenizer)] if end_of_turn else ids
 
 
 class ExampleBuilder:
@@ -84,6 +87,8 @@ class ExampleBuilder:
                  augment: AcquisitionAugment | None = None, end_of_turn: bool = False) -> None:
         self.task = task
         self.end_of_turn = end_of_turn
+        if end_of_turn:
+            end_of_turn_id(processor.tokenizer)  # fail before training, not at the first batch
         self.processor = processor
         self.ks = [int(k) for k in ks]
         self.seed = seed

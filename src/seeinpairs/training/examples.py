@@ -31,7 +31,7 @@ from ..backends.hf import (
 from ..cases import Case
 from ..errors import ConfigError
 from ..prompts import Request
-from .data import ExampleBuilder, target_ids
+from .data import ExampleBuilder, end_of_turn_id, target_ids
 
 
 @dataclass
@@ -107,6 +107,8 @@ class RequestExamples:
         self.examples = examples
         self.processor = processor
         self.end_of_turn = end_of_turn
+        if end_of_turn:
+            end_of_turn_id(processor.tokenizer)  # fail before training, not at the first batch
         self._ids = [as_labelled(examples[i], i).example_id for i in range(len(examples))]
         if len(set(self._ids)) != len(self._ids):
             duplicate = next(i for i, c in Counter(self._ids).items() if c > 1)
