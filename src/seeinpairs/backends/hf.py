@@ -39,6 +39,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 from ..errors import BackendError
 from ..prompts import Request
 from .base import BACKENDS, Backend
+from .modeling import base_model, last_position_mask
 from .processors import load_processor
 from .shared_prompt import score_prompt_options, shared_prompt_ready
 from .vision_cache import VisionFeatureCache, install_vision_cache
@@ -177,9 +178,8 @@ def _accepts_logits_to_keep(model) -> bool:
     """True when the model's forward takes a boolean (batch, seq) ``logits_to_keep`` mask."""
     if not hasattr(transformers.modeling_utils, "slice_logits_to_keep"):
         return False  # older transformers: only an int or a 1-D tensor
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        return "logits_to_keep" in inspect.signature(base.forward).parameters
+        return "logits_to_keep" in inspect.signature(base_model(model).forward).parameters
     except (TypeError, ValueError):
         return False
 
@@ -202,10 +202,7 @@ def _logits_at(model, inputs: dict[str, Any], keep: torch.Tensor) -> torch.Tenso
 def next_token_log_probs(model, encoded: dict[str, Any]) -> torch.Tensor:
     """Per row of right-padded prompts, the log-probabilities (batch, vocab) of the token that
     follows the prompt: the log-softmax at each row's last real position, from one forward pass."""
-    attention = encoded["attention_mask"]
-    lengths = attention.sum(dim=1)
-    keep = torch.zeros_like(attention, dtype=torch.bool)
-    keep[torch.arange(keep.shape[0], device=keep.device), lengths - 1] = True
+    keep = last_position_mask(encoded["attention_mask"])
     return torch.log_softmax(_logits_at(model, encoded, keep).float(), dim=-1)
 
 
@@ -356,8 +353,8 @@ class HFBackend(Backend):
         scores: list[list[float]] = [[0.0] * len(r.options) for r in requests]
         option_ids = [[answer_token_ids(self.tokenizer, prompt, o) for o in r.options]
                       for prompt, r in zip(prompts, requests)]
-        single = [ri for ri, ids in enumerate(option_ids)
-                  if self.single_pass and ids and all(len(i) == 1 for i in ids)]
+        one_token = [self.single_pass and bool(ids) and all(len(i) == 1 for i in ids) for ids in option_ids]
+        single = [ri for ri, flag in enumerate(one_token) if flag]
         if self.prefix_cache and single:  # groups sharing a reference prefix: the prefix's KV is computed once
             from .prefix_cache import score_with_prefix_cache
 
@@ -376,8 +373,7 @@ class HFBackend(Backend):
             log_probs = next_token_log_probs(self.model, encoded)
             for row, ri in enumerate(chunk):
                 scores[ri] = [float(log_probs[row, ids[0]]) for ids in option_ids[ri]]
-        rest = [ri for ri, ids in enumerate(option_ids)
-                if not (self.single_pass and ids and all(len(i) == 1 for i in ids))]
+        rest = [ri for ri, flag in enumerate(one_token) if not flag]
         probe = next((ri for ri in rest if option_ids[ri]), None)  # a request to check an unverified family on
         if probe is not None and self.single_pass and self.shared_prompt and shared_prompt_ready(
                 self, lambda: self._shared_prompt_difference(requests[probe], prompts[probe], option_ids[probe])):

@@ -37,6 +37,7 @@ import torch
 from transformers import DynamicCache
 
 from ..prompts import Request
+from .modeling import base_model, last_position_mask
 
 #: model type -> how positions continue after the prefix ("mrope": Qwen2-VL 3-D; "linear": 1-D).
 #: Only families whose cached scores the tests compare with the uncached path (SmolVLM v1
@@ -45,13 +46,9 @@ SUPPORTED_MODEL_TYPES = {"qwen2_vl": "mrope", "idefics3": "linear"}
 VISION_START = "<|vision_start|>"
 
 
-def _base(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def position_kind(model) -> str | None:
     """"mrope", "linear", or None when the prefix cache does not handle this model."""
-    base = _base(model)
+    base = base_model(model)
     kind = SUPPORTED_MODEL_TYPES.get(getattr(base.config, "model_type", None))
     if kind == "mrope" and not hasattr(getattr(base, "model", None), "get_rope_index"):
         return None
@@ -187,7 +184,7 @@ def score_with_prefix_cache(backend, requests: Sequence[Request], prompts: Seque
     groups = group_by_prefix(prompts, requests, eligible, known=set(store.entries), marker=marker)
     if not groups:
         return None
-    base = _base(model)
+    base = base_model(model)
     results: list[list[float] | None] = [None] * len(requests)
     for key, members in groups:
         prefix_text = key[0]
@@ -252,9 +249,7 @@ def _suffix_inputs(base, entry: dict[str, Any], suffix: dict[str, Any], kind: st
     inputs = {k: v for k, v in suffix.items() if k not in ("input_ids", "attention_mask")}
     inputs.update(input_ids=suffix["input_ids"], attention_mask=full_mask, position_ids=positions, cache=cache,
                   use_cache=True)
-    keep = torch.zeros(rows, width, dtype=torch.bool)
-    keep[torch.arange(rows), suffix_mask.sum(dim=1) - 1] = True
-    return inputs, keep
+    return inputs, last_position_mask(suffix_mask)
 
 
 def _compute_prefix(model, base, processor, device, prefix_text: str, references, kind: str) -> dict[str, Any]:

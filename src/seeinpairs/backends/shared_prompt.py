@@ -31,12 +31,10 @@ from typing import Any, Sequence
 import torch
 from transformers import DynamicCache
 
+from .modeling import base_model, last_position_mask
+
 VERIFIED_MODEL_TYPES = ("qwen2_vl", "idefics3")
 VERIFY_TOLERANCE = 1e-3
-
-
-def _base(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _uses_mrope(base) -> bool:
@@ -74,14 +72,11 @@ def score_prompt_options(model, encoded: dict[str, Any], option_ids: Sequence[Se
     ``option_ids[i][j]`` are the tokens of option ``j`` after prompt ``i``. One forward pass of
     the prompts; then the options' later tokens in passes of at most ``rows_per_pass`` rows.
     """
-    base = _base(model)
+    base = base_model(model)
     device = encoded["input_ids"].device
     attention = encoded["attention_mask"]
-    rows, width = attention.shape
-    lengths = attention.sum(dim=1)
     positions, next_position = prompt_positions(base, encoded)
-    keep = torch.zeros_like(attention, dtype=torch.bool)
-    keep[torch.arange(rows, device=device), lengths - 1] = True
+    keep = last_position_mask(attention)
     inputs = dict(encoded, use_cache=True, logits_to_keep=keep)
     if positions is not None:
         inputs["position_ids"] = positions
@@ -91,8 +86,8 @@ def score_prompt_options(model, encoded: dict[str, Any], option_ids: Sequence[Se
     cache = output.cache if hasattr(output, "cache") else output.past_key_values
     scores = [[float(first[i, ids[0]]) for ids in options] for i, options in enumerate(option_ids)]
     later = [(i, j) for i, options in enumerate(option_ids) for j, ids in enumerate(options) if len(ids) > 1]
-    mrope = positions is not None or _uses_mrope(base)
-    for start in range(0, len(later), max(1, rows_per_pass)):
+    mrope = _uses_mrope(base)
+    for start in range(0, len(later), rows_per_pass):
         chunk = later[start:start + rows_per_pass]
         tokens = [list(option_ids[i][j][:-1]) for i, j in chunk]  # inputs that predict tokens 2..n
         span = max(len(t) for t in tokens)
@@ -121,7 +116,7 @@ def shared_prompt_ready(backend, check) -> bool:
     state = getattr(backend, "_shared_prompt_state", None)
     if state is not None:
         return state
-    model_type = getattr(_base(backend.model).config, "model_type", None)
+    model_type = getattr(base_model(backend.model).config, "model_type", None)
     if model_type in VERIFIED_MODEL_TYPES:
         state = True
     else:
