@@ -78,6 +78,15 @@ def target_ids(tokenizer, prompt: str, answer: str, end_of_turn: bool = False) -
     return [*ids, end_of_turn_id(tokenizer)] if end_of_turn else ids
 
 
+def encode_targets(processor, requests: Sequence[Request], answers: Sequence[str],
+                   end_of_turn: bool = False) -> AnswerBatch:
+    """Prompt + gold answer tokens (+ end-of-sequence when ``end_of_turn``), right padded, with
+    ``batch.labels`` masking all but the answer: the encoding option scoring uses."""
+    prompts = [chat_prompt(processor, r) for r in requests]
+    answer_ids = [target_ids(processor.tokenizer, p, a, end_of_turn) for p, a in zip(prompts, answers)]
+    return encode_answers(processor, prompts, [r.images for r in requests], answer_ids)
+
+
 class ExampleBuilder:
     """Turns cases into requests (with references) and requests into answer-labelled batches."""
 
@@ -123,9 +132,7 @@ class ExampleBuilder:
 
     def encode(self, requests: Sequence[Request], answers: Sequence[str]) -> AnswerBatch:
         """Prompt + gold answer tokens, right padded; ``batch.labels`` mask all but the answer."""
-        prompts = [chat_prompt(self.processor, r) for r in requests]
-        answer_ids = [target_ids(self.processor.tokenizer, p, a, self.end_of_turn) for p, a in zip(prompts, answers)]
-        return encode_answers(self.processor, prompts, [r.images for r in requests], answer_ids)
+        return encode_targets(self.processor, requests, answers, self.end_of_turn)
 
     def train_batch(self, cases: Sequence[Case], epoch: int) -> AnswerBatch:
         return self.encode([self.train_request(c, epoch) for c in cases], [str(c.label) for c in cases])

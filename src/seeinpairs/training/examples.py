@@ -31,7 +31,7 @@ from ..backends.hf import (
 from ..cases import Case
 from ..errors import ConfigError
 from ..prompts import Request
-from .data import ExampleBuilder, end_of_turn_id, target_ids
+from .data import ExampleBuilder, encode_targets, end_of_turn_id
 
 
 @dataclass
@@ -136,11 +136,7 @@ class RequestExamples:
 def encode_examples(processor, examples: Sequence[LabelledRequest], end_of_turn: bool = False) -> AnswerBatch:
     """Prompt + gold answer tokens (+ end-of-sequence when ``end_of_turn``), right padded (the encoding
     option scoring uses)."""
-    from ..backends.hf import encode_answers
-
-    prompts = [chat_prompt(processor, e.request) for e in examples]
-    answer_ids = [target_ids(processor.tokenizer, p, e.answer, end_of_turn) for p, e in zip(prompts, examples)]
-    return encode_answers(processor, prompts, [e.request.images for e in examples], answer_ids)
+    return encode_targets(processor, [e.request for e in examples], [e.answer for e in examples], end_of_turn)
 
 
 def examples_digest(examples: Sequence[ExampleLike]) -> str:
