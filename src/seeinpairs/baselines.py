@@ -62,9 +62,10 @@ def _labelled_splits(table: CaseTable, train_split: str, test_split: str) -> tup
 def _result(name: str, test: Sequence[Case], probabilities: np.ndarray, fitted: Sequence[str], task: Task,
             n_boot: int, seed: int) -> BaselineResult:
     """Per-case records over the task's classes (a class absent from training gets probability 0)."""
+    column = {cls: i for i, cls in enumerate(fitted)}
     records = []
     for case, row in zip(test, probabilities):
-        probs = [float(row[list(fitted).index(cls)]) if cls in fitted else 0.0 for cls in task.classes]
+        probs = [float(row[column[cls]]) if cls in column else 0.0 for cls in task.classes]
         records.append({"case_id": case.case_id, "gold": case.label, "options": list(task.classes),
                         "probabilities": probs, "predicted": task.classes[int(np.argmax(probs))],
                         "patient_id": case.patient})
@@ -97,7 +98,7 @@ def cnn_baseline(table: CaseTable, task: Task, train_split: str = "train", test_
                  size: int = 28, color: bool = False, epochs: int = 30, batch_size: int = 64, lr: float = 1e-3,
                  seed: int = 0, n_boot: int = 1000) -> BaselineResult:
     """A small CNN trained from scratch (Adam, fixed epochs, no augmentation, like the VLMs' plain
-    training); deterministic for a seed on CPU."""
+    training); deterministic for a seed at a given CPU thread count."""
     if size % 4:
         raise ConfigError(f"baseline: cnn needs a size divisible by 4, got {size}")
     train, test = _labelled_splits(table, train_split, test_split)
