@@ -26,11 +26,18 @@ import time
 import numpy as np
 import torch
 import transformers
-from _common import TASK, TEXTS, RequestFactory, random_image, timed
+from _common import (
+    GRADES,
+    TASK,
+    TEXTS,
+    RequestFactory,
+    comparative_cost,
+    random_image,
+    timed,
+)
 
 from seeinpairs.backends.hf import HFBackend, answer_token_ids
 from seeinpairs.backends.tiny import TINY_FAMILIES, TinySpec
-from seeinpairs.tasks import Task
 
 #: layer sizes of published Qwen2-VL checkpoints (their config.json); vision tower shared by both
 PRESETS = {
@@ -44,9 +51,6 @@ PRESETS = {
                            vision=dict(depth=2, embed_dim=128, num_heads=4)),
 }
 VISION = dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4)
-GRADES = Task(question="What is the diabetic retinopathy grade of the query fundus photograph?",
-              classes=[f"grade {g} retinopathy" for g in range(5)], healthy_class="grade 0 retinopathy",
-              modality="fundus photograph")
 
 
 def build(preset: str, image_size: int, dtype: torch.dtype, device: str) -> HFBackend:
@@ -70,30 +74,6 @@ def build(preset: str, image_size: int, dtype: torch.dtype, device: str) -> HFBa
         model = transformers.Qwen2VLForConditionalGeneration(config).to(dtype)
     backend = HFBackend.from_components(model, processor, name=preset, batch_size=8)
     return backend
-
-
-def per_query_cost(backend: HFBackend, args) -> None:
-    factory = RequestFactory(TASK)
-    seconds, tokens = {}, {}
-    for k in (0, 1, 4):
-        rng = np.random.default_rng(100 + k)
-        requests = [factory.request(random_image(rng, args.image_size),
-                                    [random_image(rng, args.image_size) for _ in range(k)]) for _ in range(args.n)]
-        encoded = backend.processor(text=[backend.prompt_text(requests[0])], images=[requests[0].images],
-                                    return_tensors="pt")
-        ids = encoded["input_ids"][0]
-        tokens[k] = (len(ids), int((ids == backend.model.config.image_token_id).sum()) // (k + 1))
-        backend.score_options(requests[:1])  # warm-up at this shape
-        seconds[k], _ = timed(lambda requests=requests: backend.score_options(requests), args.repeats)
-    prompt0, image_tokens = tokens[0]
-    print(f"(a) k=0: {prompt0} prompt tokens, {image_tokens} tokens per image, {seconds[0] / args.n * 1e3:.0f} ms/query")
-    for k in (1, 4):
-        cost = seconds[k] / seconds[0]
-        bound = 1 + k * image_tokens / prompt0
-        actual = tokens[k][0] / prompt0
-        print(f"(a) k={k}: {tokens[k][0]} prompt tokens, {seconds[k] / args.n * 1e3:.0f} ms/query, paired/single "
-              f"{cost:.2f}x | image-token bound {bound:.2f} (cost/bound {cost / bound:.2f}) | all-token ratio "
-              f"{actual:.2f} (cost/ratio {cost / actual:.2f})")
 
 
 def fixed_reference_cost(backend: HFBackend, args) -> None:
@@ -154,7 +134,7 @@ def main() -> None:
           f"image {args.image_size}px, N={args.n}, repeats={args.repeats} (best kept); built in "
           f"{time.perf_counter() - started:.0f} s")
     with torch.inference_mode():
-        per_query_cost(backend, args)
+        comparative_cost(backend, RequestFactory(TASK), args.n, args.repeats, args.image_size, "(a)")
         fixed_reference_cost(backend, args)
         option_costs(backend, args)
     print(f"total {time.perf_counter() - started:.0f} s")

@@ -21,25 +21,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import RequestFactory, random_image, timed, tiny_model
+from _common import (
+    GRADES,
+    RequestFactory,
+    comparative_cost,
+    random_image,
+    requests_with_fresh_references,
+    timed,
+    tiny_model,
+)
 from PIL import Image
 
-from seeinpairs.cases import Case
-
 from seeinpairs.backends.hf import HFBackend, answer_token_ids
+from seeinpairs.cases import Case
 from seeinpairs.prompts import PromptBuilder
-from seeinpairs.tasks import Task
 from seeinpairs.training import SFTSettings, train_on_examples
-
-GRADES = Task(question="What is the diabetic retinopathy grade of the query fundus photograph?",
-              classes=[f"grade {g} retinopathy" for g in range(5)], healthy_class="grade 0 retinopathy",
-              modality="fundus photograph")
-
-
-def requests_with_fresh_references(factory: RequestFactory, rng: np.random.Generator, n: int, k: int,
-                                   size: int = 56):
-    """n queries, each with its own k references (per-query selection)."""
-    return [factory.request(random_image(rng, size), [random_image(rng, size) for _ in range(k)]) for _ in range(n)]
 
 
 def parse(text: str, options: list[str]) -> str | None:
@@ -98,9 +94,9 @@ def main() -> None:
           f"agreeing with scoring where parsed: {agree}/{n_parsed}; sample outputs {texts[:3]!r}")
 
     # (b) comparative cost: k per-query references vs the single-image prompt (k=0), single-pass scoring
-    comparative_cost(backend, factory, args, 56)
+    comparative_cost(backend, factory, args.n, args.repeats, 56, "(b) 56px")
     large = HFBackend(tiny_model("qwen2_vl", max_image_size=args.large_image), device="cpu", batch_size=args.batch_size)
-    comparative_cost(large, factory, args, args.large_image)
+    comparative_cost(large, factory, args.n, args.repeats, args.large_image, f"(b) {args.large_image}px")
 
     # (c) multi-token options: every option of a prompt from one pass of the prompt
     grades = RequestFactory(GRADES)
@@ -121,31 +117,6 @@ def main() -> None:
     # (d) scoring vs generate-and-parse on a model that answers with an option
     if args.train_steps:
         scoring_vs_generation(args)
-
-
-def comparative_cost(backend: HFBackend, factory: RequestFactory, args, size: int) -> None:
-    """Per-query cost at k = 0, 1, 4 (fresh references per query) and the token-count bound."""
-    sets = {k: requests_with_fresh_references(factory, np.random.default_rng(100 + k), args.n, k, size)
-            for k in (0, 1, 4)}
-    image_token = backend.model.config.image_token_id
-    tokens, seconds = {}, {}
-    for k, reqs in sets.items():
-        encoded = backend.processor(text=[backend.prompt_text(reqs[0])], images=[reqs[0].images], return_tensors="pt")
-        ids = encoded["input_ids"][0]
-        tokens[k] = (len(ids), int((ids == image_token).sum()) // (k + 1))
-        backend.score_options(reqs[:1])
-        seconds[k], _ = timed(lambda reqs=reqs: backend.score_options(reqs), args.repeats)
-    prompt0, image_tokens = tokens[0]
-    print(f"(b) {size}px k=0: {prompt0} prompt tokens, {image_tokens} tokens per image, "
-          f"{seconds[0] / args.n * 1e3:.1f} ms/query")
-    for k in (1, 4):
-        bound = 1 + k * image_tokens / prompt0
-        actual = tokens[k][0] / prompt0
-        cost = seconds[k] / seconds[0]
-        print(f"(b) {size}px k={k}: {tokens[k][0]} prompt tokens ({actual:.2f}x k=0), {seconds[k] / args.n * 1e3:.1f} "
-              f"ms/query, paired/single cost {cost:.2f}x | image-token bound 1+k*image_tokens/prompt_tokens "
-              f"{bound:.2f} (cost/bound {cost / bound:.2f}) | all-token ratio {actual:.2f} (cost/ratio "
-              f"{cost / actual:.2f})")
 
 
 def scoring_vs_generation(args) -> None:
