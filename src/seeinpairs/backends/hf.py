@@ -382,8 +382,16 @@ class HFBackend(Backend):
                 for ri, values in zip(chunk, self._score_shared(chunk, requests, prompts, option_ids)):
                     scores[ri] = values
             return scores
-        # one row per (request, option) otherwise: the summed log-probability of the option's tokens
-        pairs = [(ri, oi) for ri in rest for oi in range(len(requests[ri].options))]
+        for ri, values in zip(rest, self._score_per_option(rest, requests, prompts, option_ids)):
+            scores[ri] = values
+        return scores
+
+    def _score_per_option(self, indices: list[int], requests: Sequence[Request], prompts: list[str],
+                          option_ids: list[list[list[int]]]) -> list[list[float]]:
+        """Scores of the given requests with one row per (request, option): the summed log-probability
+        of the option's tokens after the full prompt (the reference path)."""
+        scores = {ri: [0.0] * len(option_ids[ri]) for ri in indices}
+        pairs = [(ri, oi) for ri in indices for oi in range(len(option_ids[ri]))]
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start:start + self.batch_size]
             batch = encode_answers(self.processor, [prompts[ri] for ri, _ in chunk],
@@ -392,7 +400,7 @@ class HFBackend(Backend):
             token_log_probs = answer_log_probs(self.model, batch.to(self.device))
             for (ri, oi), values in zip(chunk, token_log_probs):
                 scores[ri][oi] = float(values.sum())
-        return scores
+        return [scores[ri] for ri in indices]
 
     def _score_shared(self, chunk: list[int], requests: Sequence[Request], prompts: list[str],
                       option_ids: list[list[list[int]]]) -> list[list[float]]:
@@ -409,9 +417,7 @@ class HFBackend(Backend):
             shared = self._score_shared([0], [request], [prompt], [ids])[0]
         except Exception:  # an architecture the shared path cannot drive: use the per-option path
             return None
-        batch = encode_answers(self.processor, [prompt] * len(ids), [request.images] * len(ids), ids,
-                               self.name_or_path)
-        reference = [float(v.sum()) for v in answer_log_probs(self.model, batch.to(self.device))]
+        reference = self._score_per_option([0], [request], [prompt], [ids])[0]
         return max(abs(a - b) for a, b in zip(shared, reference))
 
     @torch.inference_mode()
