@@ -33,7 +33,8 @@ def raddiff_files(tmp_path):
     jsonl = tmp_path / "raddiffbench.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     csv = tmp_path / "raddiffbench_difficulty.csv"
-    csv.write_text("set1,set2,difficulty\npleural effusion ,no finding ,easy\nenlarge cardiac silhouette ,no finding ,Hard\n")
+    # the official difficulty CSV codes levels as numbers (1.0 easy ... 3.0 hard)
+    csv.write_text("set1,set2,difficulty\npleural effusion ,no finding ,1.0\nenlarge cardiac silhouette ,no finding ,3.0\n")
     return jsonl, csv, rows
 
 

@@ -12,7 +12,7 @@ from seeinpairs.setdiff import (
     load_visdiff_jsonl,
     pair_from_table,
 )
-from seeinpairs.setdiff.inputs import parse_filter
+from seeinpairs.setdiff.inputs import difficulty_level, parse_filter
 
 pytest_plugins = ["setdiff_fixtures"]  # small_pairs, tiny_clip, raddiff_files
 
@@ -40,6 +40,10 @@ def test_raddiff_errors_name_file_line_and_field(raddiff_files, tmp_path):
     bad.write_text("difficulty\neasy\nextreme\n")
     with pytest.raises(SetDiffError, match="line 3: field 'difficulty' is 'extreme'"):
         load_raddiff(jsonl, difficulty_csv=bad)
+    out_of_range = tmp_path / "codes.csv"
+    out_of_range.write_text("difficulty\n2.0\n4.0\n")
+    with pytest.raises(SetDiffError, match="line 3: field 'difficulty' is '4.0'"):
+        load_raddiff(jsonl, difficulty_csv=out_of_range)
     broken = tmp_path / "broken.jsonl"
     broken.write_text(json.dumps({"set1": "a ", "set2": "b ", "set1_images": ["x.jpg"]}) + "\n")
     with pytest.raises(SetDiffError, match="line 1: field 'set2_images' is missing"):
@@ -49,6 +53,12 @@ def test_raddiff_errors_name_file_line_and_field(raddiff_files, tmp_path):
                                     "set2_images": ["y.jpg"]}) + "\n")
     with pytest.raises(SetDiffError, match="no image paths left"), pytest.warns(UserWarning):
         load_raddiff(only_tmp)
+
+
+@pytest.mark.parametrize("value, level", [("easy", "easy"), (" Hard ", "hard"), ("1.0", "easy"), ("2", "medium"),
+                                          ("3.0", "hard"), ("0", None), ("2.5", None), ("extreme", None), ("", None)])
+def test_difficulty_levels_by_name_or_release_code(value, level):
+    assert difficulty_level(value) == level
 
 
 def test_visdiff_jsonl_and_csv(tmp_path):

@@ -26,6 +26,8 @@ from ..jsonl import JsonLineError, read_json_lines
 #: file suffixes read as images; anything else in an image list is dropped with a warning
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".npy", ".gif", ".webp")
 DIFFICULTIES = ("easy", "medium", "hard")
+#: the official RadDiffBench difficulty CSV codes the levels as numbers (``1.0``, ``2.0``, ``3.0``)
+NUMERIC_DIFFICULTIES = {1: "easy", 2: "medium", 3: "hard"}
 
 
 class SetDiffError(SeeInPairsError):
@@ -126,11 +128,30 @@ def read_difficulties(path: str | Path, n_rows: int) -> list[str]:
         raise SetDiffError(f"{path}: field 'difficulty' is missing (columns: {', '.join(frame.columns)})")
     if len(frame) != n_rows:
         raise SetDiffError(f"{path}: {len(frame)} rows but the benchmark has {n_rows} pairs (rows must align)")
-    values = [v.strip().lower() for v in frame[column]]
-    for row, value in enumerate(values, start=2):
-        if value not in DIFFICULTIES:
-            raise SetDiffError(f"{path}: line {row}: field 'difficulty' is '{value}' (use {', '.join(DIFFICULTIES)})")
+    values = []
+    for row, value in enumerate(frame[column], start=2):
+        level = difficulty_level(value)
+        if level is None:
+            raise SetDiffError(f"{path}: line {row}: field 'difficulty' is '{value}' "
+                               f"(use {', '.join(DIFFICULTIES)} or their codes 1, 2, 3)")
+        values.append(level)
     return values
+
+
+def difficulty_level(value: Any) -> str | None:
+    """``easy``/``medium``/``hard`` from a name or a numeric code (1 = easy ... 3 = hard), else None.
+
+    Release files differ: the RadDiffBench difficulty CSV writes ``2.0``, other files write
+    ``medium``; both mean the same level.
+    """
+    text = str(value).strip().lower()
+    if text in DIFFICULTIES:
+        return text
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return NUMERIC_DIFFICULTIES.get(int(number)) if number.is_integer() else None
 
 
 def load_raddiff(path: str | Path, image_root: str | Path | None = None,
