@@ -17,10 +17,44 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import ConfigError
+from .mim.format import ABILITIES, DEFAULT_ROOT, KNOWN_DATASETS, FileKind, check_root_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multi-image medical QA (Med-MIM layout): validate, generate, train, evaluate, demo.")
 console = Console(width=None if sys.stdout.isatty() else 200)
+
+
+ROOT_HELP = (f"Image root per data set: NAME=FOLDER (repeatable). NAME is the items' source prefix: "
+             f"{', '.join(KNOWN_DATASETS)} in the Med-MIM release, a generated set's name, or '{DEFAULT_ROOT}' "
+             f"for any data set; without one, images are looked up beside the JSON file.")
+SPLIT_HELP = ("What the files hold when their names do not say it: held_in, held_out or train "
+              "(default: from the file name, e.g. Med_MIM_benchmark_Held_in_Temporal.json).")
+ABILITY_HELP = (f"With --split: the ability ({', '.join(ABILITIES)}) or, for held_out, the set's name "
+                "(e.g. ODIR).")
+STRICT_HELP = "Stop at the first malformed item (default: skip it, report it and count it)."
+
+
+def parse_kind(split: str | None, ability: str | None) -> FileKind | None:
+    """The file kind given on the command line (both or neither of --split and --ability)."""
+    if split is None and ability is None:
+        return None
+    if split is None or ability is None:
+        raise ConfigError("give --split and --ability together (or neither, to read them from the file names)")
+    splits = ("held_in", "held_out", "train")
+    if split not in splits:
+        raise ConfigError(f"--split '{split}': expected one of {', '.join(splits)}")
+    subset = ability.strip().lower()
+    if split != "held_out" and subset not in ABILITIES:
+        raise ConfigError(f"--ability '{ability}': expected one of {', '.join(ABILITIES)} for --split {split}")
+    return FileKind(split, subset)  # type: ignore[arg-type]
+
+
+def report_skipped(dataset) -> None:
+    """One line per malformed item left out, then their count (nothing when none were)."""
+    for item in dataset.skipped:
+        console.print(f"skipped: {item.reason}", markup=False, highlight=False)
+    if dataset.skipped:
+        console.print(f"{len(dataset.skipped)} malformed item(s) skipped (--strict stops at the first)")
 
 
 def parse_roots(values: list[str]) -> dict[str, Path]:
@@ -56,19 +90,39 @@ def print_summary(summary, title: str) -> None:
 @app.command()
 def validate(
     files: list[Path] = typer.Argument(..., help="Med-MIM-format JSON files."),
-    root: list[str] = typer.Option([], help="Image root per data set: NAME=FOLDER (repeatable; '*' for any)."),
+    root: list[str] = typer.Option([], help=ROOT_HELP),
     open_images: bool = typer.Option(True, help="Decode every image (not only check that it exists)."),
+    structure_only: bool = typer.Option(False, help="Check the files without their images: every item is read "
+                                                    "and counted; missing images are counted, not errors."),
+    split: str | None = typer.Option(None, help=SPLIT_HELP),
+    ability: str | None = typer.Option(None, help=ABILITY_HELP),
 ) -> None:
-    """Check files: structure, placeholders, options, images; the first problem is one line."""
+    """Check files: structure, placeholders, options, images. Every problem is listed, one line each,
+    with counts of items, abilities, sources, multiple-choice/open items and images."""
     from .mim.format import MimDataset
 
-    dataset = MimDataset.load(files, parse_roots(root), check_images="open" if open_images else "exists")
+    roots = parse_roots(root)
+    dataset = MimDataset.load(files, roots, kind=parse_kind(split, ability), check_images="none", strict=False)
+    check_root_names(roots, dataset)
+    problems = [item.reason for item in dataset.skipped]
+    referenced = sum(len(item.images) for item in dataset)
+    missing = sum(not path.is_file() for item in dataset for path in dataset.image_paths(item))
+    if not structure_only:
+        problems += list(dataset.image_problems(opened=open_images))
     counts: dict[tuple[str, str, str], list[int]] = {}
     for item in dataset:
         entry = counts.setdefault((item.file, item.dataset, item.subset), [0, 0])
         entry[0 if item.multiple_choice else 1] += 1
     for (file, source, subset), (mc, opened) in sorted(counts.items()):
-        console.print(f"{file}: {subset}, source {source}: {mc} multiple choice, {opened} open-ended")
+        console.print(f"{file}: {subset}, source {source}: {mc} multiple choice, {opened} open-ended",
+                      markup=False, highlight=False)
+    console.print(f"{len(dataset) + len(dataset.skipped)} items read: {len(dataset)} valid, "
+                  f"{len(dataset.skipped)} malformed; {referenced} images referenced, {missing} missing"
+                  + (" (not checked further: --structure-only)" if structure_only else ""))
+    for problem in problems:
+        console.print(f"problem: {problem}", markup=False, highlight=False)
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) in {len(files)} file(s) (listed above)")
     console.print(f"{len(dataset)} items OK")
 
 
@@ -119,7 +173,7 @@ def synthetic(
 def evaluate(
     files: list[Path] = typer.Argument(..., help="Med-MIM-format JSON files."),
     model: str = typer.Option(..., help="HF checkpoint folder or hub id."),
-    root: list[str] = typer.Option([], help="Image root per data set: NAME=FOLDER (repeatable; '*' for any)."),
+    root: list[str] = typer.Option([], help=ROOT_HELP),
     method: str = typer.Option("loglik", help="loglik (option log-likelihood) or generate (generate and parse)."),
     single_image: str | None = typer.Option(None, help="Ablation: show only this image (first, last or 0-based)."),
     output: Path = typer.Option(Path("runs/mim_eval"), help="Where predictions and summaries go."),
@@ -128,20 +182,29 @@ def evaluate(
     judge: str | None = typer.Option(None, help="Judge model for open-ended answers (enables llm_judge)."),
     n_boot: int = typer.Option(1000),
     progress: bool = typer.Option(True),
+    strict: bool = typer.Option(False, help=STRICT_HELP),
+    split: str | None = typer.Option(None, help=SPLIT_HELP),
+    ability: str | None = typer.Option(None, help=ABILITY_HELP),
 ) -> None:
-    """Evaluate a model on Med-MIM-format files: accuracy per ability, source and split with 95% CIs."""
+    """Evaluate a model on Med-MIM-format files: accuracy per ability, source and split with 95% CIs.
+
+    Malformed items are skipped (one line each, and ``skipped_<condition>.csv`` beside the results)."""
     from .backends.hf import HFBackend
     from .mim.evaluate import evaluate as run
     from .mim.format import MimDataset
 
-    dataset = MimDataset.load(files, parse_roots(root))
+    roots = parse_roots(root)
+    dataset = MimDataset.load(files, roots, kind=parse_kind(split, ability), check_images="none", strict=strict)
+    check_root_names(roots, dataset)
+    dataset.check_images()
+    report_skipped(dataset)
     backend = HFBackend(model, device=device, batch_size=batch_size)
     judge_backend = HFBackend(judge, device=device, batch_size=batch_size) if judge else None
     result = run(backend, dataset, method=method, keep=single_image, judge=judge_backend,  # type: ignore[arg-type]
                  n_boot=n_boot, batch_size=batch_size, progress=progress)
     paths = result.save(output)
     print_summary(result.summary, f"{result.condition}: multiple-choice accuracy (95% bootstrap CI)")
-    console.print(f"predictions: {paths['predictions']}  summary: {paths['summary']}")
+    console.print(f"predictions: {paths['predictions']}  summary: {paths['summary']}", markup=False)
 
 
 @app.command()
@@ -149,7 +212,7 @@ def train(
     files: list[Path] = typer.Argument(..., help="Med-MIM-format training files (e.g. *_train_inherent_*.json)."),
     output: Path = typer.Option(Path("runs/mim_sft"), help="Output folder (final/ loads with --model)."),
     val: list[Path] = typer.Option([], help="Validation files (repeatable); best checkpoint by validation loss."),
-    root: list[str] = typer.Option([], help="Image root per data set: NAME=FOLDER (repeatable; '*' for any)."),
+    root: list[str] = typer.Option([], help=ROOT_HELP),
     model: str | None = typer.Option(None, help="Pretrained checkpoint (LoRA by default)."),
     tiny: str | None = typer.Option(None, help="Or a tiny model family trained in full (qwen2_vl, idefics3)."),
     steps: int = typer.Option(400, help="Optimizer steps."),
@@ -161,6 +224,7 @@ def train(
     device: str = typer.Option("auto"),
     resume: bool = typer.Option(True, help="Continue from output/last when it exists."),
     progress: bool = typer.Option(True),
+    strict: bool = typer.Option(False, help=STRICT_HELP),
 ) -> None:
     """Multi-image SFT on Med-MIM-format items (full training for tiny models, LoRA for pretrained ones)."""
     from .mim.format import MimDataset
@@ -174,8 +238,14 @@ def train(
         "name": "mim_sft", "model": {"name": model, "tiny": tiny, "device": device}, "batch_size": batch_size,
         "lr": lr, "max_steps": steps, "eval_every": eval_every, "end_of_turn": end_of_turn,
         "output_dir": str(output)}, source="mim train")
-    result = train_mim(settings, MimDataset.load(files, roots), MimDataset.load(val, roots) if val else None,
-                       progress=progress, resume=resume)
+    train_set = MimDataset.load(files, roots, check_images="none", strict=strict)
+    val_set = MimDataset.load(val, roots, check_images="none", strict=strict) if val else None
+    check_root_names(roots, [*train_set, *(val_set or [])])
+    for dataset in (train_set, val_set):
+        if dataset is not None:
+            dataset.check_images()
+            report_skipped(dataset)
+    result = train_mim(settings, train_set, val_set, progress=progress, resume=resume)
     console.print(f"checkpoint: {result.checkpoint} ({result.mode}, {result.steps} steps, {result.seconds:.0f} s)")
 
 

@@ -49,6 +49,14 @@ ODIR = [
          {"from": "gpt", "value": "B: right eye"}]},
 ]
 
+#: the quirk of the released held-out ODIR file: one item whose option C line is empty
+ODIR_NOISY = {
+    "id": "456", "images": ["Training Images/123_left.jpg", "Training Images/123_right.jpg"],
+    "source": "VQA_ODIR_456",
+    "conversations": [
+        {"from": "human", "value": "<image><image>Which eye shows drusen?\nA: left eye\nB: right eye\n\nD: neither eye"},
+        {"from": "gpt", "value": "A: left eye"}]}
+
 
 def build_mim_files(tmp_path: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     """Write the three files and their images under ``tmp_path``: (files by subset, image roots by data set)."""

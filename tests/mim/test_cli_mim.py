@@ -17,9 +17,50 @@ def test_validate_and_errors(mim_files):
     assert result.exit_code == 0, result.output
     assert "5 items OK" in result.output and "odir, source VQA_ODIR: 1 multiple choice" in result.output
     missing = runner.invoke(app, ["validate", str(files["odir"])])
-    assert missing.exit_code != 0 and "image not found" in str(missing.exception)
+    assert missing.exit_code != 0 and missing.output.count("image not found") == 2
     with pytest.raises(ConfigError, match="NAME=FOLDER"):
         parse_roots(["nofolder"])
+
+
+def test_validate_lists_every_problem_and_counts_without_images(mim_files, tmp_path):
+    from mim_layouts import ODIR, ODIR_NOISY, write_items
+
+    files, roots = mim_files
+    noisy = write_items(tmp_path / "Med_MIM_benchmark_Held_out_ODIR.json", [ODIR[0], ODIR_NOISY])
+    structure = runner.invoke(app, ["validate", str(files["temporal"]), str(noisy), "--structure-only"])
+    assert "5 items read: 4 valid, 1 malformed; 8 images referenced, 8 missing" in structure.output
+    assert "problem: Med_MIM_benchmark_Held_out_ODIR.json: item 1 (id 456)" in structure.output
+    assert structure.exit_code != 0 and "1 problem(s)" in str(structure.exception)
+    clean = runner.invoke(app, ["validate", str(files["temporal"]), "--structure-only"])
+    assert clean.exit_code == 0 and "3 items OK" in clean.output and "6 images referenced, 6 missing" in clean.output
+    everything = runner.invoke(app, ["validate", str(files["temporal"]), str(noisy)])
+    assert everything.output.count("image not found") == 8 and "9 problem(s)" in str(everything.exception)
+
+
+def test_split_and_ability_given_for_a_renamed_file(mim_files, tmp_path):
+    files, roots = mim_files
+    renamed = tmp_path / "cut_down.json"
+    renamed.write_text(files["temporal"].read_text())
+    unknown = runner.invoke(app, ["validate", str(renamed), "--structure-only"])
+    assert "unknown file kind" in str(unknown.exception)
+    given = runner.invoke(app, ["validate", str(renamed), "--structure-only", "--split", "held_in",
+                                "--ability", "Temporal"])
+    assert given.exit_code == 0, given.output
+    assert "cut_down.json: temporal, source MS_CXR_T" in given.output
+    half = runner.invoke(app, ["validate", str(renamed), "--split", "held_in"])
+    assert "--split and --ability together" in str(half.exception)
+    typo = runner.invoke(app, ["validate", str(files["odir"]), "--root", f"ODIR={roots['VQA_ODIR']}"])
+    assert "image root 'ODIR'" in str(typo.exception)
+    wrong = runner.invoke(app, ["validate", str(renamed), "--split", "held_in", "--ability", "spatial"])
+    assert "--ability 'spatial'" in str(wrong.exception)
+
+
+def test_root_names_are_listed_in_help():
+    from seeinpairs.mim.format import KNOWN_DATASETS
+
+    result = runner.invoke(app, ["evaluate", "--help"], terminal_width=400)
+    text = " ".join(result.output.split())
+    assert all(name in text for name in KNOWN_DATASETS)
 
 
 def test_synthetic_generate_and_evaluate(tmp_path, tiny_models):

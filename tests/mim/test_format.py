@@ -2,14 +2,16 @@ import copy
 import json
 
 import pytest
-from mim_layouts import COREFERENCE, ODIR, TEMPORAL, image_file, write_items
+from mim_layouts import COREFERENCE, ODIR, ODIR_NOISY, TEMPORAL, image_file, write_items
 
 from seeinpairs.mim.format import (
     FileKind,
     MimDataset,
     MimFormatError,
+    check_root_names,
     file_kind,
     load_mim_file,
+    read_mim_file,
     source_dataset,
     split_options,
     write_mim_file,
@@ -146,3 +148,36 @@ def test_images_default_to_the_json_folder(tmp_path):
     dataset = MimDataset.load(path, check_images="open")
     assert dataset.image_paths(dataset.items[0])[0] == tmp_path / "imgs" / "a b.png"
     assert COREFERENCE[0]["id"] == "c1"
+
+
+def test_a_noisy_item_is_skipped_and_reported_not_fatal(mim_files, tmp_path):
+    files, roots = mim_files
+    path = write_items(tmp_path / "Med_MIM_benchmark_Held_out_ODIR.json", [ODIR[0], ODIR_NOISY, ODIR[0]])
+    items, skipped = read_mim_file(path)
+    assert [item.index for item in items] == [0, 2]
+    assert len(skipped) == 1 and skipped[0].index == 1 and skipped[0].id == "456"
+    assert "item 1 (id 456)" in skipped[0].reason and "malformed options" in skipped[0].reason
+    dataset = MimDataset.load(path, {"VQA_ODIR": roots["VQA_ODIR"]}, strict=False)
+    assert len(dataset) == 2 and [s.index for s in dataset.skipped] == [1]
+    assert dataset.subset(lambda item: True).skipped == dataset.skipped
+    with pytest.raises(MimFormatError, match=r"item 1 \(id 456\).*malformed options"):
+        MimDataset.load(path, {"VQA_ODIR": roots["VQA_ODIR"]})  # strict by default in the library
+    with pytest.raises(MimFormatError, match="item 1"):
+        load_mim_file(path)
+
+
+def test_a_misspelt_image_root_is_an_error_naming_the_data_sets(mim_files):
+    files, roots = mim_files
+    dataset = MimDataset.load(files["odir"], check_images="none")
+    with pytest.raises(MimFormatError, match=r"image root 'ODIR': .*VQA_ODIR.*MS_CXR_T, EMBED"):
+        check_root_names({"ODIR": roots["VQA_ODIR"]}, dataset)
+    # a root for another Med-MIM data set than the file's is fine (one set of roots for all files)
+    check_root_names({**roots, "*": roots["VQA_ODIR"]}, dataset)
+
+
+def test_image_problems_lists_every_missing_image(mim_files):
+    files, roots = mim_files
+    dataset = MimDataset.load(list(files.values()), check_images="none")  # no roots: all images missing
+    problems = list(dataset.image_problems())
+    assert len(problems) == sum(len(item.images) for item in dataset)
+    assert all("image not found" in p for p in problems)

@@ -9,20 +9,24 @@
 * :mod:`.report` / :mod:`.demo`: the report section and the offline demo
 """
 
-from .evaluate import MimEvaluation, evaluate, predict
-from .format import (
-           FileKind,
-           MimDataset,
-           MimFormatError,
-           MimItem,
-           file_kind,
-           load_mim_file,
-           write_mim_file,
-)
-from .generate import QA_GENERATORS, QAGenConfig, generate_qa
-from .metrics import OPEN_METRICS, extract_letter, summarise
-from .prompts import build_request
+from importlib import import_module
+from typing import Any
 
-__all__ = ["OPEN_METRICS", "QA_GENERATORS", "FileKind", "MimDataset", "MimEvaluation", "MimFormatError", "MimItem",
-           "QAGenConfig", "build_request", "evaluate", "extract_letter", "file_kind", "generate_qa", "load_mim_file",
-           "predict", "summarise", "write_mim_file"]
+#: public name -> submodule; loaded on first use so that reading the file layout (the CLI's
+#: help, ``mim validate``) does not import torch and transformers through evaluation
+_EXPORTS = {
+    "MimEvaluation": "evaluate", "evaluate": "evaluate", "predict": "evaluate",
+    "FileKind": "format", "MimDataset": "format", "MimFormatError": "format", "MimItem": "format",
+    "file_kind": "format", "load_mim_file": "format", "read_mim_file": "format", "write_mim_file": "format",
+    "QA_GENERATORS": "generate", "QAGenConfig": "generate", "generate_qa": "generate",
+    "OPEN_METRICS": "metrics", "extract_letter": "metrics", "summarise": "metrics",
+    "build_request": "prompts",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

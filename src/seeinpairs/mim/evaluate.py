@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from rich.progress import Progress
 
 from ..backends.base import Backend, option_probabilities
 from ..errors import ConfigError
-from .format import LETTERS, MimDataset, MimItem
+from .format import LETTERS, MimDataset, MimItem, SkippedItem
 from .metrics import extract_letter, letter_text_mismatch, score_open, summarise
 from .prompts import ablation_position, build_request
 
@@ -34,19 +34,25 @@ Method = Literal["loglik", "generate"]
 
 @dataclass
 class MimEvaluation:
-    """Predictions (one row per item) and their summary (per split, ability, source)."""
+    """Predictions (one row per item) and their summary (per split, ability, source), with the
+    malformed items of the input files that were left out (``skipped``)."""
 
     predictions: pd.DataFrame
     summary: pd.DataFrame
     seconds: float
     condition: str
+    skipped: list[SkippedItem] = field(default_factory=list)
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write predictions and summary, and ``skipped_<condition>.csv`` when items were left out."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"predictions": out / f"predictions_{self.condition}.csv", "summary": out / f"summary_{self.condition}.csv"}
         self.predictions.to_csv(paths["predictions"], index=False)
         self.summary.to_csv(paths["summary"], index=False)
+        if self.skipped:
+            paths["skipped"] = out / f"skipped_{self.condition}.csv"
+            pd.DataFrame([s.as_dict() for s in self.skipped]).to_csv(paths["skipped"], index=False)
         return paths
 
 
@@ -116,4 +122,4 @@ def evaluate(backend: Backend, dataset: MimDataset, method: Method = "loglik", k
     summary = summarise(predictions, n_boot=n_boot) if len(predictions) else pd.DataFrame()
     if len(summary):
         summary.insert(0, "condition", condition)
-    return MimEvaluation(predictions, summary, time.perf_counter() - started, condition)
+    return MimEvaluation(predictions, summary, time.perf_counter() - started, condition, list(dataset.skipped))

@@ -268,11 +268,26 @@ def parse_item(raw: Any, file: str, index: int, kind: FileKind, roots: Iterable[
                    options=tuple(options), gold=gold, style=style)  # type: ignore[arg-type]
 
 
-def load_mim_file(path: str | Path, kind: FileKind | None = None, roots: Iterable[str] = ()) -> list[MimItem]:
-    """All items of one file, validated (structure, placeholders, options); images are not opened.
+@dataclass(frozen=True)
+class SkippedItem:
+    """An item left out of a file because it is malformed (its one-line problem is ``reason``)."""
 
-    ``kind`` overrides what the file name says; ``roots`` are extra data-set names (the keys of the
-    image roots) recognised as source prefixes.
+    file: str
+    index: int
+    id: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "index": self.index, "id": self.id, "reason": self.reason}
+
+
+def read_mim_file(path: str | Path, kind: FileKind | None = None,
+                  roots: Iterable[str] = ()) -> tuple[list[MimItem], list[SkippedItem]]:
+    """The valid items of one file and the malformed ones, each with its reason.
+
+    Published files carry a few noisy items (an empty option line, a missing answer letter);
+    one of them should not make the other hundreds unusable. A file that cannot be read at all
+    (not JSON, not a list, unknown kind) is still an error.
     """
     path = Path(path)
     kind = kind or file_kind(path)
@@ -287,7 +302,42 @@ def load_mim_file(path: str | Path, kind: FileKind | None = None, roots: Iterabl
     if not isinstance(data, list):
         raise MimFormatError(f"{path.name}: expected a JSON list of items, got {type(data).__name__}")
     roots = list(roots)
-    return [parse_item(raw, path.name, i, kind, roots) for i, raw in enumerate(data)]
+    items: list[MimItem] = []
+    skipped: list[SkippedItem] = []
+    for index, raw in enumerate(data):
+        try:
+            items.append(parse_item(raw, path.name, index, kind, roots))
+        except MimFormatError as exc:
+            item_id = raw.get("id") if isinstance(raw, dict) else None
+            skipped.append(SkippedItem(path.name, index, "" if item_id is None else str(item_id), str(exc)))
+    return items, skipped
+
+
+def load_mim_file(path: str | Path, kind: FileKind | None = None, roots: Iterable[str] = ()) -> list[MimItem]:
+    """All items of one file, validated (structure, placeholders, options); images are not opened.
+
+    Strict: the first malformed item is a :class:`MimFormatError` (:func:`read_mim_file` skips
+    them instead). ``kind`` overrides what the file name says; ``roots`` are extra data-set names
+    (the keys of the image roots) recognised as source prefixes.
+    """
+    items, skipped = read_mim_file(path, kind, roots)
+    if skipped:
+        raise MimFormatError(skipped[0].reason)
+    return items
+
+
+def check_root_names(roots: Iterable[str], items: Iterable[MimItem]) -> None:
+    """Every image root named by the user is a Med-MIM data set or the data set of some item.
+
+    A misspelt name would otherwise be ignored silently and the images looked for elsewhere.
+    Give all the items read with the same roots (e.g. training and validation files together).
+    """
+    present = sorted({item.dataset for item in items})
+    for name in roots:
+        if name != DEFAULT_ROOT and name not in present and name not in KNOWN_DATASETS:
+            raise MimFormatError(f"image root '{name}': no item's source is in that data set (data sets in "
+                                 f"these files: {', '.join(present) or 'none'}; the Med-MIM release uses "
+                                 f"{', '.join(KNOWN_DATASETS)}; '{DEFAULT_ROOT}' is the root for any data set)")
 
 
 def write_mim_file(items: Sequence[MimItem], path: str | Path) -> Path:
@@ -308,8 +358,11 @@ class MimDataset:
     """
 
     def __init__(self, items: Sequence[MimItem], image_roots: Mapping[str, str | Path] | None = None,
-                 file_dirs: Mapping[str, Path] | None = None, cache_size: int = 4096) -> None:
+                 file_dirs: Mapping[str, Path] | None = None, cache_size: int = 4096,
+                 skipped: Sequence[SkippedItem] = ()) -> None:
         self.items = list(items)
+        #: malformed items left out when the files were read (reported with the results)
+        self.skipped = list(skipped)
         self._load = lru_cache(maxsize=cache_size)(load_image) if cache_size else load_image
         self.image_roots = {k: Path(v) for k, v in (image_roots or {}).items()}
         self.file_dirs = dict(file_dirs or {})
@@ -319,16 +372,26 @@ class MimDataset:
 
     @classmethod
     def load(cls, paths: Sequence[str | Path] | str | Path, image_roots: Mapping[str, str | Path] | None = None,
-             kind: FileKind | None = None, check_images: Literal["none", "exists", "open"] = "exists") -> MimDataset:
-        """Load and validate files; ``check_images`` checks every image exists (default) or opens it."""
+             kind: FileKind | None = None, check_images: Literal["none", "exists", "open"] = "exists",
+             strict: bool = True) -> MimDataset:
+        """Load and validate files; ``check_images`` checks every image exists (default) or opens it.
+
+        ``strict``: the first malformed item is an error; otherwise malformed items are left out
+        and listed in :attr:`skipped`.
+        """
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         items: list[MimItem] = []
+        skipped: list[SkippedItem] = []
         dirs: dict[str, Path] = {}
         for path in paths:
             path = Path(path)
-            items.extend(load_mim_file(path, kind, roots=(image_roots or {}).keys()))
+            file_items, file_skipped = read_mim_file(path, kind, roots=(image_roots or {}).keys())
+            if strict and file_skipped:
+                raise MimFormatError(file_skipped[0].reason)
+            items.extend(file_items)
+            skipped.extend(file_skipped)
             dirs[path.name] = path.resolve().parent
-        dataset = cls(items, image_roots, dirs)
+        dataset = cls(items, image_roots, dirs, skipped=skipped)
         if check_images != "none":
             dataset.check_images(opened=check_images == "open")
         return dataset
@@ -352,17 +415,22 @@ class MimDataset:
 
     def check_images(self, opened: bool = False) -> None:
         """Every image exists (and, with ``opened``, decodes); the first problem is one error line."""
+        for problem in self.image_problems(opened):
+            raise MimFormatError(problem)
+
+    def image_problems(self, opened: bool = False) -> Iterator[str]:
+        """One line per missing (or, with ``opened``, undecodable) image, naming item and field."""
         for item in self.items:
             for position, path in enumerate(self.image_paths(item)):
                 where = _where(item.file, item.index, item.id, f"images[{position}]")
                 if not path.is_file():
-                    raise MimFormatError(f"{where}: image not found: {path}")
-                if opened:
+                    yield f"{where}: image not found: {path}"
+                elif opened:
                     try:
                         with Image.open(path) as handle:
                             handle.verify()
                     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-                        raise MimFormatError(f"{where}: corrupt image {path} ({type(exc).__name__})") from None
+                        yield f"{where}: corrupt image {path} ({type(exc).__name__})"
 
     def images(self, item: MimItem) -> list[Image.Image]:
         """The item's images as RGB, in order (read now, not at load time; the last ``cache_size``
@@ -377,10 +445,11 @@ class MimDataset:
 
     def subset(self, predicate) -> MimDataset:
         """The items for which ``predicate(item)`` holds, with the same roots."""
-        return MimDataset([i for i in self.items if predicate(i)], self.image_roots, self.file_dirs)
+        return MimDataset([i for i in self.items if predicate(i)], self.image_roots, self.file_dirs,
+                          skipped=self.skipped)
 
     def with_items(self, items: Sequence[MimItem]) -> MimDataset:
-        return MimDataset(items, self.image_roots, self.file_dirs)
+        return MimDataset(items, self.image_roots, self.file_dirs, skipped=self.skipped)
 
 
 def relocated(item: MimItem, **changes: Any) -> MimItem:
