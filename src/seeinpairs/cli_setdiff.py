@@ -40,8 +40,10 @@ def _backend(kind: str, model: str | None, device: str, base_url: str | None, ro
     from .backends.base import create_backend
 
     if not model:
+        hint = (" (or --ranker dual_encoder --ranker-model open_clip:<name>, or --ranker random for chance)"
+                if role == "ranker-model" else "")
         raise ConfigError(f"option '--{role}': needed by the chosen {role.replace('-model', '')} (a folder, hub id "
-                          "or served model name)")
+                          f"or served model name){hint}")
     kwargs: dict[str, Any] = {"model": model}
     if kind == "hf":
         kwargs["device"] = device
@@ -98,7 +100,10 @@ def run_command(
             warnings.simplefilter("always")
             pairs = load_pairs(benchmark, image_root, difficulty_csv, fmt)
         for warning in caught:  # one line each (dropped non-image paths), not Python's two-line format
-            console.print(f"warning: {warning.message}", highlight=False, soft_wrap=True)
+            console.print(f"warning: {warning.message}", highlight=False, soft_wrap=True, markup=False)
+    if proposer == "concept_vocabulary" and concepts is None and not _radiology(benchmark, fmt):
+        console.print("warning: the default concept vocabulary holds chest-radiograph findings; for other images "
+                      "give --concepts FILE or use --proposer captions_lm", highlight=False, soft_wrap=True)
     pairs = pairs[:max_pairs]
     generator = (_backend(backend, proposer_model, device, base_url, "proposer-model")
                  if proposer != "concept_vocabulary" or zoom else None)
@@ -131,6 +136,53 @@ def run_command(
     if judged:
         console.print(_summary_table(run.summary(), "acc@k (95% bootstrap CI over pairs)"))
     console.print(f"outcomes, summary and report in {output} ({report.name})")
+
+
+def _radiology(benchmark: Path | None, fmt: str) -> bool:
+    """Whether the input is RadDiffBench-format (the default vocabulary's domain) or a case table."""
+    if benchmark is None:
+        return True  # a case table: the user's own medical images
+    from .setdiff.inputs import benchmark_format
+
+    return benchmark_format(benchmark, fmt) == "raddiff"
+
+
+@setdiff_app.command("validate")
+def validate_command(
+    benchmark: Path = typer.Argument(..., help="RadDiffBench JSONL, VisDiffBench JSONL or CSV."),
+    image_root: Path | None = typer.Option(None, help="Folder that image paths are relative to "
+                                                      "(default: the benchmark file's folder)."),
+    difficulty_csv: Path | None = typer.Option(None, help="RadDiffBench's row-aligned difficulty CSV."),
+    fmt: str = typer.Option("auto", "--format", help="auto, raddiff, visdiff or visdiff_csv."),
+    structure_only: bool = typer.Option(False, help="Count missing images instead of listing each as a problem "
+                                                    "(to inspect a file without its images)."),
+) -> None:
+    """Check a benchmark file: pairs, difficulties, images referenced and missing; every problem one line."""
+    from .setdiff import load_pairs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pairs = load_pairs(benchmark, image_root, difficulty_csv, fmt)
+    problems = [f"warning: {w.message}" for w in caught]
+    levels: dict[str, int] = {}
+    referenced = missing = 0
+    for pair in pairs:
+        levels[pair.difficulty or "unknown"] = levels.get(pair.difficulty or "unknown", 0) + 1
+        for side in (pair.set1, pair.set2):
+            for image in side.images:
+                referenced += 1
+                if not Path(image).is_file():
+                    missing += 1
+                    if not structure_only:
+                        problems.append(f"{pair.pair_id} set '{side.name}': image not found: {image}")
+    console.print(f"{benchmark.name}: {len(pairs)} pairs ({', '.join(f'{k} {v}' for k, v in sorted(levels.items()))}); "
+                  f"{referenced} images referenced, {missing} missing", markup=False, highlight=False)
+    for problem in problems:
+        console.print(problem, markup=False, highlight=False, soft_wrap=True)
+    if any(not p.startswith("warning:") for p in problems):
+        raise ConfigError(f"{benchmark}: {sum(not p.startswith('warning:') for p in problems)} problem(s) "
+                          "(listed above)")
+    console.print("OK" + (" (images not required: --structure-only)" if structure_only else ""))
 
 
 class _NoTruthJudge:

@@ -51,3 +51,40 @@ def test_errors_are_one_line_with_status_2(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "--ranker-model" in lines[0] and "Traceback" not in err
+
+
+def test_raddiff_paths_start_from_the_jsonl_folder_without_image_root(tmp_path, monkeypatch):
+    jsonl = _bench(tmp_path).rename(tmp_path / "files" / "bench.jsonl")  # the JSONL in the images' root folder
+    monkeypatch.chdir(tmp_path)  # the working directory is not where the images are
+    result = CliRunner().invoke(app, ["setdiff", "validate", str(jsonl)])
+    assert result.exit_code == 0, result.output
+    assert "2 pairs (unknown 2); 16 images referenced, 0 missing" in result.output
+
+
+def test_validate_lists_missing_images_or_counts_them(tmp_path):
+    jsonl = _bench(tmp_path)
+    for image in list((tmp_path / "files").rglob("*.jpg"))[:3]:
+        image.unlink()
+    listed = CliRunner().invoke(app, ["setdiff", "validate", str(jsonl), "--image-root", str(tmp_path / "files"),
+                                      "--difficulty-csv", str(tmp_path / "difficulty.csv")])
+    assert listed.exit_code != 0 and listed.output.count("image not found") == 3
+    assert "2 pairs (easy 1, medium 1); 16 images referenced, 3 missing" in listed.output
+    assert "dropped 1 non-image path" in listed.output
+    counted = CliRunner().invoke(app, ["setdiff", "validate", str(jsonl), "--image-root", str(tmp_path / "files"),
+                                       "--structure-only"])
+    assert counted.exit_code == 0 and "3 missing" in counted.output and "image not found" not in counted.output
+
+
+def test_the_default_vocabulary_is_named_radiology_only_on_photo_sets(tmp_path):
+    for group in ("dogs_on_grass", "dogs_indoors"):
+        for i in range(4):
+            write_image(tmp_path / group / f"{i}.jpg", 40 * i)
+    jsonl = tmp_path / "easy.jsonl"
+    jsonl.write_text(json.dumps({"set1": "dogs_on_grass", "set2": "dogs_indoors", "difference": "grass"}) + "\n")
+    result = CliRunner().invoke(app, ["setdiff", "run", str(jsonl), "--ranker", "random",
+                                      "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "default concept vocabulary holds chest-radiograph findings" in result.output
+    radiology = CliRunner().invoke(app, ["setdiff", "run", str(_bench(tmp_path)), "--ranker", "random",
+                                         "--image-root", str(tmp_path / "files"), "--output", str(tmp_path / "o2")])
+    assert radiology.exit_code == 0 and "chest-radiograph" not in radiology.output

@@ -159,11 +159,12 @@ def load_raddiff(path: str | Path, image_root: str | Path | None = None,
     """RadDiffBench JSONL: ``{"set1", "set2", "set1_images", "set2_images"}`` per line.
 
     ``set1``/``set2`` are kept byte-exact as ``set1_condition``/``set2_condition``;
-    image paths are relative to ``image_root`` (the MIMIC-CXR-JPG ``files`` folder).
+    image paths are relative to ``image_root`` (the MIMIC-CXR-JPG ``files`` folder), or to the
+    JSONL's folder without one (the rule of every benchmark format here).
     ``difficulty_csv``: the row-aligned CSV with a ``difficulty`` column.
     """
     path = Path(path)
-    root = Path(image_root) if image_root is not None else None
+    root = Path(image_root) if image_root is not None else path.parent
     rows = _read_jsonl(path)
     difficulties = read_difficulties(difficulty_csv, len(rows)) if difficulty_csv is not None else [None] * len(rows)
     pairs = []
@@ -330,16 +331,25 @@ def pair_from_table(table: CaseTable, filter1: str, filter2: str, name1: str | N
     return SetPair(pair_id, sets[0], sets[1])
 
 
+def benchmark_format(path: str | Path, fmt: str = "auto") -> str:
+    """``raddiff``, ``visdiff`` or ``visdiff_csv``: ``fmt`` itself, or read from the file when ``auto``."""
+    path = Path(path)
+    if fmt != "auto":
+        return fmt
+    if path.suffix.lower() == ".csv":
+        return "visdiff_csv"
+    first = _read_jsonl(path)[0][1]
+    return "raddiff" if "set1_images" in first and "difference" not in first else "visdiff"
+
+
 def load_pairs(path: str | Path, image_root: str | Path | None = None, difficulty_csv: str | Path | None = None,
                fmt: str = "auto") -> list[SetPair]:
-    """Any supported benchmark file; ``fmt`` ``auto`` reads the first JSONL line's fields (or the CSV)."""
+    """Any supported benchmark file; ``fmt`` ``auto`` reads the first JSONL line's fields (or the CSV).
+
+    Relative image paths start from ``image_root`` when given, else from the benchmark file's folder.
+    """
     path = Path(path)
-    if fmt == "auto":
-        if path.suffix.lower() == ".csv":
-            fmt = "visdiff_csv"
-        else:
-            first = _read_jsonl(path)[0][1]
-            fmt = "raddiff" if "set1_images" in first and "difference" not in first else "visdiff"
+    fmt = benchmark_format(path, fmt)
     if fmt == "raddiff":
         return load_raddiff(path, image_root, difficulty_csv)
     if fmt == "visdiff":
