@@ -48,6 +48,10 @@ def print_summary(result) -> None:
         cells += [f"{_fmt(row[m])} [{_fmt(row[m + '_lo'], 2)}, {_fmt(row[m + '_hi'], 2)}]" for m in metrics]
         table.add_row(*cells)
     console.print(table)
+    if "degenerate" in summary.columns:
+        for _, row in summary[summary["degenerate"].fillna("").astype(str) != ""].iterrows():
+            console.print(f"FAILED TRAINING (not a finding): {row['model']} {row['selector']} k={row['k']} "
+                          f"seed {row['seed']}: {row['degenerate']}", markup=False, highlight=False)
     tests = result.paired_tests
     if tests is not None and not tests.empty:
         paired = Table(title="Paired vs single on the same cases (McNemar; delta = paired - single)")

@@ -33,6 +33,7 @@ from .cases import CaseTable
 from .configfile import ConfigFile, resolve_path
 from .errors import ConfigError
 from .evaluation.audit import audit_references
+from .evaluation.degenerate import failed_rows
 from .evaluation.runner import ensure_data
 from .siteshift.experiment import SiteShiftSpec, run_site_shift
 from .study import StudyConfig, StudyResult, run_study
@@ -165,11 +166,13 @@ def _baseline_rows(study_name: str, study: StudyConfig, table: CaseTable, spec: 
 
 def _headline(study: str, metrics: pd.DataFrame, tests: pd.DataFrame) -> dict[str, Any]:
     """Single vs the best paired (leakage-free) condition by mean AUROC over seeds (accuracy when
-    AUROC is undefined)."""
+    AUROC is undefined). Conditions labelled as failed training are never the best; their count
+    is part of the row (``failed_conditions``)."""
     part = metrics[(metrics["study"] == study)]
+    failed = failed_rows(part)
     single = part[part["mode"] == "single"]
-    paired = part[part["mode"] == "paired"]
-    row: dict[str, Any] = {"study": study, "seeds": int(part["seed"].nunique())}
+    paired = part[(part["mode"] == "paired").to_numpy() & ~failed]
+    row: dict[str, Any] = {"study": study, "seeds": int(part["seed"].nunique()), "failed_conditions": int(failed.sum())}
     for metric in HEADLINE_METRICS:
         row[f"single_{metric}"] = float(single[metric].mean()) if metric in single else float("nan")
     if paired.empty:

@@ -304,3 +304,31 @@ def test_extra_sections_follow_the_examples_and_keep_their_own_escaping(tmp_path
     assert "<h2>Attribution &lt;maps&gt;</h2>" in html  # the title is data, escaped
     assert body in html  # the body was rendered (and escaped) by its own template
     assert html.index('id="examples"') < html.index('id="attribution"') < html.index('id="limits"')
+
+
+def test_a_collapsed_paired_model_is_labelled_failed_and_never_a_finding(tmp_path):
+    # the BreastMNIST case: the paired model answers the class prior for every case, so its ECE is
+    # near 0 and it "wins" on calibration; it must be named as failed and left out of every claim
+    summary, tests = make_results({("embedding", 1): 0.52, ("random", 1): 0.83}, ece_single=0.10, ece_paired=0.10,
+                                  p=0.003, delta_half_width=0.02)
+    collapsed = (summary["selector"] == "embedding").to_numpy()
+    summary["degenerate"] = np.where(collapsed, "near-constant probabilities (largest sd over cases 0.0002 < 0.005)", "")
+    summary.loc[collapsed, "ece"] = 0.001
+    summary.loc[collapsed, "auroc"] = 0.95  # even a lucky AUROC must not make it the best condition
+    findings = findings_from(summary, tests)
+    text = " ".join(findings)
+    assert findings[0].startswith("Failed training") and "embedding k=1: near-constant probabilities" in findings[0]
+    assert "Best paired condition: random k=1" in text
+    assert not any("embedding" in sentence for sentence in findings[1:])
+    assert "in 1 of 1 comparison" in text  # the failed condition's comparison is left out
+    report = write_report(tmp_path / "r.html", title="t", summary=summary, paired_tests=tests)
+    html = report.read_text()
+    assert "FAILED: near-constant probabilities" in html and ">training<" in html
+
+
+def test_a_failed_single_baseline_stops_every_comparison():
+    summary, tests = make_results({("random", 1): 0.83})
+    summary["degenerate"] = np.where(summary["k"] == 0, "one predicted class ('normal') for all 120 cases", "")
+    text = " ".join(findings_from(summary, tests))
+    assert "single-image: one predicted class" in text
+    assert "The single-image baseline failed training" in text and "Best paired" not in text

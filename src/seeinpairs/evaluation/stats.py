@@ -21,6 +21,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from ..errors import SeeInPairsError
+from .degenerate import degenerate_reason
 from .metrics import METRICS, batched, default_metric_names, to_arrays
 
 # Upper bound on floats materialised per bootstrap chunk (B * n * C), ~32 MB.
@@ -92,14 +93,17 @@ def summarise(
     alpha: float = 0.05,
     metrics: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per condition: ``condition``, ``n`` (cases with gold), then ``<m>, <m>_lo, <m>_hi`` per metric."""
+    """One row per condition: ``condition``, ``n`` (cases with gold), ``degenerate`` (why the
+    predictions look like failed training, empty when they do not; see :mod:`.degenerate`), then
+    ``<m>, <m>_lo, <m>_hi`` per metric."""
     names = list(metrics) if metrics is not None else default_metric_names()
     for name in names:
         METRICS.get(name)
     rows = []
     for condition, records in records_by_condition.items():
         gold, probs, _, healthy_index = to_arrays(records, classes, healthy_class)
-        row: dict[str, Any] = {"condition": condition, "n": len(gold)}
+        row: dict[str, Any] = {"condition": condition, "n": len(gold),
+                               "degenerate": degenerate_reason(gold, probs, classes)}
         idx = _resample_indices(len(gold), n_boot, seed) if len(gold) else None
         for name in names:
             if idx is None:
@@ -110,7 +114,7 @@ def summarise(
                 _replicates(name, gold, probs, list(classes), healthy_index, idx), alpha
             )
         rows.append(row)
-    columns = ["condition", "n"] + [c for name in names for c in (name, f"{name}_lo", f"{name}_hi")]
+    columns = ["condition", "n", "degenerate"] + [c for name in names for c in (name, f"{name}_lo", f"{name}_hi")]
     return pd.DataFrame(rows, columns=columns)
 
 

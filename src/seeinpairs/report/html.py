@@ -29,6 +29,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+from ..evaluation.degenerate import failed_rows
 from .plots import (
     aggregate_curves,
     aggregate_seeds,
@@ -289,8 +290,13 @@ def _coerce_efficiency(value: Any, metric: str) -> SampleEfficiency | float | No
 
 
 # ------------------------------------------------------------------- findings
-def _comparisons(tests: pd.DataFrame | None, model: str | None, metric: str) -> pd.DataFrame:
-    """Paired-test rows of one model with ``delta``, ``lo``, ``hi`` and ``p`` columns for ``metric``."""
+def _comparisons(tests: pd.DataFrame | None, model: str | None, metric: str,
+                 failed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Paired-test rows of one model with ``delta``, ``lo``, ``hi`` and ``p`` columns for ``metric``.
+
+    ``failed``: summary rows labelled as failed training; a comparison that involves one (the
+    paired condition itself, or the single-image baseline of its seed) is left out.
+    """
     columns = ["selector", "k", "seed", "delta", "lo", "hi", "p", "n"]
     if _empty(tests) or f"delta_{metric}" not in tests.columns:
         return pd.DataFrame(columns=columns)
@@ -307,7 +313,32 @@ def _comparisons(tests: pd.DataFrame | None, model: str | None, metric: str) -> 
         "p": pd.to_numeric(part.get("mcnemar_p", np.nan), errors="coerce"),
         "n": pd.to_numeric(part.get("n", np.nan), errors="coerce"),
     })
+    if not _empty(failed):
+        seeds = failed["seed"] if "seed" in failed.columns else pd.Series(0, index=failed.index)
+        keys = {(str(sel), int(k), str(seed)) for sel, k, seed in zip(failed["selector"].astype(str),
+                                                                     pd.to_numeric(failed["k"]), seeds)}
+        failed_base = {seed for sel, k, seed in keys if k == 0}
+        keep = [(str(r.selector), int(r.k) if _finite(r.k) else -1, str(r.seed)) not in keys
+                and str(r.seed) not in failed_base for r in out.itertuples()]
+        out = out[np.asarray(keep, dtype=bool)] if len(out) else out
     return out.reset_index(drop=True)
+
+
+def _failed_training(summary: pd.DataFrame, prefix: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(rows that trained, rows labelled as failed training, the sentence that names the failed ones)."""
+    mask = failed_rows(summary)
+    if not mask.any():
+        return summary, summary.iloc[0:0], []
+    failed = summary[mask]
+    seeds = int(summary["seed"].nunique()) if "seed" in summary.columns else 1
+    parts = []
+    for _, row in failed.iterrows():
+        seed = f" seed {row['seed']}" if seeds > 1 and "seed" in row else ""
+        label = "single-image" if _finite(row.get("k")) and int(row["k"]) == 0 else _condition(row["selector"], row["k"])
+        parts.append(f"{label}{seed}: {row['degenerate']}")
+    sentence = (f"{prefix}Failed training (the model did not learn; these results are not findings and are left "
+                f"out of every comparison, best-condition and calibration statement below): {'; '.join(parts)}.")
+    return summary[~mask], failed, [sentence]
 
 
 def _list(items: Sequence[str]) -> str:
@@ -326,9 +357,14 @@ def _model_findings(summary: pd.DataFrame, tests: pd.DataFrame | None, metric: s
                     alpha: float, prefix: str = "", baseline: str | None = None) -> list[str]:
     """Sentences for one model; ``summary`` holds its paired rows and the k=0 rows of its baseline."""
     name = metric_name(metric)
-    out: list[str] = []
     if metric not in summary.columns:
         return [f"{prefix}{name} was not computed, so single and paired cannot be compared on it."]
+    summary, failed, out = _failed_training(summary, prefix)
+    single_failed = len(failed) > 0 and bool((pd.to_numeric(failed["k"], errors="coerce") == 0).any())
+    single_left = "k" not in summary.columns or bool((pd.to_numeric(summary["k"], errors="coerce") == 0).any())
+    if single_failed and not single_left:
+        out.append(f"{prefix}The single-image baseline failed training, so no paired condition is compared with it.")
+        return out
     agg = aggregate_seeds(summary, metric)
     higher = higher_is_better(metric)
     single = agg[agg["k"] == 0]
@@ -350,10 +386,10 @@ def _model_findings(summary: pd.DataFrame, tests: pd.DataFrame | None, metric: s
     of_model = f", model {baseline}" if baseline is not None and baseline != model else ""
     out.append(f"{prefix}Single-image baseline (k=0{of_model}): {name} {single_text}{n_text}{seed_note}.")
     if paired.empty:
-        out.append(f"{prefix}No paired condition (k>0) was run.")
+        out.append(f"{prefix}No paired condition (k>0) {'trained' if len(failed) else 'was run'}.")
         return out
 
-    comps = _comparisons(tests, model, metric)
+    comps = _comparisons(tests, model, metric, failed)
     deltas, condition_rows = [], []
     for _, row in paired.iterrows():
         rows = comps[(comps["selector"] == row["selector"]) & (comps["k"] == row["k"])] if not comps.empty else comps
@@ -602,12 +638,15 @@ def metrics_table(summary: pd.DataFrame | None) -> dict[str, Any] | None:
         return None
     ids = [c for c in _ID_COLUMNS if c in summary.columns]
     metrics = _metric_columns(summary)
+    failed = failed_rows(summary)
     rows = []
-    for _, row in summary.iterrows():
+    for position, (_, row) in enumerate(summary.iterrows()):
         cells = [row[c] for c in ids]
+        if failed.any():
+            cells.append(f"FAILED: {row['degenerate']}" if failed[position] else "ok")
         cells += [fmt_ci(row[m], row.get(f"{m}_lo"), row.get(f"{m}_hi")) for m in metrics]
         rows.append(cells)
-    return _table(ids + [metric_name(m) for m in metrics], rows)
+    return _table(ids + (["training"] if failed.any() else []) + [metric_name(m) for m in metrics], rows)
 
 
 def _ci_verdict(lo: Any, hi: Any) -> str:
