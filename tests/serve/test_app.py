@@ -180,3 +180,125 @@ def test_dicom_upload_identifiers_not_logged(client, caplog, tmp_path):
     assert "DOE" not in caplog.text and "PID-998877" not in caplog.text
     assert "DOE" not in response.text and "PID-998877" not in response.text
     json.dumps(response.json())
+
+
+def test_sex_age_and_site_are_validated_as_form_fields(client):
+    def post(**fields):
+        return client.post("/v1/diagnose", files={"image": ("q.png", png_bytes(), "image/png")}, data=fields,
+                           headers=AUTH)
+
+    message = assert_clean_error(post(sex="X"), 422)
+    assert message.startswith("sex: ") and "'X' is not a sex" in message
+    assert assert_clean_error(post(age="-1"), 422).startswith("age: ")
+    assert assert_clean_error(post(site="s" * 1000), 422).startswith("site: ")
+    assert post(sex="female", age="", site="").status_code == 200  # blank fields are absent fields
+
+
+def test_text_only_chat_completion(client):
+    response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hello"}],
+                                                         "max_tokens": 2}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert isinstance(body["choices"][0]["message"]["content"], str) and body["usage"]["prompt_tokens"] > 0
+
+
+def test_prompt_token_limit(synthetic_data, tiny_models, served_backend):
+    from seeinpairs.serve.app import create_app
+
+    limited = TestClient(create_app(serve_config(synthetic_data, tiny_models, max_prompt_tokens=64),
+                                    backend=served_backend), raise_server_exceptions=False)
+    long = {"messages": [{"role": "user", "content": "normal abnormal " * 200}], "max_tokens": 1}
+    message = assert_clean_error(limited.post("/v1/chat/completions", json=long, headers=AUTH), 400)
+    assert "max_prompt_tokens=64" in message and "tokens" in message
+    short = {"messages": [{"role": "user", "content": "normal"}], "max_tokens": 1}
+    assert limited.post("/v1/chat/completions", json=short, headers=AUTH).status_code == 200
+
+
+def test_concurrent_decodes_are_bounded(synthetic_data, tiny_models, served_backend, monkeypatch):
+    import threading
+
+    from seeinpairs.serve import app as app_module
+
+    service = app_module.Service(serve_config(synthetic_data, tiny_models, max_concurrent_decodes=2),
+                                 backend=served_backend)
+    active, peak, changed = 0, 0, threading.Condition()
+    real_load = app_module.load_image
+
+    def slow_load(path, *args, **kwargs):
+        """Stay inside until three decodes run at once (unbounded decodes would) or a while has passed."""
+        nonlocal active, peak
+        with changed:
+            active += 1
+            peak = max(peak, active)
+            changed.notify_all()
+            changed.wait_for(lambda: active >= 3, timeout=0.5)
+            active -= 1
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(app_module, "load_image", slow_load)
+    start = threading.Barrier(6)
+
+    def decode():
+        start.wait(timeout=30)
+        service.decoder.decode(png_bytes())
+
+    threads = [threading.Thread(target=decode) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert 1 <= peak <= 2
+
+
+def test_responses_do_not_show_server_paths(synthetic_data, tiny_models, served_backend, tmp_path):
+    import shutil
+
+    from seeinpairs.serve.app import create_app
+
+    root, table, task = synthetic_data
+    bank_case = next(c for c in table if c.split == "train" and c.label == task.healthy_class)
+    # a copy of the data set whose first bank image is broken on disk
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    broken = copy / __import__("pathlib").Path(bank_case.image).relative_to(root)
+    broken.write_bytes(b"not an image any more")
+    config = serve_config((copy, table, task), tiny_models)
+
+    class RejectingProcessor:
+        def __init__(self, processor):
+            self._processor = processor
+
+        def __getattr__(self, name):
+            return getattr(self._processor, name)
+
+        def __call__(self, *args, **kwargs):
+            raise ValueError(f"cannot process {tiny_models['qwen2_vl']}/preprocessor_config.json")
+
+    class Backend:
+        def __getattr__(self, name):
+            if name == "processor":
+                return RejectingProcessor(served_backend.processor)
+            return getattr(served_backend, name)
+
+    client = TestClient(create_app(config, backend=Backend()), raise_server_exceptions=False)
+    secrets = [str(copy), str(tiny_models["qwen2_vl"]), str(tmp_path), bank_case.image]
+    responses = [client.get(f"/v1/references/{bank_case.case_id}/image", headers=AUTH),
+                 client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]},
+                             headers=AUTH)]
+    for response in responses:
+        assert 400 <= response.status_code < 600 and response.json()["error"]["message"]
+        for secret in secrets:
+            assert secret not in response.text, response.text
+
+
+def test_serve_config_docstring_example_is_valid():
+    import textwrap
+
+    import yaml
+
+    from seeinpairs.serve.schemas import ServeConfig
+
+    block = ServeConfig.__doc__.split(".. code-block:: yaml")[1]
+    config = yaml.safe_load(textwrap.dedent(block))
+    assert config["task"]["question"].endswith("?")
+    ServeConfig.from_dict(config)

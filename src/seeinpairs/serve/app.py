@@ -1,44 +1,54 @@
 """The FastAPI application: diagnosis with server-side reference selection, an OpenAI-compatible
 chat endpoint for the hosted model, reference thumbnails and the web page.
 
-Safety: optional bearer-token auth on every ``/v1`` endpoint; uploads are limited in bytes
-and in pixels (checked from the header before decoding); DICOM is parsed defensively and only
-its pixels are used; nothing about the patient (names, ids, DICOM headers) is logged; bad
-input gets a 4xx JSON error and anything unexpected a generic 500 without traceback text.
-Model calls are serialised with a lock (one model).
+Safety: optional bearer-token auth on every ``/v1`` endpoint, checked before the body is read;
+request bodies are limited while they stream (:mod:`.guard`); uploads are limited in bytes and in
+pixels (checked from the header before decoding) and at most ``max_concurrent_decodes`` are decoded
+at once, in worker threads; DICOM is parsed defensively and only its pixels are used; nothing about
+the patient (names, ids, DICOM headers) is logged; bad input gets a 4xx JSON error and anything
+unexpected a generic 500 without traceback text; no answer shows a server path (the log has them).
+
+Queueing: endpoints run in the worker-thread pool; decoding, validation, reference selection and
+prompt-length checks run there concurrently, then each model call waits for the one model lock and
+holds it for one scoring pass (diagnose) or one generation of at most ``max_tokens_limit`` tokens on
+a prompt of at most ``max_prompt_tokens`` tokens (chat).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
-import hmac
 import io
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Iterator
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, Request as HTTPRequest, UploadFile
+from fastapi import FastAPI, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..backends.base import option_probabilities
-from ..cases import Case, CaseTable, normalise_sex
+from ..cases import Case, CaseTable
 from ..errors import ConfigError, ImageError, SeeInPairsError
 from ..imaging import load_image
 from ..prompts import PromptBuilder, Request
 from ..references import ReferenceBank, create_selector
-from .schemas import TOKEN_ENV, ChatCompletionRequest, DiagnoseResponse, ErrorResponse, Health, ServeConfig
+from .guard import RequestGuard, error_response
+from .schemas import (TOKEN_ENV, ChatCompletionRequest, DiagnoseForm, DiagnoseResponse, ErrorResponse, Health,
+                      ServeConfig)
 
 logger = logging.getLogger("seeinpairs.serve")
 
@@ -56,8 +66,17 @@ class APIError(Exception):
         self.status, self.message, self.kind = status, message, kind
 
 
-def _error(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
+#: an absolute file path (POSIX or Windows) inside an error message
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:[A-Za-z]:)?[/\\][^\s'\"(),;:]+")
+
+
+def public_message(message: str, names: dict[str, str] | None = None) -> str:
+    """``message`` fit for a client: its first line, known server paths replaced by their ``names``
+    (e.g. the model folder by the model's label), any other absolute path by ``<server file>``."""
+    line = next((part.strip() for part in message.splitlines() if part.strip()), "")
+    for path, name in sorted((names or {}).items(), key=lambda item: -len(item[0])):
+        line = line.replace(path, name)
+    return _ABSOLUTE_PATH.sub("<server file>", line)
 
 
 # ----- images: size/pixel limits before decoding, pixels only ---------------------------------------
@@ -95,10 +114,22 @@ def check_pixels(path: Path, suffix: str, max_pixels: int) -> None:
 
 
 class ImageDecoder:
-    """Decode uploaded bytes to an RGB image within the configured limits."""
+    """Decode uploaded bytes to an RGB image within the configured limits.
 
-    def __init__(self, max_bytes: int, max_pixels: int) -> None:
+    At most ``max_concurrent`` images are decoded at once, whatever the number of requests: a decode may
+    take ``max_pixels`` x 3 bytes, so this bounds the server's image memory. Callers run in worker
+    threads (sync endpoints), so a request waiting for a slot never blocks the event loop.
+    """
+
+    def __init__(self, max_bytes: int, max_pixels: int, max_concurrent: int = 2) -> None:
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the decode slots."""
+        with self._slots:
+            yield
 
     def to_file(self, data: bytes, filename: str | None, folder: str) -> Path:
         if not data:
@@ -113,7 +144,8 @@ class ImageDecoder:
 
     def load(self, path: Path) -> Image.Image:
         try:
-            image = load_image(path)
+            with self.slot():
+                image = load_image(path)
         except ImageError as exc:
             # the message names our temporary path; the client knows only its upload
             raise APIError(422, str(exc).replace(str(path), "uploaded image"), "invalid_image") from None
@@ -162,7 +194,6 @@ class Service:
                                         **(config.selector.params if self.k > 0 else {}))
         if self.k > len(self.bank):
             raise ConfigError(f"selector k={self.k} is larger than the reference bank ({len(self.bank)} cases)")
-        self.builder = PromptBuilder(self.task)
         if backend is None:
             from ..backends.hf import HFBackend
 
@@ -171,9 +202,41 @@ class Service:
         self.backend = backend
         self.model_name = config.model.label or config.model.name
         self.lock = threading.Lock()
-        self.decoder = ImageDecoder(config.max_upload_bytes, config.max_pixels)
+        self.decoder = ImageDecoder(config.max_upload_bytes, config.max_pixels, config.max_concurrent_decodes)
         self.token = config.auth_token or os.environ.get(TOKEN_ENV) or None
         self._bank_ids = {c.case_id: c for c in self.bank}
+        # prompt lengths are measured with a copy of the tokenizer under its own lock, so a long prompt is
+        # refused without waiting for (or holding) the model lock, and never races the model's tokenizer
+        self._counter = copy.deepcopy(getattr(backend, "tokenizer", None))
+        self._counter_lock = threading.Lock()
+        #: server paths that error messages may name, and what a client is told instead
+        self.path_names = {str(config.model.name): self.model_name}
+
+    def public(self, exc: BaseException) -> str:
+        """The message of ``exc`` for a client (no server paths); the full message goes to the log."""
+        logger.warning("request refused: %s", exc)
+        return public_message(str(exc), self.path_names) or type(exc).__name__
+
+    def load_reference(self, path: str) -> Image.Image:
+        """A bank image for a prompt or a thumbnail; a broken one is the server's fault: a 500 naming no path."""
+        try:
+            with self.decoder.slot():
+                return load_image(path)
+        except ImageError as exc:
+            logger.error("reference image unreadable: %s", exc)
+            raise APIError(500, "a reference image cannot be read (the server log names it)", "server_error") from None
+
+    def check_prompt_length(self, n_tokens: int) -> None:
+        if n_tokens > self.config.max_prompt_tokens:
+            raise APIError(400, f"prompt has {n_tokens} tokens, more than max_prompt_tokens="
+                                f"{self.config.max_prompt_tokens}", "prompt_too_long")
+
+    def count_text_tokens(self, prompt: str) -> int:
+        """The prompt's text tokens (each image slot counts as its placeholder): a cheap first check."""
+        if self._counter is None:  # a backend without a tokenizer: only the exact check after encoding
+            return 0
+        with self._counter_lock:
+            return len(self._counter(prompt, add_special_tokens=False)["input_ids"])
 
     # diagnosis
     def diagnose(self, data: bytes, filename: str | None, age: float | None, sex: str | None,
@@ -187,8 +250,11 @@ class Service:
                          age=age, sex=sex, site=site, split="query")
             seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
             selection = self.selector.select(query, self.k, np.random.default_rng([self.config.selector.seed, seed]))
-            request = self.builder.build(query, selection.references)
-            request.images[-1] = image
+
+            def loader(name: str) -> Image.Image:  # the query is decoded already; references through the slots
+                return image if name == str(path) else self.load_reference(name)
+
+            request = PromptBuilder(self.task, image_loader=loader).build(query, selection.references)
             with self.lock:
                 scores = self.backend.score_options([request])[0]
         probs = option_probabilities(scores)
@@ -205,7 +271,7 @@ class Service:
         case = self._bank_ids.get(case_id)
         if case is None:
             raise APIError(404, "no reference case with this id in the bank", "not_found")
-        image = load_image(case.image)
+        image = self.load_reference(case.image)
         image.thumbnail((self.config.thumbnail_size, self.config.thumbnail_size))
         buffer = io.BytesIO()
         Image.frombytes("RGB", image.size, image.convert("RGB").tobytes()).save(buffer, format="PNG")
@@ -257,12 +323,14 @@ class Service:
         request = self.chat_request(body)
         backend = self.backend
         tokenizer = backend.tokenizer
+        prompt = chat_prompt(backend.processor, request)
+        self.check_prompt_length(self.count_text_tokens(prompt))
         with self.lock, torch.inference_mode():
-            prompt = chat_prompt(backend.processor, request)
-            encoded = encode_prompts(backend.processor, [prompt], [request.images] if request.images else None,
-                                     "right", backend.name_or_path)
+            # a text-only request has no image list at all (processors cannot take an empty one)
+            encoded = encode_prompts(backend.processor, [prompt], [request.images], "right", backend.name_or_path)
             encoded = {k: v.to(backend.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}
             n_prompt = int(encoded["input_ids"].shape[1])
+            self.check_prompt_length(n_prompt)  # now with the image tokens, still before the model runs
             if max_tokens == 1:  # one forward pass at the answer position
                 logits = backend.model(**encoded, use_cache=False).logits[0, -1].float()
                 steps = [torch.log_softmax(logits, -1)]
@@ -294,6 +362,16 @@ class Service:
                           "total_tokens": n_prompt + len(tokens)}}
 
 
+def validation_problem(error: dict[str, Any]) -> str:
+    """One request-validation problem as ``field: what is wrong`` (the field path without ``body``)."""
+    location = [str(p) for p in error.get("loc", ())]
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "json_invalid":
+        return f"request body is not valid JSON ({message} at character {location[-1]})"
+    where = ".".join(location[1:] if location[:1] == ["body"] else location) or "request body"
+    return f"{where}: {message}"
+
+
 def _token_entry(tokenizer, token_id: int, logprob: float) -> dict[str, Any]:
     text = tokenizer.decode([token_id])
     return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
@@ -307,85 +385,58 @@ def create_app(config: ServeConfig, backend=None) -> FastAPI:
                   description="Diagnosis with healthy references selected server-side, and an OpenAI-compatible "
                               "chat endpoint for the hosted model.")
     app.state.service = service
-
-    def authorised(request: HTTPRequest) -> None:
-        if service.token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), service.token.encode()):
-            raise APIError(401, "missing or wrong bearer token", "unauthorized")
+    # auth and the body limit come before FastAPI reads a body; unexpected errors become a bare 500
+    app.add_middleware(RequestGuard, token=service.token, max_body_bytes=config.max_request_bytes)
 
     @app.exception_handler(APIError)
     async def _api_error(_, exc: APIError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return _error(exc.status, exc.message, exc.kind, headers)
+        return error_response(exc.status, exc.message, exc.kind, headers)
 
     @app.exception_handler(ImageError)
     async def _image_error(_, exc: ImageError):
-        return _error(422, str(exc).splitlines()[0] if str(exc) else "invalid image", "invalid_image")
+        return error_response(422, service.public(exc), "invalid_image")
 
     @app.exception_handler(SeeInPairsError)
     async def _domain_error(_, exc: SeeInPairsError):
-        return _error(400, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, "invalid_request_error")
+        return error_response(400, service.public(exc), "invalid_request_error")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_, exc: RequestValidationError):
-        problems = []
-        for error in exc.errors()[:5]:
-            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
-            problems.append(f"{where}: {error.get('msg', 'invalid')}")
-        return _error(422, "; ".join(problems) or "invalid request", "invalid_request_error")
+        message = "; ".join(validation_problem(error) for error in exc.errors()[:5])
+        return error_response(422, message or "invalid request", "invalid_request_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail), "http_error")
-
-    @app.middleware("http")
-    async def _guard(request: HTTPRequest, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > service.config.max_upload_bytes * 4 // 3 + 65536:
-            return _error(413, f"request exceeds the upload limit of {service.config.max_upload_bytes} bytes",
-                          "too_large")
-        try:
-            return await call_next(request)
-        except Exception as exc:  # never a traceback to the client, never request data in the log
-            logger.error("internal error on %s %s (%s)", request.method, request.url.path, type(exc).__name__)
-            return _error(500, "internal server error", "server_error")
+        return error_response(exc.status_code, str(exc.detail), "http_error")
 
     @app.get("/healthz", response_model=Health, tags=["service"])
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": service.model_name, "bank_size": len(service.bank),
                 "selector": service.selector_name, "k": service.k}
 
-    @app.post("/v1/diagnose", response_model=DiagnoseResponse, responses=_ERRORS, tags=["diagnosis"],
-              dependencies=[Depends(authorised)])
-    def diagnose(image: UploadFile | None = File(None, description="PNG, JPEG or DICOM"),
-                 age: float | None = Form(None, ge=0, le=150), sex: str | None = Form(None),
-                 site: str | None = Form(None)) -> dict[str, Any]:
+    @app.post("/v1/diagnose", response_model=DiagnoseResponse, responses=_ERRORS, tags=["diagnosis"])
+    def diagnose(form: Annotated[DiagnoseForm, Form()]) -> dict[str, Any]:
         """Select healthy references for the uploaded query, ask the model, return the answer and probabilities."""
-        if image is None:
+        if form.image is None:
             raise APIError(400, "no image: send the query as the multipart field 'image'", "missing_file")
-        data = _read_limited(image, service.config.max_upload_bytes)
-        sex_value = normalise_sex(sex) if sex else None
-        if sex and sex_value is None:
-            raise APIError(422, "sex must be M, F or O", "invalid_request_error")
-        return service.diagnose(data, image.filename, age, sex_value, site or None)
+        data = _read_limited(form.image, service.config.max_upload_bytes)
+        return service.diagnose(data, form.image.filename, form.age, form.sex, form.site)
 
     @app.get("/v1/references/{case_id}/image", responses={200: {"content": {"image/png": {}}}, **_ERRORS},
-             tags=["diagnosis"], dependencies=[Depends(authorised)])
+             tags=["diagnosis"])
     def reference_image(case_id: str) -> Response:
         """A PNG thumbnail of a bank reference (pixels only)."""
         return Response(service.reference_png(case_id), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.post("/v1/chat/completions", responses=_ERRORS, tags=["openai"], dependencies=[Depends(authorised)])
+    @app.post("/v1/chat/completions", responses=_ERRORS, tags=["openai"])
     def chat_completions(body: ChatCompletionRequest) -> dict[str, Any]:
         """OpenAI-compatible chat completions for the hosted model (greedy; image_url data URLs;
         ``logprobs``/``top_logprobs`` of the next tokens)."""
         return service.chat(body)
 
-    @app.get("/v1/models", tags=["openai"], dependencies=[Depends(authorised)])
+    @app.get("/v1/models", tags=["openai"])
     def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": service.model_name, "object": "model", "owned_by": "seeinpairs"}]}
 

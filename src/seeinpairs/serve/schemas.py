@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..cases import normalise_sex
 from ..configfile import ConfigFile, resolve_path
 from ..evaluation.config import BankConfig, DataConfig
 from ..imaging import MAX_PIXELS
@@ -38,15 +40,19 @@ class SelectorSettings(BaseModel):
 class ServeConfig(ConfigFile):
     """What ``seeinpairs serve`` hosts: one model, one task, one reference bank and its selector.
 
+    A question goes in quotes: a plain scalar in a YAML flow mapping (``{...}``) cannot hold ``?`` or ``,``.
+
     .. code-block:: yaml
 
-        task: {question: Is there an abnormal opacity in the query image?, classes: [normal, abnormal],
+        task: {question: "Is there an abnormal opacity in the query image?", classes: [normal, abnormal],
                healthy_class: normal}
         data: {manifest: data/manifest.csv}
         bank: {split: train}
         selector: {name: embedding, k: 2, params: {embedder: pixel}}
         model: {name: models/my-vlm}
         auth_token: null            # or set SEEINPAIRS_API_TOKEN
+        max_prompt_tokens: 8192     # longer chat prompts: 400, before the model runs
+        max_concurrent_decodes: 2   # uploads decoded at once (each may take up to max_pixels x 3 bytes)
     """
 
     task: Task
@@ -60,6 +66,16 @@ class ServeConfig(ConfigFile):
     max_top_logprobs: int = Field(20, ge=1)
     max_tokens_limit: int = Field(256, ge=1)
     thumbnail_size: int = Field(256, ge=16)
+    #: a chat prompt longer than this (text and image tokens) is refused before it reaches the model,
+    #: so one request cannot hold the model for long
+    max_prompt_tokens: int = Field(8192, ge=1)
+    #: images decoded at the same time: each decode may take ``max_pixels`` x 3 bytes of memory
+    max_concurrent_decodes: int = Field(2, ge=1)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The most body bytes read from one request: one upload base64-encoded (4/3) plus 64 KiB of fields."""
+        return self.max_upload_bytes * 4 // 3 + 65536
 
     def resolve_paths(self, base: Path) -> "ServeConfig":
         model = self.model
@@ -67,6 +83,28 @@ class ServeConfig(ConfigFile):
             model = model.model_copy(update={"name": str(resolve_path(Path(model.name), base))})
         return self.model_copy(update={"data": self.data.resolved(base), "bank": self.bank.resolved(base),
                                        "model": model})
+
+
+class DiagnoseForm(BaseModel):
+    """The multipart form of ``POST /v1/diagnose``, validated in one place (a bad field is a 422 naming it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: UploadFile | None = Field(None, description="PNG, JPEG or DICOM")
+    age: float | None = Field(None, ge=0, le=150, allow_inf_nan=False, description="years")
+    sex: str | None = Field(None, description="M, F or O (male/female/other and other spellings are accepted)")
+    site: str | None = Field(None, max_length=100, description="acquisition site, for site-aware selectors")
+
+    @field_validator("age", "sex", "site", mode="before")
+    @classmethod
+    def _blank_is_absent(cls, value: Any) -> Any:
+        """A web form sends empty fields as empty strings; they mean 'not given'."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sex")
+    @classmethod
+    def _sex(cls, value: str | None) -> str | None:
+        return normalise_sex(value)
 
 
 class ProblemDetail(BaseModel):
