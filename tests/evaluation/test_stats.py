@@ -91,7 +91,7 @@ def test_summarise_columns_and_values():
     with_unlabelled = records + [{"case_id": "u", "gold": None, "probabilities": [0.5, 0.5]}]
     frame = summarise({"single": with_unlabelled, "paired": records[:20], "empty": []}, CLASSES, "normal", n_boot=200)
     names = METRICS.list_names()
-    assert list(frame.columns) == ["condition", "n"] + [c for m in names for c in (m, f"{m}_lo", f"{m}_hi")]
+    assert list(frame.columns) == ["condition", "n", "degenerate"] + [c for m in names for c in (m, f"{m}_lo", f"{m}_hi")]
     assert frame["n"].tolist() == [60, 20, 0]
     expected = compute_metrics(records, CLASSES, "normal")
     row = frame.iloc[0]
