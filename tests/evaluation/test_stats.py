@@ -152,3 +152,38 @@ def test_to_markdown_keeps_meaningful_index(tmp_path):
     paths = write_tables(frame, tmp_path, "t")
     assert paths["md"].read_text().startswith("| condition | acc |")
     assert to_markdown(pd.DataFrame({"x": [1]})).count("\n") == 3
+
+
+def test_bca_matches_scipy_on_a_skewed_mean():
+    from scipy.stats import bootstrap
+
+    from seeinpairs.evaluation.stats import bootstrap_mean_ci
+
+    values = np.random.default_rng(3).exponential(1.0, 80)  # skewed: BCa and percentile differ
+    mean, lo, hi = bootstrap_mean_ci(values, n_boot=4000)
+    reference = bootstrap((values,), np.mean, n_resamples=4000, method="BCa", random_state=0).confidence_interval
+    assert mean == pytest.approx(values.mean())
+    assert lo == pytest.approx(reference.low, abs=0.03) and hi == pytest.approx(reference.high, abs=0.03)
+
+
+def _ece_records(seed, n, miscalibrated):
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.05, 0.95, n)
+    truth = np.clip(0.8 * p + 0.05, 0, 1) if miscalibrated else p
+    gold = (rng.random(n) < truth).astype(int)
+    return [{"case_id": f"c{i}", "gold": CLASSES[g], "probabilities": [1 - q, q]} for i, (q, g) in enumerate(zip(p, gold))]
+
+
+def test_ece_interval_is_bca_or_not_given():
+    # miscalibrated: ECE is large, resampling bias moderate, and the BCa interval contains the estimate
+    frame = summarise({"x": _ece_records(2, 200, True)}, CLASSES, "normal", n_boot=1000, metrics=["ece"])
+    estimate, lo, hi = frame.loc[0, ["ece", "ece_lo", "ece_hi"]]
+    assert lo < estimate < hi and (estimate - lo) > 0.2 * (hi - lo)
+    # well calibrated: ECE is small and every resample inflates it, so no bootstrap interval holds the
+    # estimate (the percentile one lies entirely above it): the bounds are not given rather than wrong
+    records = _ece_records(0, 300, False)
+    frame = summarise({"x": records}, CLASSES, "normal", n_boot=1000, metrics=["ece"])
+    gold, probs, _, h = stats.to_arrays(records, CLASSES, "normal")
+    replicates = stats._replicates("ece", gold, probs, CLASSES, h, stats._resample_indices(len(gold), 1000, 0))
+    assert np.quantile(replicates, 0.025) > frame.loc[0, "ece"]  # why: the percentile interval misses it
+    assert math.isnan(frame.loc[0, "ece_lo"]) and math.isnan(frame.loc[0, "ece_hi"])

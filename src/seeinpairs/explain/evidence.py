@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..backends.hf import HFBackend
 from ..cases import Case, CaseTable
 from ..evaluation.runner import case_rng
-from ..evaluation.stats import _percentiles, _resample_indices, bootstrap_mean_ci
+from ..evaluation.stats import bootstrap_mean_ci, bootstrap_mean_delta_ci
 from ..imaging import load_image
 from ..prompts import PromptBuilder
 from ..references.bank import ReferenceBank
@@ -118,9 +118,8 @@ def _paired_delta(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> tuple
     a, b = a[keep], b[keep]
     if a.size == 0:
         return float("nan"), float("nan"), float("nan"), 0
-    idx = _resample_indices(a.size, n_boot, seed)
-    lo, hi = _percentiles(b[idx].mean(1) - a[idx].mean(1), 0.05)
-    return float(b.mean() - a.mean()), lo, hi, int(a.size)
+    delta, lo, hi = bootstrap_mean_delta_ci(a, b, n_boot=n_boot, seed=seed)
+    return delta, lo, hi, int(a.size)
 
 
 class EvidenceRunner:

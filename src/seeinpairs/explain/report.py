@@ -113,7 +113,7 @@ def evidence_section(result: EvidenceResult, title: str = "Evidence: attribution
     intro = (f"Maps toward the gold class for {cfg.get('n_localization')} abnormal cases with lesion masks (split "
              f"'{cfg.get('split')}'); the paired model sees k={cfg.get('k')} reference(s) chosen by "
              f"'{cfg.get('selector')}'. Scores use absolute attribution; a uniform map scores the mask's area fraction "
-             "(chance). Intervals are 95% percentile bootstraps over cases.")
+             "(chance). Intervals are 95% bootstrap intervals (BCa) over cases.")
     overlays = [{"uri": png_data_uri(png), "caption": f"Case {case_id}: references and query (top), each map over its "
                  "image; the lesion mask is outlined on the query."} for case_id, png in result.overlays]
     body = render_fragment("evidence.html.j2", intro=intro, findings=evidence_findings(result),

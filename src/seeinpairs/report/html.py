@@ -52,7 +52,7 @@ _LIST_LIMIT = 6
 
 DEFAULT_LIMITATIONS = (
     "What this can show: on these evaluation cases and with these models, whether showing k healthy reference "
-    "images with the query changes the measured metrics, with 95% percentile-bootstrap intervals over cases and "
+    "images with the query changes the measured metrics, with 95% bootstrap intervals (BCa) over cases and "
     "exact McNemar tests on per-case correctness of matched cases.",
     "The intervals describe case sampling only (with several seeds, the spread over seeds is shown separately). "
     "They do not cover other prompts, other models, other reference banks or other hospitals.",
