@@ -173,6 +173,8 @@ def _dicom_pixels(path: Path, dataset) -> np.ndarray:
     except (TypeError, ValueError):
         rows = columns = 0
         frames = 1
+    if not any(tag in dataset for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise ImageError(f"{path}: DICOM file holds no image (no Pixel Data element)")
     _check_pixels(path, rows, columns)  # refuse before decoding, not after
     try:
         return pixel_array(dataset, index=frames // 2 if frames > 1 else None)
@@ -246,6 +248,9 @@ def load_image(path: str | Path, window: Window | str | None = None) -> Image.Im
             return _load_dicom(path, window)
         try:
             handle = Image.open(path)
+        except Image.DecompressionBombError as exc:  # PIL's own header check, far above ours
+            raise ImageError(f"{path}: image exceeds the limit of {MAX_PIXELS} pixels, refused before decoding "
+                             f"({_first_line(exc)})") from None
         except UnidentifiedImageError:
             if suffix == "":
                 # no suffix and no preamble: perhaps a DICOM file without its preamble
