@@ -208,9 +208,10 @@ def validate(
     if problems:
         for problem in problems:
             console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
-        more = f" (and {len(problems) - 1} more, listed above)" if len(problems) > 1 else ""
-        raise ManifestError(f"{manifest}: {len(problems)} problem(s) in {check.parsed.rows} row(s); {cost}; "
-                            f"first: {problems[0]}{more}")
+        shown = 8
+        more = f"; and {len(problems) - shown} more (all listed above)" if len(problems) > shown else ""
+        raise ManifestError(f"{manifest}: {len(problems)} problem(s) in {check.parsed.rows} row(s) ({cost}): "
+                            + "; ".join(problems[:shown]) + more)
     table = check.parsed.cases
     counts: dict[tuple, int] = {}
     for case in table:
