@@ -87,7 +87,13 @@ class DataConfig(_Strict):
         an adapter's data folder (a manifest written from ``dataset`` points into it)."""
         folders = [self.image_root] if self.image_root is not None else []
         if self.dataset is not None:
+            from ..datasets.medmnist import cache_root
+
+            options = self.dataset.get("options") or {}
             folders.append(Path(str(self.dataset["root"])).expanduser())
+            folders += [Path(str(v)).expanduser() for k, v in options.items()
+                        if k.endswith(PATH_OPTION_SUFFIXES) and isinstance(v, str)]
+            folders.append(cache_root())  # adapters that convert images (MedMNIST) write them there
         return folders + list(self.roots)
 
     def load_table(self, classes: Sequence[str] | None = None) -> CaseTable:
