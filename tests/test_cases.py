@@ -377,6 +377,59 @@ def test_case_defaults_and_helpers():
     assert hash(case) == hash(Case("q1", ("/x/1.png", "/x/2.png")))
 
 
+# --------------------------------------------------------------------------- path confinement and splits
+
+
+@pytest.mark.parametrize("entry", ["../../../../etc/passwd", "/etc/passwd", "link.png", "images/../../x.png"])
+def test_image_outside_the_data_folder_is_refused(tmp_path, entry):
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    (outside / "x.png").write_bytes(b"x")
+    (data / "link.png").symlink_to(outside / "x.png")  # a link out of the data folder
+    path = write_csv(data / "m.csv", [{"case_id": "a", "image": entry}])
+    message = manifest_error(path)
+    assert f"row 1 field 'image': '{entry}' lies outside the data folder" in message
+    assert "--allow-outside-root" in message
+    assert len(CaseTable.load(path, allow_outside_root=True, check_files=False)) == 1  # the opt-out
+
+
+def test_image_under_image_root_or_extra_root_is_allowed(tmp_path, image_dir):
+    elsewhere = tmp_path / "manifests"
+    elsewhere.mkdir()
+    path = write_csv(elsewhere / "m.csv", [{"case_id": "a", "image": str(image_dir / "a.png")}])
+    assert "outside" in manifest_error(path)
+    assert len(CaseTable.load(path, image_root=image_dir)) == 1
+    assert len(CaseTable.load(path, roots=[tmp_path])) == 1
+
+
+def test_symlink_inside_the_data_folder_is_allowed(tmp_path, image_dir):
+    (image_dir / "alias.png").symlink_to(image_dir / "a.png")
+    table = CaseTable.load(write_csv(tmp_path / "m.csv", [{"case_id": "a", "image": "images/alias.png"}]))
+    assert table[0].image == str(image_dir / "alias.png")  # the path as given, made absolute
+
+
+@pytest.mark.parametrize("raw, expected", [("train", "train"), ("Training", "train"), ("validation", "val"),
+                                           ("valid", "val"), ("dev", "val"), ("TEST", "test"), ("testing", "test"),
+                                           ("site_reference", "site_reference"), ("", None)])
+def test_split_aliases(tmp_path, image_dir, raw, expected):
+    path = write_csv(tmp_path / "m.csv", [{"case_id": "a", "image": "images/a.png", "split": raw}])
+    assert CaseTable.load(path)[0].split == expected
+
+
+def test_unknown_split_names_row_and_value(tmp_path, image_dir):
+    rows = [{"case_id": "a", "image": "images/a.png", "split": "train"},
+            {"case_id": "b", "image": "images/b.png", "split": "holdout??"}]
+    message = manifest_error(write_csv(tmp_path / "m.csv", rows))
+    assert "row 2 field 'split': 'holdout??' is not a split (use train, val, test" in message
+
+
+def test_task_classes_need_the_label_column(tmp_path, image_dir):
+    path = write_csv(tmp_path / "m.csv", [{"case_id": "a", "image": "images/a.png"}])
+    assert "missing required column(s): label" in manifest_error(path, classes=["normal", "abnormal"])
+    assert len(CaseTable.load(path)) == 1  # without a task, labels are optional
+
+
 # --------------------------------------------------------------------------- round trips
 
 
@@ -387,7 +440,7 @@ def test_round_trip(tmp_path, image_dir, suffix):
     original = CaseTable.load(write_csv(tmp_path / "m.csv", rows))
     saved = original.save(tmp_path / "out" / f"saved{suffix}")
     assert saved.is_file()
-    loaded = CaseTable.load(saved)
+    loaded = CaseTable.load(saved, roots=[tmp_path])  # the images lie beside out/, not under it
     assert list(loaded) == list(original)
     assert [c.extra for c in loaded] == [c.extra for c in original]
     assert loaded.get("multi").age == original.get("multi").age == pytest.approx(0.5)

@@ -5,6 +5,13 @@ A manifest (CSV, Parquet or JSONL) holds one row per case with the columns
 column travels along in ``Case.extra``. Validation collects *every* problem and
 reports them in one line, each naming the row and field, so a user fixes a
 manifest in one pass instead of one error at a time.
+
+Image paths are confined: a path is resolved (following symlinks) and must lie
+under the manifest's folder or the image root (or an extra root the caller
+names, e.g. a data set adapter's folder), so a manifest from elsewhere cannot
+make the tool read ``../../etc/passwd`` or a symlink out of the data. Users who
+keep images elsewhere on purpose opt out (``allow_outside_root``). The rule is
+applied here, where every command resolves image paths.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -31,6 +39,17 @@ _SEX_ALIASES = {
     "o": "O", "other": "O",
 }
 _MAX_REPORTED_PROBLEMS = 8
+#: The splits a manifest may name. ``site_reference`` holds the reserved healthy references of a
+#: held-out site (written by the site-shift experiment); everything else is train/val/test.
+SPLITS = ("train", "val", "test", "site_reference")
+#: Accepted spellings (compared case-insensitively), normalised on load so that ``bank.split: val``
+#: and ``eval.split: test`` find the cases whatever the source data set called them.
+SPLIT_ALIASES = {
+    "train": "train", "training": "train", "train_val": "train",
+    "val": "val", "valid": "val", "validate": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+    "site_reference": "site_reference",
+}
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,19 @@ def normalise_sex(value: Any) -> str | None:
     if mapped is None:
         raise ValueError(f"'{text}' is not a sex (use M/F/O, male/female/other)")
     return mapped
+
+
+def normalise_split(value: Any) -> str | None:
+    """A split name as one of :data:`SPLITS`; an unknown name is an error, never a new split
+    (a typo such as ``tset`` would otherwise silently drop cases from evaluation)."""
+    text = _as_text(value)
+    if text is None:
+        return None
+    split = SPLIT_ALIASES.get(text.lower())
+    if split is None:
+        aliases = ", ".join(k for k in SPLIT_ALIASES if k not in SPLITS)
+        raise ValueError(f"'{text}' is not a split (use {', '.join(SPLITS)}; also accepted: {aliases})")
+    return split
 
 
 def _parse_age(value: Any) -> float | None:
@@ -289,18 +321,21 @@ class CaseTable(Sequence[Case]):
         image_root: str | Path | None = None,
         classes: Sequence[str] | None = None,
         check_files: bool = True,
+        roots: Sequence[str | Path] = (),
+        allow_outside_root: bool = False,
     ) -> "CaseTable":
         """Load and validate a manifest.
 
         Relative image paths resolve against ``image_root`` (default: the
-        manifest's folder). With ``classes`` given, labels outside them are
-        errors. All problems are gathered and raised as one ManifestError.
+        manifest's folder). Every image must lie under the manifest's folder,
+        ``image_root`` or one of ``roots`` unless ``allow_outside_root``. With
+        ``classes`` given, the label column is required and labels outside the
+        classes are errors. All problems are gathered and raised as one ManifestError.
         """
         path = Path(path)
-        frame = read_table(path)
-        # absolute, so that stored paths stay valid wherever the table is saved next
-        root = (Path(image_root).expanduser() if image_root is not None else path.parent).absolute()
-        return cls.from_frame(frame, source=str(path), image_root=root, classes=classes, check_files=check_files)
+        parsed = _parse_manifest(path, image_root, classes, check_files, roots, allow_outside_root)
+        parsed.raise_problems()
+        return cls(parsed.cases, str(path))
 
     @classmethod
     def from_frame(
@@ -310,88 +345,209 @@ class CaseTable(Sequence[Case]):
         image_root: str | Path | None = None,
         classes: Sequence[str] | None = None,
         check_files: bool = True,
+        roots: Sequence[str | Path] = (),
+        allow_outside_root: bool = False,
     ) -> "CaseTable":
-        columns = {str(c).strip(): c for c in frame.columns}
-        image_column = "images" if "images" in columns else ("image" if "image" in columns else None)
-        problems: list[str] = []
-        missing = [c for c in ("case_id",) if c not in columns]
-        if image_column is None:
-            missing.append("image (or images)")
-        if missing:
-            raise ManifestError(f"{source}: missing required column(s): {', '.join(missing)}")
-        known = set(CORE_FIELDS) | {"image"}
-        extra_columns = [c for c in columns if c not in known]
-        root = Path(image_root).expanduser() if image_root is not None else None
-        allowed = list(classes) if classes is not None else None
+        """A table from a frame; with ``image_root`` or ``roots`` given, images must lie under them."""
+        parsed = _parse_frame(frame, source, image_root, classes, check_files, roots, allow_outside_root)
+        parsed.raise_problems()
+        return cls(parsed.cases, source)
 
-        cases: list[Case] = []
-        seen: dict[str, int] = {}
-        for position, row in enumerate(frame.to_dict(orient="records")):
-            row_no = position + 1
-            row = {str(k).strip(): v for k, v in row.items()}
 
-            def problem(field_name: str, message: str) -> None:
-                problems.append(f"row {row_no} field '{field_name}': {message}")
+@dataclass
+class ParsedManifest:
+    """The usable cases of a manifest, every image that may be opened, and every problem found."""
 
-            # a bad case_id is reported, and the rest of the row is still checked
-            case_id = _as_text(row.get("case_id"))
-            usable = True
-            if case_id is None:
-                problem("case_id", "empty")
-                usable = False
-            elif case_id in seen:
-                problem("case_id", f"'{case_id}' already used in row {seen[case_id]}")
-                usable = False
-            else:
-                seen[case_id] = row_no
+    source: str
+    cases: list[Case]
+    images: list[tuple[int, str, str]]  # (row, field, path) of each image that exists inside the roots
+    problems: list[tuple[int, str]]  # (row, message); row 0 for the manifest as a whole
+    rows: int
 
-            try:
-                images = _parse_images(row.get(image_column))
-            except ValueError as exc:
-                problem(image_column, str(exc))
-                images = []
-            resolved = []
-            for image in images:
-                image_path = Path(image).expanduser()
-                if not image_path.is_absolute() and root is not None:
-                    image_path = root / image_path
-                if check_files and not image_path.is_file():
-                    problem(image_column, f"file not found '{image_path}'")
-                resolved.append(str(image_path))
+    def add(self, row: int, field_name: str, message: str) -> None:
+        self.problems.append((row, f"row {row} field '{field_name}': {message}"))
 
-            label = _as_text(row.get("label"))
-            if label is not None and allowed is not None and label not in allowed:
-                problem("label", f"'{label}' is not one of [{', '.join(allowed)}]")
-            try:
-                age = _parse_age(row.get("age"))
-            except ValueError as exc:
-                problem("age", str(exc))
-                age = None
-            try:
-                sex = normalise_sex(row.get("sex"))
-            except ValueError as exc:
-                problem("sex", str(exc))
-                sex = None
-            extra = {c: _plain(row.get(c)) for c in extra_columns if not _is_missing(row.get(c))}
-            if resolved and usable:
-                cases.append(
-                    Case(
-                        case_id=case_id,
-                        images=tuple(resolved),
-                        label=label,
-                        patient_id=_as_text(row.get("patient_id")),
-                        age=age,
-                        sex=sex,
-                        site=_as_text(row.get("site")),
-                        split=_as_text(row.get("split")),
-                        extra=extra,
-                    )
-                )
+    def messages(self) -> list[str]:
+        """Every problem, in row order, each one line."""
+        return [_one_line(text) for _, text in sorted(self.problems, key=lambda p: p[0])]
+
+    def raise_problems(self) -> None:
+        """Raise all problems as one ManifestError (the first few spelled out), if there are any."""
+        problems = self.messages()
         if problems:
             shown = "; ".join(problems[:_MAX_REPORTED_PROBLEMS])
             more = f"; and {len(problems) - _MAX_REPORTED_PROBLEMS} more" if len(problems) > _MAX_REPORTED_PROBLEMS else ""
-            raise ManifestError(_one_line(f"{source}: {len(problems)} problem(s): {shown}{more}"))
-        return cls(cases, source)
+            raise ManifestError(_one_line(f"{self.source}: {len(problems)} problem(s): {shown}{more}"))
+
+
+def _parse_manifest(path: Path, image_root: str | Path | None, classes: Sequence[str] | None, check_files: bool,
+                    roots: Sequence[str | Path], allow_outside_root: bool) -> ParsedManifest:
+    frame = read_table(path)
+    # absolute, so that stored paths stay valid wherever the table is saved next
+    root = (Path(image_root).expanduser() if image_root is not None else path.parent).absolute()
+    return _parse_frame(frame, str(path), root, classes, check_files, (path.parent.absolute(), *roots),
+                        allow_outside_root)
+
+
+def _resolve_image(image: str, root: Path | None, allowed: Sequence[Path], allow_outside_root: bool) -> Path:
+    """The path of one manifest entry; ValueError if it resolves outside every allowed root."""
+    image_path = Path(image).expanduser()
+    if not image_path.is_absolute() and root is not None:
+        image_path = root / image_path
+    if allowed and not allow_outside_root:
+        try:
+            real = image_path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop
+            real = None
+        if real is None or not any(real.is_relative_to(r) for r in allowed):
+            raise ValueError(f"'{image}' lies outside the data folder ({', '.join(str(r) for r in allowed)}); "
+                             "--allow-outside-root (data.allow_outside_root: true) permits it")
+    return image_path
+
+
+def _allowed_roots(image_root: Path | None, roots: Sequence[str | Path]) -> list[Path]:
+    folders = ([image_root] if image_root is not None else []) + [Path(r).expanduser() for r in roots]
+    unique: list[Path] = []
+    for folder in folders:
+        resolved = folder.absolute().resolve()
+        if resolved not in unique:
+            unique.append(resolved)
+    return unique
+
+
+def _parse_frame(frame: pd.DataFrame, source: str, image_root: str | Path | None, classes: Sequence[str] | None,
+                 check_files: bool, roots: Sequence[str | Path], allow_outside_root: bool) -> ParsedManifest:
+    """Check every row of a manifest frame; column-level problems raise at once."""
+    columns = {str(c).strip(): c for c in frame.columns}
+    image_column = "images" if "images" in columns else ("image" if "image" in columns else None)
+    missing = [c for c in ("case_id",) if c not in columns]
+    if image_column is None:
+        missing.append("image (or images)")
+    if classes is not None and "label" not in columns:
+        missing.append("label (needed to check labels against the task's classes)")
+    if missing:
+        raise ManifestError(f"{source}: missing required column(s): {', '.join(missing)}")
+    known = set(CORE_FIELDS) | {"image"}
+    extra_columns = [c for c in columns if c not in known]
+    root = Path(image_root).expanduser() if image_root is not None else None
+    allowed_roots = _allowed_roots(root, roots)
+    allowed = list(classes) if classes is not None else None
+    parsed = ParsedManifest(source, [], [], [], len(frame))
+
+    seen: dict[str, int] = {}
+    for position, row in enumerate(frame.to_dict(orient="records")):
+        row_no = position + 1
+        row = {str(k).strip(): v for k, v in row.items()}
+
+        def problem(field_name: str, message: str) -> None:
+            parsed.add(row_no, field_name, message)
+
+        # a bad case_id is reported, and the rest of the row is still checked
+        case_id = _as_text(row.get("case_id"))
+        usable = True
+        if case_id is None:
+            problem("case_id", "empty")
+            usable = False
+        elif case_id in seen:
+            problem("case_id", f"'{case_id}' already used in row {seen[case_id]}")
+            usable = False
+        else:
+            seen[case_id] = row_no
+
+        try:
+            images = _parse_images(row.get(image_column))
+        except ValueError as exc:
+            problem(image_column, str(exc))
+            images = []
+        resolved = []
+        for image in images:
+            try:
+                image_path = _resolve_image(image, root, allowed_roots, allow_outside_root)
+            except ValueError as exc:
+                problem(image_column, str(exc))
+                usable = False
+                continue
+            if check_files and not image_path.is_file():
+                problem(image_column, f"file not found '{image_path}'")
+            else:
+                parsed.images.append((row_no, image_column, str(image_path)))
+            resolved.append(str(image_path))
+
+        label = _as_text(row.get("label"))
+        if label is not None and allowed is not None and label not in allowed:
+            problem("label", f"'{label}' is not one of [{', '.join(allowed)}]")
+        try:
+            age = _parse_age(row.get("age"))
+        except ValueError as exc:
+            problem("age", str(exc))
+            age = None
+        try:
+            sex = normalise_sex(row.get("sex"))
+        except ValueError as exc:
+            problem("sex", str(exc))
+            sex = None
+        try:
+            split = normalise_split(row.get("split"))
+        except ValueError as exc:
+            problem("split", str(exc))
+            split = None
+        extra = {c: _plain(row.get(c)) for c in extra_columns if not _is_missing(row.get(c))}
+        if resolved and usable:
+            parsed.cases.append(
+                Case(
+                    case_id=case_id,
+                    images=tuple(resolved),
+                    label=label,
+                    patient_id=_as_text(row.get("patient_id")),
+                    age=age,
+                    sex=sex,
+                    site=_as_text(row.get("site")),
+                    split=split,
+                    extra=extra,
+                )
+            )
+    return parsed
+
+
+@dataclass
+class ManifestCheck:
+    """What :func:`check_manifest` found: the parsed manifest (with every problem) and what it cost."""
+
+    parsed: ParsedManifest
+    decoded: int
+    seconds: float
+
+    @property
+    def problems(self) -> list[str]:
+        return self.parsed.messages()
+
+
+def check_manifest(
+    path: str | Path,
+    image_root: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    decode: bool = True,
+    allow_outside_root: bool = False,
+    roots: Sequence[str | Path] = (),
+) -> ManifestCheck:
+    """Check a manifest the way ``eval`` will use it: the same parsing and path rules as
+    :meth:`CaseTable.load`, then every image opened with the same loader
+    (:func:`seeinpairs.imaging.load_image`), so whatever ``eval`` would reject is found here,
+    all of it in one pass. ``decode=False`` stops after the file checks."""
+    from .errors import ImageError
+    from .imaging import load_image
+
+    started = time.perf_counter()
+    parsed = _parse_manifest(Path(path), image_root, classes, True, roots, allow_outside_root)
+    decoded = 0
+    if decode:
+        for row_no, field_name, image in parsed.images:
+            try:
+                load_image(image).close()
+                decoded += 1
+            except ImageError as exc:
+                parsed.add(row_no, field_name, str(exc))
+    return ManifestCheck(parsed, decoded, time.perf_counter() - started)
 
 
 def _join_images(images: Sequence[str]) -> str:

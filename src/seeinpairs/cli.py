@@ -190,19 +190,39 @@ def validate(
     manifest: Path = typer.Argument(..., help="CSV, TSV, Parquet or JSONL manifest."),
     task: Optional[Path] = typer.Option(None, help="Task YAML; labels are checked against its classes."),
     image_root: Optional[Path] = typer.Option(None, help="Folder that relative image paths start from."),
+    quick: bool = typer.Option(False, "--quick", help="Only check that the images exist; do not decode them."),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root",
+                                            help="Accept image paths outside the manifest folder and image root."),
 ) -> None:
-    """Check a manifest: every problem is reported with its row and field."""
-    from .cases import CaseTable
+    """Check a manifest as eval will use it: every row and field, and every image decoded.
+
+    All problems are listed (one per line, with row and file) before the one-line error.
+    """
+    from .cases import check_manifest
+    from .errors import ManifestError
     from .tasks import Task
 
     classes = Task.from_yaml(task).classes if task is not None else None
-    table = CaseTable.load(manifest, image_root=image_root, classes=classes)
+    check = check_manifest(manifest, image_root=image_root, classes=classes, decode=not quick,
+                           allow_outside_root=allow_outside_root)
+    images = len(check.parsed.images)
+    cost = (f"{images} image(s) found, not decoded (--quick)" if quick
+            else f"{check.decoded} of {images} image(s) decoded") + f" in {check.seconds:.1f} s"
+    problems = check.problems
+    if problems:
+        for problem in problems:
+            console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+        shown = 8
+        more = f"; and {len(problems) - shown} more (all listed above)" if len(problems) > shown else ""
+        raise ManifestError(f"{manifest}: {len(problems)} problem(s) in {check.parsed.rows} row(s) ({cost}): "
+                            + "; ".join(problems[:shown]) + more)
+    table = check.parsed.cases
     counts: dict[tuple, int] = {}
     for case in table:
         counts[(case.split, case.label)] = counts.get((case.split, case.label), 0) + 1
-    console.print(f"{manifest}: {len(table)} cases, OK")
+    console.print(f"{manifest}: {len(table)} cases, {cost}, OK", markup=False, highlight=False)
     for (split, label), n in sorted(counts.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
-        console.print(f"  split={split} label={label}: {n}")
+        console.print(f"  split={split} label={label}: {n}", markup=False, highlight=False)
 
 
 @app.command()

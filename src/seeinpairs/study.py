@@ -187,7 +187,7 @@ def run_sample_efficiency(config: StudyConfig, progress: bool = True) -> pd.Data
                              **{c: row[c] for c in result.summary.columns if c not in ("model", "mode", "selector", "k", "seed")}})
     curves = pd.DataFrame(rows)
     if not curves.empty and (curves["n_train"] == -1).any():
-        table = CaseTable.load(config.data.manifest, image_root=config.data.image_root, classes=config.task.classes)
+        table = config.data.load_table(classes=config.task.classes)
         n_all = sum(1 for c in table if c.split == config.train.get("train_split", "train"))
         curves.loc[curves["n_train"] == -1, "n_train"] = n_all
     write_tables(curves, out, "learning_curves")
@@ -212,7 +212,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     evaluation = _evaluate(config, models, out / "eval", baseline=SINGLE_LABEL, progress=progress)
     curves = run_sample_efficiency(config, progress=progress)
 
-    table = CaseTable.load(config.data.manifest, image_root=config.data.image_root, classes=config.task.classes)
+    table = config.data.load_table(classes=config.task.classes)
     examples = []
     if config.examples and not evaluation.paired_tests.empty:
         best = evaluation.paired_tests.sort_values("delta_auroc", ascending=False).iloc[0]

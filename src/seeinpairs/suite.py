@@ -226,7 +226,7 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
         if not result.evaluation.paired_tests.empty:
             tests.append(result.evaluation.paired_tests.rename(columns={"seed": "selection_seed"})
                          .assign(study=study_name, seed=seed))
-        table = CaseTable.load(study.data.manifest, image_root=study.data.image_root, classes=study.task.classes)
+        table = study.data.load_table(classes=study.task.classes)
         records = [r for recs in result.evaluation.records.values() for r in recs]
         audit = audit_references(records, table)
         leakage.append({"study": study_name, "train_seed": seed, **audit.as_dict(),

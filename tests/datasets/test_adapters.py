@@ -16,6 +16,7 @@ from seeinpairs.datasets.medmnist import default_image_dir
 from seeinpairs.datasets.registry import (DATASETS, ResplitReport, dataset_options, guess_healthy, list_datasets,
                                           load_dataset, patients_across_splits, resplit_by_patient)
 from seeinpairs.errors import ConfigError, ManifestError, RegistryError
+from seeinpairs.evaluation.config import DataConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 ADAPTERS = ["aptos", "chexpert", "dicomfolder", "fitzpatrick", "ham10000", "imagefolder", "isic", "medmnist",
@@ -92,7 +93,9 @@ def test_adapter_maps_native_layout_onto_cases(layout_id, tmp_path):
             assert value_of(case, key) == value, (case_id, key)
     # the harmonised table is a valid manifest: it saves and reloads with every field intact
     table.save(tmp_path / "manifest.csv")
-    reloaded = CaseTable.load(tmp_path / "manifest.csv", classes=task.classes)
+    config = DataConfig(manifest=tmp_path / "manifest.csv", dataset={"name": layout.name, "root": str(layout.root),
+                                                                     "options": layout.options})
+    reloaded = config.load_table(classes=task.classes)  # the adapter's folders are allowed image roots
     assert [(c.case_id, c.label, c.patient_id, c.sex, c.age, c.site, c.split, c.images) for c in reloaded] == \
            [(c.case_id, c.label, c.patient_id, c.sex, c.age, c.site, c.split, c.images) for c in table]
 

@@ -140,9 +140,14 @@ def _task(flag: str, info: dict, healthy: str | None) -> Task:
 def default_image_dir(npz: Path) -> Path:
     """A per-file PNG cache outside the data folder, keyed by the file's location (its content
     fingerprint decides when the PNGs are rewritten)."""
-    cache = Path(os.environ.get("SEEINPAIRS_CACHE", Path.home() / ".cache" / "seeinpairs")).expanduser()
     key = hashlib.sha256(str(npz.resolve()).encode()).hexdigest()[:12]
-    return cache / "medmnist" / f"{npz.stem}-{key}"
+    return cache_root() / "medmnist" / f"{npz.stem}-{key}"
+
+
+def cache_root() -> Path:
+    """Where converted images are cached (``$SEEINPAIRS_CACHE`` or ``~/.cache/seeinpairs``); a manifest
+    written from this adapter points there, so it is one of the folders its images may lie in."""
+    return Path(os.environ.get("SEEINPAIRS_CACHE", Path.home() / ".cache" / "seeinpairs")).expanduser()
 
 
 @register("medmnist")

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..cases import Case, CaseTable
+from ..cases import SPLIT_ALIASES, Case, CaseTable
 from ..errors import ConfigError, ManifestError
 from ..registry import Registry
 from ..tasks import Task
@@ -40,11 +40,6 @@ Loader = Callable[..., "tuple[CaseTable, Task]"]
 DATASETS: Registry[tuple[CaseTable, Task]] = Registry("dataset")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
-SPLIT_ALIASES = {
-    "train": "train", "training": "train", "train_val": "train",
-    "val": "val", "valid": "val", "validate": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test",
-}
 _MAX_SHOWN = 8
 
 

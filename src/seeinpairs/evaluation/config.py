@@ -8,10 +8,11 @@ a config and its data travel together.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Sequence
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from ..cases import CaseTable
 from ..configfile import ConfigFile, resolve_path
 from ..tasks import Task
 
@@ -54,6 +55,10 @@ class DataConfig(_Strict):
     synthetic: dict[str, Any] | None = None
     dataset: dict[str, Any] | None = None
     resplit: ResplitConfig | None = None
+    #: further folders the manifest's images may lie in (besides its own folder and image_root)
+    roots: list[Path] = Field(default_factory=list)
+    #: let image paths point anywhere (by default they must stay under the folders above)
+    allow_outside_root: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":
@@ -75,7 +80,26 @@ class DataConfig(_Strict):
                        for key, value in dict(dataset.get("options") or {}).items()}
             dataset = {**dataset, "root": str(resolve(Path(str(dataset["root"])).expanduser())), "options": options}
         return self.model_copy(update={"manifest": resolve(self.manifest), "image_root": resolve(self.image_root),
-                                       "dataset": dataset})
+                                       "dataset": dataset, "roots": [resolve(r) for r in self.roots]})
+
+    def table_roots(self) -> list[Path]:
+        """The folders images may lie in besides the manifest's own: ``image_root``, ``roots`` and
+        an adapter's data folder (a manifest written from ``dataset`` points into it)."""
+        folders = [self.image_root] if self.image_root is not None else []
+        if self.dataset is not None:
+            from ..datasets.medmnist import cache_root
+
+            options = self.dataset.get("options") or {}
+            folders.append(Path(str(self.dataset["root"])).expanduser())
+            folders += [Path(str(v)).expanduser() for k, v in options.items()
+                        if k.endswith(PATH_OPTION_SUFFIXES) and isinstance(v, str)]
+            folders.append(cache_root())  # adapters that convert images (MedMNIST) write them there
+        return folders + list(self.roots)
+
+    def load_table(self, classes: Sequence[str] | None = None) -> CaseTable:
+        """The manifest as a validated CaseTable, with this config's path rule."""
+        return CaseTable.load(self.manifest, image_root=self.image_root, classes=classes, roots=self.table_roots(),
+                              allow_outside_root=self.allow_outside_root)
 
 
 class BankConfig(_Strict):

@@ -235,8 +235,7 @@ class ExperimentRunner:
         self.task = config.task
         with self.dist.main_first():
             ensure_data(config)
-        self.table = CaseTable.load(config.data.manifest, image_root=config.data.image_root,
-                                    classes=self.task.classes)
+        self.table = config.data.load_table(classes=self.task.classes)
         self.eval_cases = select_eval_cases(self.table, config.eval.split, config.eval.max_cases)
         self.output_dir = Path(config.output_dir)
         self.store = PredictionStore(self.output_dir, rank=self.dist.rank if self.dist.enabled else None)

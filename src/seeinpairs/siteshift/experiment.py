@@ -114,15 +114,18 @@ def run_site_shift(spec: SiteShiftSpec, study, out_dir: Path, progress: bool = T
 
     out_dir.mkdir(parents=True, exist_ok=True)
     task = study.task
-    source = CaseTable.load(study.data.manifest, image_root=study.data.image_root, classes=task.classes)
+    source = study.data.load_table(classes=task.classes)
     manifest = out_dir / "data" / "manifest.csv"
     if not manifest.exists():
         shifted, held_out = build_shifted_table(spec, source, task.healthy_class, out_dir / "data")
         shifted.save(manifest)
     else:
         held_out = spec.held_out or create_protocol(spec.protocol).held_out
-    shifted = CaseTable.load(manifest, classes=task.classes)
-    config = study.model_copy(update={"data": DataConfig(manifest=manifest), "bank": BankConfig(split="train"),
+    # the shifted manifest points back at the study's images: their folders stay allowed
+    data = DataConfig(manifest=manifest, roots=[Path(study.data.manifest).parent, *study.data.table_roots()],
+                      allow_outside_root=study.data.allow_outside_root)
+    shifted = data.load_table(classes=task.classes)
+    config = study.model_copy(update={"data": data, "bank": BankConfig(split="train"),
                                       "output_dir": out_dir})
     k_train = study.paired_training.k
     checkpoints = {

@@ -317,7 +317,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
     # data
     ensure_data(config)  # type: ignore[arg-type]  (uses only config.data)
     task = config.task
-    table = CaseTable.load(config.data.manifest, image_root=config.data.image_root, classes=task.classes)
+    table = config.data.load_table(classes=task.classes)
     train_cases = _train_cases(config, table)
     val_cases: list[Case] = []
     if config.val_split:
