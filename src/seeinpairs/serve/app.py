@@ -184,8 +184,7 @@ class Service:
     def __init__(self, config: ServeConfig, backend=None) -> None:
         self.config = config
         self.task = config.task
-        self.table = CaseTable.load(config.data.manifest, image_root=config.data.image_root,
-                                    classes=config.task.classes)
+        self.table = config.data.load_table(classes=config.task.classes)
         self.bank = ReferenceBank.from_table(self.table, self.task, split=config.bank.split,
                                              cache_dir=config.bank.cache_dir)
         self.k = config.selector.k
