@@ -1,8 +1,10 @@
 """The ``seeinpairs`` command line: eval, demo, build-tiny, validate, list.
 
-Every user-facing error (bad manifest, config, image, impossible request)
-is printed as one line and exits with status 2; a Ctrl-C leaves the already
-stored predictions intact and says how to resume.
+Every user-facing error (bad manifest, config, image, impossible request) and
+every usage error (unknown command or option, a missing argument, a count below
+its minimum) is printed as one ``error:`` line and exits with status 2; a Ctrl-C
+leaves the already stored predictions intact and says how to resume. Configs are
+read and validated before torch is imported, so a bad one fails in about a second.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 from rich.text import Text
-from typer._click.exceptions import ClickException, NoSuchOption, UsageError
+
+try:  # recent typer bundles its own click, whose usage errors are not ``click``'s classes
+    from typer._click.exceptions import ClickException, NoSuchOption, UsageError
+except ImportError:  # older typer runs on click itself
+    from click.exceptions import ClickException, NoSuchOption, UsageError
 
 from .cli_console import make_console
 from .cli_explain import register as register_explain
@@ -253,7 +259,7 @@ def usage_message(exc: UsageError) -> str:
     """A command-line mistake as one line: what is wrong, the commands where a command was
     expected (no arguments, an unknown command), and where the help is.
 
-    typer bundles its own click, so its usage errors are caught by typer's classes.
+    Click's own layout (a usage line, a hint, then the error) is folded into this one line.
     """
     message = " ".join(exc.format_message().split())
     ctx = exc.ctx
@@ -266,8 +272,8 @@ def usage_message(exc: UsageError) -> str:
 
 
 def print_error(message: str) -> None:
-    """One ``error:`` line on stderr, the message printed as given (never read as markup)."""
-    err_console.print(Text("error:", style="red"), " ".join(str(message).split()), highlight=False, soft_wrap=True)
+    """The ``error:`` line on stderr, the message printed as given (never read as markup)."""
+    err_console.print(Text("error:", style="red"), message, highlight=False, soft_wrap=True)
 
 
 def main() -> None:
@@ -291,8 +297,8 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    # without standalone mode, click returns the code of an explicit ``typer.Exit`` (and 0 after --help)
-    sys.exit(status if isinstance(status, int) else 0)
+    if isinstance(status, int) and status:  # without standalone mode click returns an explicit Exit's code
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def register(app: typer.Typer, console: Console) -> None:
         method: list[str] = typer.Option(["grad_x_input", "attention"], help="grad_x_input, integrated_gradients, "
                                          "attention, rollout (repeatable)."),
         ig_steps: int = typer.Option(16, min=1, help="Integrated-gradients steps."),
-        output: Path = typer.Option(Path("runs/explain"), file_okay=False, help="Folder for the overlay PNG and the maps."),
+        output: Path = typer.Option(Path("runs/explain"), file_okay=False,
+                                    help="Folder for the overlay PNG and the maps."),
     ) -> None:
         """Attribution maps of every image in one case's prompt (references and query) toward an option."""
         runner = _runner(config)

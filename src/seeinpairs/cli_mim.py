@@ -147,7 +147,8 @@ def evaluate(
 @app.command()
 def train(
     files: list[Path] = typer.Argument(..., help="Med-MIM-format training files (e.g. *_train_inherent_*.json)."),
-    output: Path = typer.Option(Path("runs/mim_sft"), file_okay=False, help="Output folder (final/ loads with --model)."),
+    output: Path = typer.Option(Path("runs/mim_sft"), file_okay=False,
+                                help="Output folder (final/ loads with --model)."),
     val: list[Path] = typer.Option([], help="Validation files (repeatable); best checkpoint by validation loss."),
     root: list[str] = typer.Option([], help="Image root per data set: NAME=FOLDER (repeatable; '*' for any)."),
     model: str | None = typer.Option(None, help="Pretrained checkpoint (LoRA by default)."),

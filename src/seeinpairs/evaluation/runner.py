@@ -382,8 +382,9 @@ class ExperimentRunner:
             self.console.print(f"all {len(self.conditions)} conditions already computed in {self.output_dir}",
                                style="green", markup=False)
         backends: dict[str, Backend] = {}
-        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=self.console, disable=not self.progress or total == 0) as bar:
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                      disable=not self.progress or total == 0) as bar:
             overall = bar.add_task("predictions", total=total)
             for cond in self.conditions:
                 key, _ = keys[cond]
