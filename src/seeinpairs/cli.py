@@ -1,8 +1,10 @@
 """The ``seeinpairs`` command line: eval, demo, build-tiny, validate, list.
 
-Every user-facing error (bad manifest, config, image, impossible request)
-is printed as one line and exits with status 2; a Ctrl-C leaves the already
-stored predictions intact and says how to resume.
+Every user-facing error (bad manifest, config, image, impossible request) and
+every usage error (unknown command or option, a missing argument, a count below
+its minimum) is printed as one ``error:`` line and exits with status 2; a Ctrl-C
+leaves the already stored predictions intact and says how to resume. Configs are
+read and validated before torch is imported, so a bad one fails in about a second.
 """
 
 from __future__ import annotations
@@ -13,16 +15,22 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+try:  # recent typer bundles its own click, whose usage errors are not ``click``'s classes
+    from typer._click.exceptions import ClickException, NoSuchOption, UsageError
+except ImportError:  # older typer runs on click itself
+    from click.exceptions import ClickException, NoSuchOption, UsageError
+
+from .cli_console import make_console
 from .cli_explain import register as register_explain
 from .errors import SeeInPairsError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="Reference-guided comparative diagnosis with vision-language models.")
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -74,8 +82,8 @@ def print_summary(result) -> None:
 @app.command("eval")
 def eval_command(
     config: Path = typer.Argument(..., help="Experiment YAML."),
-    output: Optional[Path] = typer.Option(None, help="Override the config's output_dir."),
-    max_cases: Optional[int] = typer.Option(None, help="Evaluate at most this many cases per condition."),
+    output: Optional[Path] = typer.Option(None, file_okay=False, help="Override the config's output_dir."),
+    max_cases: Optional[int] = typer.Option(None, min=1, help="Evaluate at most this many cases per condition."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Run (or resume) an experiment and print single vs paired metrics.
@@ -84,9 +92,10 @@ def eval_command(
     sharded across the N processes; rank 0 writes the tables and prints.
     """
     from .evaluation.config import ExperimentConfig
+
+    cfg = ExperimentConfig.from_yaml(config)  # before the runner's torch import: config errors come fast
     from .evaluation.runner import run_experiment
 
-    cfg = ExperimentConfig.from_yaml(config)
     updates = {}
     if output is not None:
         updates["output_dir"] = output
@@ -118,9 +127,9 @@ def print_study(result) -> None:
 
 @app.command()
 def demo(
-    output: Path = typer.Option(Path("runs/demo"), help="Where data, models and results go."),
+    output: Path = typer.Option(Path("runs/demo"), file_okay=False, help="Where data, models and results go."),
     family: str = typer.Option("qwen2_vl", help="Tiny model family (qwen2_vl, idefics3)."),
-    patients: Optional[int] = typer.Option(None, help="Patients in the generated data set (default 300)."),
+    patients: Optional[int] = typer.Option(None, min=1, help="Patients in the generated data set (default 300)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """The embedded study: generated benchmark, tiny VLMs trained single vs paired, report."""
@@ -175,9 +184,9 @@ def train(
 @app.command("build-tiny")
 def build_tiny(
     family: str = typer.Argument(..., help="qwen2_vl or idefics3"),
-    output: Path = typer.Argument(..., help="Folder to write the model to."),
+    output: Path = typer.Argument(..., file_okay=False, help="Folder to write the model to."),
     text: list[str] = typer.Option([], help="Extra words for the tokenizer (class names, questions)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0),
 ) -> None:
     """Build a tiny randomly initialised VLM of a real architecture, offline."""
     from .backends.tiny import build_tiny_vlm
@@ -229,17 +238,18 @@ def validate(
 def serve(
     config: Path = typer.Argument(..., help="Serve YAML: task, data manifest, bank, selector, k, model."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8000, help="Port."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port."),
     token: Optional[str] = typer.Option(None, envvar="SEEINPAIRS_API_TOKEN", show_envvar=True,
                                         help="Bearer token required on /v1 endpoints."),
 ) -> None:
     """Serve the diagnosis API, an OpenAI-compatible chat endpoint and the web page for one model."""
+    from .serve.schemas import ServeConfig
+
+    cfg = ServeConfig.from_yaml(config)  # before the app's torch import: config errors come fast
     import uvicorn
 
     from .serve.app import create_app
-    from .serve.schemas import ServeConfig
 
-    cfg = ServeConfig.from_yaml(config)
     if token:
         cfg = cfg.model_copy(update={"auth_token": token})
     console.print(f"serving {cfg.model.label or cfg.model.name} on http://{host}:{port}/ "
@@ -269,27 +279,50 @@ from .cli_mim import app as mim_app  # noqa: E402  (multi-image QA commands)
 app.add_typer(mim_app, name="mim")
 
 
+def usage_message(exc: UsageError) -> str:
+    """A command-line mistake as one line: what is wrong, the commands where a command was
+    expected (no arguments, an unknown command), and where the help is.
+
+    Click's own layout (a usage line, a hint, then the error) is folded into this one line.
+    """
+    message = " ".join(exc.format_message().split())
+    ctx = exc.ctx
+    if ctx is None:
+        return message
+    group = ctx.command
+    if hasattr(group, "list_commands") and ctx.invoked_subcommand is None and not isinstance(exc, NoSuchOption):
+        message += f" Commands: {', '.join(group.list_commands(ctx))}."
+    return f"{message} (see '{ctx.command_path} --help')"
+
+
+def print_error(message: str) -> None:
+    """The ``error:`` line on stderr, the message printed as given (never read as markup)."""
+    err_console.print(Text("error:", style="red"), message, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    """The console entry point: user errors and usage errors are one ``error:`` line and exit status 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        status = app(standalone_mode=False)
     except SeeInPairsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         sys.exit(2)
+    except UsageError as exc:
+        print_error(usage_message(exc))
+        sys.exit(2)
+    except ClickException as exc:  # e.g. a file that click could not open
+        print_error(exc.format_message())
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted: predictions computed so far are stored; run the same command to resume")
         sys.exit(130)
+    except typer.Abort:
+        sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    if isinstance(status, int) and status:  # without standalone mode click returns an explicit Exit's code
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ from .errors import ConfigError
 
 def _runner(config: Path):
     from .evaluation.config import ExperimentConfig
+
+    experiment = ExperimentConfig.from_yaml(config)  # before the runner's torch import: config errors come fast
     from .evaluation.runner import ExperimentRunner
 
-    return ExperimentRunner(ExperimentConfig.from_yaml(config), progress=False)
+    return ExperimentRunner(experiment, progress=False)
 
 
 def _model(runner, label: str | None):
@@ -47,20 +49,21 @@ def register(app: typer.Typer, console: Console) -> None:
         model: str | None = typer.Option(None, help="Model label in the config (default: the first)."),
         selector: str = typer.Option("random", help="Reference selector (k=0 explains the single-image prompt)."),
         k: int = typer.Option(1, min=0, help="Number of references."),
-        seed: int = typer.Option(0, help="Selection seed (the evaluation's seed gives the same references)."),
+        seed: int = typer.Option(0, min=0, help="Selection seed (the evaluation's seed gives the same references)."),
         option: str | None = typer.Option(None, help="Option to explain (default: the predicted one)."),
         method: list[str] = typer.Option(["grad_x_input", "attention"], help="grad_x_input, integrated_gradients, "
                                          "attention, rollout (repeatable)."),
         ig_steps: int = typer.Option(16, min=1, help="Integrated-gradients steps."),
-        output: Path = typer.Option(Path("runs/explain"), help="Folder for the overlay PNG and the maps."),
+        output: Path = typer.Option(Path("runs/explain"), file_okay=False,
+                                    help="Folder for the overlay PNG and the maps."),
     ) -> None:
         """Attribution maps of every image in one case's prompt (references and query) toward an option."""
+        runner = _runner(config)
         from .evaluation.runner import case_rng
         from .explain.attribution import RequestExplainer
         from .explain.overlay import METHOD_TITLES, overlay_png
         from .references.selectors import create_selector
 
-        runner = _runner(config)
         cases = {c.case_id: c for c in runner.table}
         if case_id not in cases:
             raise ConfigError(f"--case-id '{case_id}' is not in {runner.config.data.manifest}")
@@ -101,16 +104,17 @@ def register(app: typer.Typer, console: Console) -> None:
         n_cases: int = typer.Option(80, min=2, help="Cases for the swap test and the layer analysis."),
         method: list[str] = typer.Option(["grad_x_input", "attention"], help="Attribution methods (repeatable)."),
         mask_field: str = typer.Option("mask", help="Manifest column with the lesion mask path."),
-        mask_root: Path | None = typer.Option(None, help="Folder that relative mask paths start from "
+        mask_root: Path | None = typer.Option(None, file_okay=False, help="Folder that relative mask paths start from "
                                                  "(default: the data's image root or the manifest's folder)."),
-        output: Path = typer.Option(Path("runs/evidence"), help="Folder for tables, overlays and report.html."),
+        output: Path = typer.Option(Path("runs/evidence"), file_okay=False,
+                                    help="Folder for tables, overlays and report.html."),
     ) -> None:
         """Localization (pointing game, energy in mask), reference use and layer analysis, single vs paired."""
+        runner = _runner(config)
         from .explain.evidence import EvidenceConfig, EvidenceRunner
         from .explain.report import evidence_section
         from .report import write_report
 
-        runner = _runner(config)
         evidence_config = EvidenceConfig(split=runner.config.eval.split, n_localization=n_localization,
                                          n_cases=n_cases, methods=method, selector=selector, k=k,
                                          mask_field=mask_field)

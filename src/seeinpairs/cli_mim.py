@@ -9,19 +9,18 @@ main CLI without a traceback.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .cli_console import make_console
 from .errors import ConfigError
 from .mim.format import ABILITIES, DEFAULT_ROOT, KNOWN_DATASETS, FileKind, check_root_names
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="Multi-image medical QA (Med-MIM layout): validate, generate, train, evaluate, demo.")
-console = Console(width=None if sys.stdout.isatty() else 200)
+console = make_console()
 
 
 ROOT_HELP = (f"Image root per data set: NAME=FOLDER (repeatable). NAME is the items' source prefix: "
@@ -129,16 +128,16 @@ def validate(
 @app.command()
 def generate(
     manifest: Path = typer.Argument(..., help="Case table (CSV, TSV, Parquet, JSONL) with split, patient_id, label."),
-    output: Path = typer.Argument(..., help="Folder for the generated Med-MIM-format files."),
+    output: Path = typer.Argument(..., file_okay=False, help="Folder for the generated Med-MIM-format files."),
     image_root: Path | None = typer.Option(None, help="Folder relative image paths start from "
                                                           "(default: the manifest's folder)."),
-    train: int = typer.Option(400, help="Items per ability from the train split."),
-    val: int = typer.Option(40, help="Items per ability from the val split."),
-    test: int = typer.Option(120, help="Items per ability from the test split."),
+    train: int = typer.Option(400, min=0, help="Items per ability from the train split."),
+    val: int = typer.Option(40, min=0, help="Items per ability from the val split."),
+    test: int = typer.Option(120, min=0, help="Items per ability from the test split."),
     dataset: str = typer.Option("SYNTH_SERIES", help="Data-set name: the source prefix and image-root key."),
     prefix: str = typer.Option("seeinpairs", help="File name prefix."),
-    open_fraction: float = typer.Option(0.1, help="Share of open-ended items."),
-    seed: int = typer.Option(0),
+    open_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Share of open-ended items."),
+    seed: int = typer.Option(0, min=0),
 ) -> None:
     """Generate multi-image questions (co-reference, comparison, temporal, reasoning) from a case table."""
     from .cases import CaseTable
@@ -158,9 +157,10 @@ def generate(
 
 @app.command()
 def synthetic(
-    output: Path = typer.Argument(..., help="Folder for the longitudinal two-view images and manifest.csv."),
-    patients: int = typer.Option(240, help="Patients (3 studies x 2 views each)."),
-    seed: int = typer.Option(0),
+    output: Path = typer.Argument(..., file_okay=False,
+                                  help="Folder for the longitudinal two-view images and manifest.csv."),
+    patients: int = typer.Option(240, min=1, help="Patients (3 studies x 2 views each)."),
+    seed: int = typer.Option(0, min=0),
 ) -> None:
     """Generate the longitudinal, two-view synthetic case table (input for ``mim generate``)."""
     from .datasets.synthetic_series import SeriesConfig, generate_series
@@ -176,11 +176,11 @@ def evaluate(
     root: list[str] = typer.Option([], help=ROOT_HELP),
     method: str = typer.Option("loglik", help="loglik (option log-likelihood) or generate (generate and parse)."),
     single_image: str | None = typer.Option(None, help="Ablation: show only this image (first, last or 0-based)."),
-    output: Path = typer.Option(Path("runs/mim_eval"), help="Where predictions and summaries go."),
+    output: Path = typer.Option(Path("runs/mim_eval"), file_okay=False, help="Where predictions and summaries go."),
     device: str = typer.Option("auto"),
-    batch_size: int = typer.Option(16),
+    batch_size: int = typer.Option(16, min=1),
     judge: str | None = typer.Option(None, help="Judge model for open-ended answers (enables llm_judge)."),
-    n_boot: int = typer.Option(1000),
+    n_boot: int = typer.Option(1000, min=1),
     progress: bool = typer.Option(True),
     strict: bool = typer.Option(False, help=STRICT_HELP),
     split: str | None = typer.Option(None, help=SPLIT_HELP),
@@ -210,15 +210,16 @@ def evaluate(
 @app.command()
 def train(
     files: list[Path] = typer.Argument(..., help="Med-MIM-format training files (e.g. *_train_inherent_*.json)."),
-    output: Path = typer.Option(Path("runs/mim_sft"), help="Output folder (final/ loads with --model)."),
+    output: Path = typer.Option(Path("runs/mim_sft"), file_okay=False,
+                                help="Output folder (final/ loads with --model)."),
     val: list[Path] = typer.Option([], help="Validation files (repeatable); best checkpoint by validation loss."),
     root: list[str] = typer.Option([], help=ROOT_HELP),
     model: str | None = typer.Option(None, help="Pretrained checkpoint (LoRA by default)."),
     tiny: str | None = typer.Option(None, help="Or a tiny model family trained in full (qwen2_vl, idefics3)."),
-    steps: int = typer.Option(400, help="Optimizer steps."),
-    batch_size: int = typer.Option(16),
-    lr: float = typer.Option(2e-4, help="Learning rate (a tiny model from scratch wants about 3e-3)."),
-    eval_every: int = typer.Option(200),
+    steps: int = typer.Option(400, min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(16, min=1),
+    lr: float = typer.Option(2e-4, min=0.0, help="Learning rate (a tiny model from scratch wants about 3e-3)."),
+    eval_every: int = typer.Option(200, min=1),
     end_of_turn: bool = typer.Option(True, help="Also train the end-of-sequence token after each answer, so "
                                                 "that generated (open-ended) answers stop."),
     device: str = typer.Option("auto"),
@@ -251,9 +252,9 @@ def train(
 
 @app.command()
 def demo(
-    output: Path = typer.Option(Path("runs/mim_demo"), help="Where data, model and results go."),
-    steps: int | None = typer.Option(None, help="SFT steps (default from MimDemoConfig)."),
-    patients: int | None = typer.Option(None, help="Patients in the generated series."),
+    output: Path = typer.Option(Path("runs/mim_demo"), file_okay=False, help="Where data, model and results go."),
+    steps: int | None = typer.Option(None, min=1, help="SFT steps (default from MimDemoConfig)."),
+    patients: int | None = typer.Option(None, min=1, help="Patients in the generated series."),
     progress: bool = typer.Option(True),
 ) -> None:
     """Offline: generate the multi-image benchmark, evaluate a tiny VLM, SFT it, evaluate again, ablate, report."""

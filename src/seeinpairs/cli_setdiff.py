@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .cli_console import make_console
 from .errors import ConfigError
 
-setdiff_app = typer.Typer(add_completion=False, no_args_is_help=True,
+setdiff_app = typer.Typer(add_completion=False, no_args_is_help=False,
                           help="Describe what distinguishes image set 1 from set 2 (RadDiff/VisDiff protocol).")
-console = Console()
+console = make_console()
 
 
 def _summary_table(frame, title: str) -> Table:
@@ -73,9 +73,9 @@ def run_command(
     backend: str = typer.Option("hf", help="Backend of the generating/scoring models (hf, openai_compat)."),
     base_url: str | None = typer.Option(None, help="openai_compat endpoint."),
     device: str = typer.Option("auto", help="Device for local models."),
-    max_pairs: int | None = typer.Option(None, help="Only the first N pairs."),
-    seed: int = typer.Option(0),
-    output: Path = typer.Option(Path("runs/setdiff"), help="Where outcomes, summary and report go."),
+    max_pairs: int | None = typer.Option(None, min=1, help="Only the first N pairs."),
+    seed: int = typer.Option(0, min=0),
+    output: Path = typer.Option(Path("runs/setdiff"), file_okay=False, help="Where outcomes, summary and report go."),
 ) -> None:
     """Propose, rank and judge differences between image sets; print acc@k when ground truth is known."""
     from .cases import CaseTable
@@ -201,11 +201,12 @@ class _NoTruthJudge:
 
 @setdiff_app.command("benchmark")
 def benchmark_command(
-    output: Path = typer.Option(Path("runs/setdiff_benchmark"), help="Where data, model, results and report go."),
+    output: Path = typer.Option(Path("runs/setdiff_benchmark"), file_okay=False,
+                                help="Where data, model, results and report go."),
     images_per_set: int = typer.Option(20, min=4, help="Images in each set of each pair."),
     train_images: int = typer.Option(800, min=40, help="Generated images the VLM ranker is trained on."),
     train_steps: int = typer.Option(2400, min=1, help="Optimizer steps of the VLM ranker."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0),
     progress: bool = typer.Option(True, help="Show the training progress bar."),
 ) -> None:
     """The offline benchmark: 24 generated set pairs, VLM ranker vs random vs ground-truth attributes."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from .configfile import read_yaml
 from .errors import ConfigError
 
 
@@ -95,23 +95,11 @@ class Task(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Task":
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: task file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
-            raise ConfigError(f"{path}: cannot read task file ({_first_line(str(exc))})") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({_first_line(str(exc))})") from None
+        data = read_yaml(path, what="task")
         if not isinstance(data, dict):
             found = "an empty file" if data is None else f"a {type(data).__name__}"
             raise ConfigError(f"{path}: expected a mapping of task fields (question, classes, healthy_class), found {found}")
         return cls.from_dict(data, source=str(path))
-
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "unknown error"
 
 
 def _one_line(text: str) -> str:

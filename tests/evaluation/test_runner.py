@@ -176,7 +176,7 @@ def test_predictions_record_how_a_remote_backend_scored(synthetic_data, tiny_mod
 
     root, _, task = synthetic_data
     raw = make_config(root, tiny_models["qwen2_vl"], tmp_path / "out", task).model_dump(mode="json")
-    raw["models"] = [{"backend": "openai_compat", "name": "served-model", "options": {"model": "served-model"}}]
+    raw["models"] = [{"backend": "openai_compat", "name": "served-model", "options": {"base_url": "http://fake/v1"}}]
     raw["eval"]["conditions"] = [{"selector": "none", "k": 0}, {"selector": "random", "k": 1}]
     config = ExperimentConfig.from_dict(raw)
     monkeypatch.setattr(ExperimentRunner, "create_backend", lambda self, model: OpenAICompatBackend(

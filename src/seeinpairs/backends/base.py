@@ -8,11 +8,14 @@ the decoded answer. Identical inputs must give identical outputs.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..backend_options import BACKEND_OPTIONS, option_problem
+from ..errors import BackendError
 from ..prompts import Request
 from ..registry import Registry
 
@@ -48,5 +51,29 @@ BACKENDS: Registry[Backend] = Registry("backend")
 
 
 def create_backend(name: str, **kwargs: Any) -> Backend:
-    """Create a registered backend by name (``hf``, ...)."""
-    return BACKENDS.create(name, **kwargs)
+    """Create a registered backend by name (``hf``, ...).
+
+    Options are checked against the backend's declared ones first, so a misspelt option is a
+    one-line :class:`BackendError` naming it and the allowed names, not a constructor's TypeError.
+    """
+    factory = BACKENDS.get(name)
+    options = {key: value for key, value in kwargs.items() if key not in _CONSTRUCTION_ARGUMENTS}
+    problem = option_problem(name, options) if name in BACKEND_OPTIONS else _signature_problem(factory, options)
+    if problem is not None:
+        option, message = problem
+        raise BackendError(f"backend '{name}': option '{option}': {message}")
+    return factory(**kwargs)
+
+
+#: constructor arguments a backend gets from the model config's own fields (or from code), not ``options``
+_CONSTRUCTION_ARGUMENTS = ("model", "dtype", "device", "batch_size", "transport")
+
+
+def _signature_problem(factory: Any, options: dict[str, Any]) -> tuple[str, str] | None:
+    """For a backend without declared options: an option its constructor does not take."""
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    allowed = [n for n in parameters if n not in ("self", *_CONSTRUCTION_ARGUMENTS)]
+    unknown = sorted(set(options) - set(parameters))
+    return (unknown[0], f"unknown option (allowed: {', '.join(allowed)})") if unknown else None

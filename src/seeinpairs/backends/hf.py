@@ -258,7 +258,10 @@ class HFBackend(Backend):
 
     def __init__(self, model: str | Path, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
                  revision: str | None = None, vision_cache_mb: int = 0, prefix_cache: bool = False,
-                 **load_kwargs: Any) -> None:
+                 trust_remote_code: bool = False, cache_dir: str | None = None, local_files_only: bool = False,
+                 attn_implementation: str | None = None) -> None:
+        """The keyword parameters after ``batch_size`` are the config's ``options``
+        (:class:`seeinpairs.backend_options.HFOptions`); the hub ones go to ``from_pretrained``."""
         self.prefix_cache = bool(prefix_cache)
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
@@ -270,9 +273,9 @@ class HFBackend(Backend):
         self.dtype_name = dtype
         self.batch_size = batch_size
         self.device = resolve_device(device)
-        kwargs = dict(load_kwargs)
-        if revision is not None:
-            kwargs["revision"] = revision
+        hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code,
+               "local_files_only": local_files_only}
+        kwargs: dict[str, Any] = {key: value for key, value in hub.items() if value}  # only what was set
         # A PEFT adapter folder loads its base model (processor included) and merges the adapter in.
         adapter_base = peft_adapter_base(self.name_or_path)
         source = adapter_base if adapter_base is not None else self.name_or_path
@@ -282,7 +285,8 @@ class HFBackend(Backend):
             raise BackendError(f"cannot load model '{source}': {str(exc).splitlines()[0]}") from None
         self.processor = load_processor(source, **kwargs)
         self.tokenizer = getattr(self.processor, "tokenizer", None)
-        self.model = AutoModelForImageTextToText.from_pretrained(source, dtype=_DTYPES[dtype], **kwargs)
+        model_kwargs = {**kwargs, **({"attn_implementation": attn_implementation} if attn_implementation else {})}
+        self.model = AutoModelForImageTextToText.from_pretrained(source, dtype=_DTYPES[dtype], **model_kwargs)
         if adapter_base is not None:
             from peft import PeftModel
 

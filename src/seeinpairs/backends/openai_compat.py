@@ -149,8 +149,10 @@ class OpenAICompatBackend(Backend):
     def __init__(self, model: str, base_url: str = "http://localhost:8000/v1", api_key: str | None = None,
                  api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 60.0, max_retries: int = 4,
                  backoff: float = 0.5, concurrency: int = 4, top_logprobs: int = 20,
-                 fallback: bool = True, generation_tokens: int = 8, transport: httpx.BaseTransport | None = None,
-                 **ignored: Any) -> None:
+                 fallback: bool = True, generation_tokens: int = 8,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        """The keyword parameters after ``model`` (except ``transport``, for tests) are the config's
+        ``options`` (:class:`seeinpairs.backend_options.OpenAICompatOptions`)."""
         if not model:
             raise BackendError("openai_compat: 'model' (the served model name) is required")
         if top_logprobs < 1:

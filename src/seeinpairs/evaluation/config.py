@@ -10,10 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from ..backend_options import BACKEND_OPTIONS, option_problem
 from ..cases import CaseTable
 from ..configfile import ConfigFile, resolve_path
+from ..errors import ConfigError
 from ..tasks import Task
 
 
@@ -146,6 +149,26 @@ class ModelConfig(_Strict):
     #: conditions for this model only (default: the experiment's eval.conditions)
     conditions: list[ConditionConfig] | None = None
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, backend: str) -> str:
+        if backend not in BACKEND_OPTIONS:
+            raise ValueError(f"unknown backend '{backend}' (known: {', '.join(BACKEND_OPTIONS)})")
+        return backend
+
+    @field_validator("options")
+    @classmethod
+    def _backend_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Checked against the backend's declared options now, not when the model is loaded; the
+        dict is kept as written (it is part of the prediction store's key)."""
+        if "backend" not in info.data:  # the backend itself is invalid; that error is reported
+            return options
+        problem = option_problem(info.data["backend"], options)
+        if problem is not None:
+            name, message = problem
+            raise PydanticCustomError("backend_option", "{message}", {"message": message, "subfield": name})
+        return options
+
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":
         if (self.name is None) == (self.tiny is None):
@@ -194,7 +217,10 @@ class ExperimentConfig(ConfigFile):
         return self
 
     def resolve_paths(self, base: Path) -> "ExperimentConfig":
+        output_dir = resolve_path(self.output_dir, base)
+        if output_dir.exists() and not output_dir.is_dir():
+            raise ConfigError(f"field 'output_dir': {output_dir} exists and is not a folder")
         return self.model_copy(update={
             "data": self.data.resolved(base), "bank": self.bank.resolved(base),
             "models": [m.resolved(base) for m in self.models],
-            "output_dir": resolve_path(self.output_dir, base)})
+            "output_dir": output_dir})

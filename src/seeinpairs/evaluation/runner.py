@@ -315,7 +315,7 @@ class ExperimentRunner:
         return run_key(description), description
 
     def create_backend(self, model: ModelConfig) -> Backend:
-        kwargs = dict(model.options)
+        kwargs = {**model.options, "model": model.name}  # a remote backend's model is the served name
         if model.backend == "hf":
             device = model.device
             if self.dist.enabled and device.split(":")[0] in ("auto", "cuda"):
@@ -378,10 +378,12 @@ class ExperimentRunner:
             pending = {cond: todo[dist.rank::dist.world_size] for cond, todo in pending.items()}
         total = sum(len(v) for v in pending.values())
         if everything == 0 and dist.is_main:
-            self.console.print(f"[green]all {len(self.conditions)} conditions already computed in {self.output_dir}")
+            self.console.print(f"all {len(self.conditions)} conditions already computed in {self.output_dir}",
+                               style="green", markup=False)
         backends: dict[str, Backend] = {}
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=self.console, disable=not self.progress or total == 0) as bar:
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                      disable=not self.progress or total == 0) as bar:
             overall = bar.add_task("predictions", total=total)
             for cond in self.conditions:
                 key, _ = keys[cond]

@@ -31,6 +31,7 @@ from PIL import Image
 
 from ..backends.base import Backend
 from ..cases import stable_digest
+from ..configfile import read_yaml
 from ..imaging import load_image
 from ..prompts import Request
 from ..registry import Registry
@@ -121,7 +122,7 @@ def _load_concepts(concepts: Sequence[str] | str | Path | None) -> list[str]:
         path = Path(concepts)
         if not path.is_file():
             raise SetDiffError(f"{path}: concept vocabulary file not found")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path, what="concept vocabulary")
         source = str(path)
     else:
         raw, source = list(concepts), "concepts"

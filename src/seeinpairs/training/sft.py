@@ -469,8 +469,9 @@ def _fit(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] 
         return [int(i) for i in chosen]
 
     interrupted = False
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False),
+                  console=console,
                   disable=not progress) as bar:
         job = bar.add_task(f"training {config.name} ({'lora' if lora else 'full'})", total=total,
                            completed=state["step"], info="")

@@ -1,0 +1,48 @@
+"""Model options: each backend's declared options are its constructor's, and a misspelt one is one line."""
+
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+
+import pytest
+
+from seeinpairs.backend_options import BACKEND_OPTIONS
+from seeinpairs.backends import BACKENDS, create_backend
+from seeinpairs.errors import BackendError
+
+#: constructor arguments that come from the model config's own fields or from code, not from ``options``
+NOT_OPTIONS = {"self", "model", "dtype", "device", "batch_size", "transport"}
+
+
+@pytest.mark.parametrize("name", BACKENDS.list_names())
+def test_declared_options_are_the_constructor_keywords(name):
+    """A new backend (or a new constructor keyword) without a declared option fails here."""
+    assert name in BACKEND_OPTIONS, f"declare the options of backend '{name}' in seeinpairs.backend_options"
+    parameters = inspect.signature(BACKENDS.get(name)).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    assert set(BACKEND_OPTIONS[name].model_fields) == set(parameters) - NOT_OPTIONS
+    for option, field in BACKEND_OPTIONS[name].model_fields.items():
+        assert field.default == parameters[option].default, option
+
+
+@pytest.mark.parametrize("name, options, words", [
+    ("hf", {"prefix_cach": True}, ["option 'prefix_cach'", "prefix_cache", "vision_cache_mb"]),
+    ("hf", {"vision_cache_mb": -1}, ["option 'vision_cache_mb'", "greater than or equal to 0"]),
+    ("openai_compat", {"base_ulr": "http://x"}, ["option 'base_ulr'", "base_url"]),
+])
+def test_create_backend_refuses_a_bad_option_before_loading(name, options, words):
+    with pytest.raises(BackendError) as caught:
+        create_backend(name, model="no-such-model", **options)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_remote_model_is_the_configs_name():
+    """``backend: openai_compat, name: X`` serves model X (the name was not passed before)."""
+    from seeinpairs.evaluation.config import ModelConfig
+    from seeinpairs.evaluation.runner import ExperimentRunner
+
+    config = ModelConfig(backend="openai_compat", name="served-model", options={"base_url": "http://fake/v1"})
+    backend = ExperimentRunner.create_backend(SimpleNamespace(), config)
+    assert backend.model == "served-model" and backend.base_url == "http://fake/v1"
