@@ -33,6 +33,19 @@ console = make_console()
 err_console = make_console(stderr=True)
 
 
+@app.callback()
+def options(
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, envvar="SEEINPAIRS_THREADS", show_envvar=True,
+        help="CPU threads for torch (default: the cores this process may use, from its affinity and cgroup "
+             "quota). Results record it: figures can differ between thread counts."),
+) -> None:
+    """Reference-guided comparative diagnosis with vision-language models."""
+    from .runtime import configure_threads
+
+    configure_threads(threads)
+
+
 def _fmt(value, digits: int = 3) -> str:
     try:
         if value != value:  # NaN

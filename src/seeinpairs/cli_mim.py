@@ -75,14 +75,27 @@ def _fmt(value, digits: int = 3) -> str:
     return "NA" if math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _count(value) -> str:
+    """A count as an integer ("11", not "11.0"); "-" where the row has none (e.g. macro rows)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(value) else str(int(value))
+
+
 def print_summary(summary, title: str) -> None:
+    """Multiple-choice accuracy per group, then the open-ended scores (mean [95% CI]) where there are any."""
+    open_metrics = [c for c in summary.columns if c.startswith("open_") and not c.endswith(("_lo", "_hi"))]
     table = Table(title=title)
-    for column in ("level", "group", "n", "chance", "accuracy [95% CI]", "parse failures", "n open"):
-        table.add_column(column)
+    for column in ("level", "group", "n", "chance", "accuracy [95% CI]", "parse failures", "n open", *open_metrics):
+        table.add_column(column.removeprefix("open_") if column in open_metrics else column)
     for _, row in summary.iterrows():
-        table.add_row(str(row["level"]), str(row["group"]), str(row.get("n", "")), _fmt(row.get("chance")),
+        table.add_row(str(row["level"]), str(row["group"]), _count(row.get("n")), _fmt(row.get("chance")),
                       f"{_fmt(row.get('accuracy'))} [{_fmt(row.get('accuracy_lo'), 2)}, {_fmt(row.get('accuracy_hi'), 2)}]",
-                      _fmt(row.get("parse_failure_rate")), str(row.get("n_open", "")))
+                      _fmt(row.get("parse_failure_rate")), _count(row.get("n_open")),
+                      *[f"{_fmt(row.get(m))} [{_fmt(row.get(m + '_lo'), 2)}, {_fmt(row.get(m + '_hi'), 2)}]"
+                        if _fmt(row.get(m)) != "NA" else "-" for m in open_metrics])
     console.print(table)
 
 

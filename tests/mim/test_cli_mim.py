@@ -92,3 +92,19 @@ def test_train_command(mim_files, tmp_path):
     assert summary["config"]["end_of_turn"] is True  # open-ended answers must learn to stop
     both = runner.invoke(app, ["train", str(files["temporal"]), "--tiny", "qwen2_vl", "--model", "x"])
     assert both.exit_code != 0 and "exactly one" in str(both.exception)
+
+
+def test_summary_prints_integer_counts_and_open_scores(capsys):
+    import pandas as pd
+
+    from seeinpairs.cli_mim import print_summary
+
+    summary = pd.DataFrame([
+        {"level": "all", "group": "all", "n": 11, "accuracy": 0.5, "accuracy_lo": 0.2, "accuracy_hi": 0.8,
+         "chance": 0.3, "n_open": 3, "open_bleu": 0.25, "open_bleu_lo": 0.1, "open_bleu_hi": 0.4},
+        {"level": "macro", "group": "held_in", "n": 11, "accuracy": 0.5, "chance": 0.3},
+    ])
+    print_summary(summary, "t")
+    out = capsys.readouterr().out
+    assert "11.0" not in out and "nan" not in out
+    assert "bleu" in out and "0.250 [0.10, 0.40]" in out
