@@ -10,6 +10,7 @@ checkpoint (``HFBackend(model=folder)``).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,7 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from ..atomic import atomic_dir
 from ..registry import Registry
 from .processors import ImageOnlyQwen2VLProcessor
 
@@ -153,19 +155,47 @@ def _build_idefics3(spec: TinySpec, texts: list[str]):
     return model, processor
 
 
+#: written last into a tiny model's folder; its presence means the build finished
+TINY_MARKER = "seeinpairs_tiny.json"
+
+
 def build_tiny_vlm(family: str, out_dir: str | Path, texts: Iterable[str] = (), seed: int = 0,
-                   spec: TinySpec | None = None) -> Path:
-    """Build, randomly initialise and save a tiny VLM of ``family``; returns the folder."""
+                   spec: TinySpec | None = None, marker: dict | None = None) -> Path:
+    """Build, randomly initialise and save a tiny VLM of ``family``; returns the folder.
+
+    The model is saved into a temporary folder that replaces ``out_dir`` only once
+    complete, so a killed build leaves no half-written checkpoint that a later run
+    would take for a finished one. ``marker`` (default: family, seed and sizes) is
+    written as :data:`TINY_MARKER`, which callers compare to decide whether to rebuild.
+    """
     spec = spec or TinySpec()
     builder = TINY_FAMILIES.get(family)
     torch.manual_seed(seed)
     model, processor = builder(spec, list(texts))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / "seeinpairs_tiny.json").write_text(__import__("json").dumps({"family": family, "seed": seed, **asdict(spec)}, indent=2))
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / TINY_MARKER).write_text(json.dumps(marker or tiny_marker(family, seed, spec), indent=2))
     return out
+
+
+def tiny_marker(family: str, seed: int, spec: TinySpec | None = None) -> dict:
+    """What :func:`build_tiny_vlm` records about a build by default."""
+    return {"family": family, "seed": seed, **asdict(spec or TinySpec())}
+
+
+def built_tiny_vlm(folder: str | Path, marker: dict | None = None) -> bool:
+    """Whether ``folder`` holds a finished tiny build (with ``marker``, if given)."""
+    path = Path(folder) / TINY_MARKER
+    if not path.is_file():
+        return False
+    if marker is None:
+        return True
+    try:
+        return json.loads(path.read_text()) == json.loads(json.dumps(marker))
+    except (OSError, ValueError):
+        return False
 
 
 def list_tiny_families() -> list[str]:
