@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
+from ..atomic import FileSet
 from ..backends.base import Backend, option_probabilities
 from ..errors import ConfigError
 from .format import LETTERS, MimDataset, MimItem
@@ -43,10 +44,10 @@ class MimEvaluation:
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         paths = {"predictions": out / f"predictions_{self.condition}.csv", "summary": out / f"summary_{self.condition}.csv"}
-        self.predictions.to_csv(paths["predictions"], index=False)
-        self.summary.to_csv(paths["summary"], index=False)
+        with FileSet(out, f"mim-{self.condition}") as files:  # predictions and their summary appear together
+            self.predictions.to_csv(files.path(paths["predictions"].name), index=False)
+            self.summary.to_csv(files.path(paths["summary"].name), index=False)
         return paths
 
 
