@@ -101,3 +101,32 @@ def test_a_locked_folder_is_refused_naming_the_holder(tmp_path):
                 pass
     with folder_lock(tmp_path):  # released on exit
         pass
+
+
+@pytest.mark.parametrize("existing", ["a file", "a folder of other things"])
+def test_a_tiny_build_never_replaces_what_is_not_a_tiny_model(tmp_path, existing):
+    from seeinpairs.backends.tiny import build_tiny_vlm
+    from seeinpairs.errors import ConfigError
+
+    target = tmp_path / "out"
+    if existing == "a file":
+        target.write_text("keep me")
+    else:
+        (target / "data").mkdir(parents=True)
+        (target / "notes.md").write_text("keep me")
+    with pytest.raises(ConfigError, match="out: exists and is not a"):
+        build_tiny_vlm("qwen2_vl", target)
+    assert "keep me" in (target.read_text() if target.is_file() else (target / "notes.md").read_text())
+
+
+def test_a_half_written_build_is_replaced(tmp_path):
+    import json
+
+    from seeinpairs.backends.tiny import build_tiny_vlm, built_tiny_vlm
+
+    target = tmp_path / "tiny"
+    target.mkdir()
+    (target / "config.json").write_text('{"model_type": "qwen2')  # what a killed build used to leave
+    assert not built_tiny_vlm(target)
+    build_tiny_vlm("qwen2_vl", target)
+    assert built_tiny_vlm(target) and json.loads((target / "config.json").read_text())["model_type"] == "qwen2_vl"

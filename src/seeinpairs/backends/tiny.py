@@ -22,6 +22,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from ..atomic import atomic_dir
+from ..errors import ConfigError
 from ..registry import Registry
 from .processors import ImageOnlyQwen2VLProcessor
 
@@ -170,6 +171,7 @@ def build_tiny_vlm(family: str, out_dir: str | Path, texts: Iterable[str] = (), 
     """
     spec = spec or TinySpec()
     builder = TINY_FAMILIES.get(family)
+    _check_replaceable(Path(out_dir))
     torch.manual_seed(seed)
     model, processor = builder(spec, list(texts))
     out = Path(out_dir)
@@ -178,6 +180,29 @@ def build_tiny_vlm(family: str, out_dir: str | Path, texts: Iterable[str] = (), 
         processor.save_pretrained(tmp)
         (tmp / TINY_MARKER).write_text(json.dumps(marker or tiny_marker(family, seed, spec), indent=2))
     return out
+
+
+#: what ``save_pretrained`` writes; a folder of only these (and config.json) is a half-written build
+_CHECKPOINT_SUFFIXES = {".json", ".safetensors", ".bin", ".jinja", ".txt", ".model"}
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace anything but a new or empty folder or an earlier (possibly half-written) build.
+
+    The finished build replaces ``out`` as a whole, so a mistyped output folder
+    (the project root, a data folder) must not be taken for an old model.
+    """
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose a new or empty folder for the tiny model")
+    entries = list(out.iterdir())
+    if not entries or (out / TINY_MARKER).is_file():
+        return
+    if (out / "config.json").is_file() and all(e.is_file() and e.suffix in _CHECKPOINT_SUFFIXES for e in entries):
+        return  # left by a build that was killed before this rule existed
+    raise ConfigError(f"{out}: exists and is not a tiny model folder (no {TINY_MARKER}); "
+                      f"choose a new or empty folder, the build replaces the whole folder")
 
 
 def tiny_marker(family: str, seed: int, spec: TinySpec | None = None) -> dict:
