@@ -64,7 +64,7 @@ from ..backends.hf import (
     resolve_device,
 )
 from ..backends.processors import load_processor
-from ..atomic import atomic_dir, atomic_write_text
+from ..atomic import atomic_dir, atomic_write_text, folder_lock
 from ..backends.tiny import TinySpec, build_tiny_vlm, built_tiny_vlm
 from ..cases import Case, CaseTable
 from ..errors import BankError, ConfigError
@@ -385,7 +385,20 @@ def _fit(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] 
          make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
          summary_extra: dict[str, Any], progress: bool, stop_after: int | None,
          console: Console | None) -> TrainResult:
-    """The training loop shared by :func:`train` and :func:`train_on_examples`."""
+    """The training loop shared by :func:`train` and :func:`train_on_examples`.
+
+    The output folder is locked for the run: a second training there would clear
+    and overwrite the checkpoints of the first.
+    """
+    with folder_lock(config.output_dir):
+        return _fit_locked(config, comparable, saved, make_data, tiny_texts, summary_extra, progress, stop_after,
+                           console)
+
+
+def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] | None,
+                make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
+                summary_extra: dict[str, Any], progress: bool, stop_after: int | None,
+                console: Console | None) -> TrainResult:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     console = console or Console(stderr=True)
