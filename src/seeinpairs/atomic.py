@@ -115,7 +115,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(target)
+    # no sweep for a killed writer's temporary here: caches write thousands of files into one
+    # folder, and a leftover file is small and hidden (folders and file sets do sweep)
     fd, name = tempfile.mkstemp(prefix=_partial_prefix(target), suffix=target.suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(name)

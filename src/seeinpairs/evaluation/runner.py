@@ -14,6 +14,12 @@ CPU), takes the cases ``rank::world_size`` of each condition's pending list and
 appends to its own rank file of the store; rank 0 alone writes ``runs.json`` and
 the tables. Predictions do not depend on which process made them, so the merged
 store equals that of a single-process run.
+
+One run per output folder: each process locks the folder for its run (rank 0 or
+a plain run one lock file, every other rank its own), so a second run there is
+refused with the holder's pid instead of predicting every case a second time.
+Tables are published as one set and tiny models appear only once fully built
+(see :mod:`seeinpairs.atomic`), so a kill at any moment leaves nothing half-written.
 """
 
 from __future__ import annotations
