@@ -32,6 +32,15 @@ def save_pretrained(self, *args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 transformers.PreTrainedModel.save_pretrained = save_pretrained
 """,
+    # the first batch of predictions is on disk, the second is being written
+    "prediction_write": """
+import seeinpairs.evaluation.store as store
+_append = store.PredictionStore.append
+def append(self, records):
+    n = _append(self, records)
+    os.kill(os.getpid(), signal.SIGKILL)
+store.PredictionStore.append = append
+""",
     # the first table file is written, the Markdown table is being rendered
     "table_write": """
 import seeinpairs.evaluation.stats as stats
@@ -94,14 +103,17 @@ def prediction_lines(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines() if line.strip()]
 
 
-def test_kill_during_tiny_build_leaves_no_half_model(synthetic_data, tmp_path):
+@pytest.mark.parametrize("moment", ["tiny_build", "prediction_write", "table_write"])
+def test_a_run_killed_at_any_moment_is_finished_by_the_next(synthetic_data, tmp_path, moment):
     out = tmp_path / "out"
     config = write_config(tmp_path / "c.yaml", synthetic_data, {"tiny": "qwen2_vl"}, out, max_cases=2)
-    first = cli(["eval", config, "--no-progress"], hook="tiny_build")
+    first = cli(["eval", config, "--no-progress"], hook=moment)
     assert killed(first), first.stderr
     again = cli(["eval", config, "--no-progress"])
     assert again.returncode == 0, again.stderr
-    assert len(prediction_lines(out)) == 4
+    records = prediction_lines(out)
+    assert len(records) == 4 and len({(r["run_key"], r["case_id"]) for r in records}) == 4
+    assert all(content is not None for content in table_set(out).values())
 
 
 @pytest.mark.parametrize("before", ["empty folder", "older complete set"])
