@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_path
 from .errors import ManifestError
 from .jsonl import JsonLineError, read_json_lines
 
@@ -297,18 +298,19 @@ class CaseTable(Sequence[Case]):
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson"):
             raise ManifestError(f"{path}: unsupported manifest format '{suffix}' (use .csv, .tsv, .parquet or .jsonl)")
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            if suffix in (".csv", ".tsv"):
-                self.to_frame().to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
-            elif suffix in (".parquet", ".pq"):
-                self.to_frame(image_lists=True).to_parquet(path, index=False)
-            else:
-                # json.dumps writes floats exactly (pandas' to_json rounds to 10 digits)
-                with open(path, "w", encoding="utf-8") as handle:
-                    for record in self._records(image_lists=True):
-                        clean = {k: (None if _is_missing(v) else v) for k, v in record.items()}
-                        handle.write(json.dumps(clean, ensure_ascii=False, default=str) + "\n")
+            # atomic: a manifest's existence means its data set is complete (generators write it last)
+            with atomic_path(path) as tmp:
+                if suffix in (".csv", ".tsv"):
+                    self.to_frame().to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
+                elif suffix in (".parquet", ".pq"):
+                    self.to_frame(image_lists=True).to_parquet(tmp, index=False)
+                else:
+                    # json.dumps writes floats exactly (pandas' to_json rounds to 10 digits)
+                    with open(tmp, "w", encoding="utf-8") as handle:
+                        for record in self._records(image_lists=True):
+                            clean = {k: (None if _is_missing(v) else v) for k, v in record.items()}
+                            handle.write(json.dumps(clean, ensure_ascii=False, default=str) + "\n")
         except (ValueError, TypeError, OSError, ImportError) as exc:  # pyarrow type errors derive from these
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             raise ManifestError(f"{path}: cannot write manifest ({lines[0] if lines else type(exc).__name__})") from None

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .atomic import atomic_write_text
 from .cases import CaseTable
 from .configfile import ConfigFile, resolve_path, validation_message
 from .errors import ConfigError
@@ -242,8 +243,8 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
                               f"{config.train.get('seed', 0)}); the intervals do not include the variation between "
                               "training runs, which for small models trained from scratch can be as large as the "
                               "differences shown. Repeat with several training seeds before drawing conclusions.")])
-    (out / "study_summary.json").write_text(json.dumps({"seconds": seconds, "training": training}, indent=2,
-                                                       default=str))
+    atomic_write_text(out / "study_summary.json", json.dumps({"seconds": seconds, "training": training}, indent=2,
+                                                            default=str))
     return StudyResult(evaluation, curves, training, report, seconds, config.anchor, evidence)
 
 

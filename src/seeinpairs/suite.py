@@ -29,6 +29,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from .baselines import cnn_baseline, logistic_baseline
+from .atomic import FileSet, atomic_write_text
 from .cases import CaseTable
 from .configfile import ConfigFile, resolve_path
 from .errors import ConfigError
@@ -245,16 +246,18 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
     leakage_frame = pd.DataFrame(leakage)
     baselines_frame = pd.DataFrame(baselines)
     curves_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    for name, table_frame in (("metrics", frame), ("paired_tests", tests_frame), ("headline", headline),
-                              ("leakage", leakage_frame), ("baselines", baselines_frame),
-                              ("learning_curves", curves_frame), ("site_shift", site_shift)):
-        table_frame.to_csv(out / f"suite_{name}.csv", index=False)
+    with FileSet(out, "suite-tables") as files:  # a kill leaves the old tables or the new, never a mixture
+        for name, table_frame in (("metrics", frame), ("paired_tests", tests_frame), ("headline", headline),
+                                  ("leakage", leakage_frame), ("baselines", baselines_frame),
+                                  ("learning_curves", curves_frame), ("site_shift", site_shift)):
+            table_frame.to_csv(files.path(f"suite_{name}.csv"), index=False)
     seconds = time.perf_counter() - started
     report = write_suite_report(out / "report.html", config, profile_name, frame, tests_frame, headline,
                                 leakage_frame, baselines_frame, curves_frame, results, seconds,
                                 site_shift=site_shift)
-    (out / "suite_summary.json").write_text(json.dumps({"profile": profile_name, "seconds": seconds,
-                                                        "studies": list(results), "seeds": chosen.seeds}, indent=2))
+    atomic_write_text(out / "suite_summary.json", json.dumps({"profile": profile_name, "seconds": seconds,
+                                                             "studies": list(results), "seeds": chosen.seeds},
+                                                            indent=2))
     return SuiteResult(site_shift, frame, tests_frame, headline, leakage_frame, baselines_frame, curves_frame, report, seconds,
                        results)
 

@@ -279,3 +279,12 @@ def test_acquisition_augment_is_opt_in_wired_and_part_of_the_resume_check(synthe
         train(changed, progress=False, resume=True)
     resumed = load_file(train(partial, progress=False, resume=True).checkpoint / "model.safetensors")
     assert max(float((resumed[k] - weights_b[k]).abs().max()) for k in weights_b) < 1e-6
+
+
+def test_a_second_training_in_one_folder_is_refused(synthetic_data, tiny_models, tmp_path):
+    from seeinpairs.atomic import FolderInUseError, folder_lock
+
+    config = make_config(synthetic_data, tiny_models, tmp_path)
+    with folder_lock(config.output_dir):  # as a training in another process would hold it
+        with pytest.raises(FolderInUseError, match="is in use by process"):
+            train(config, progress=False)

@@ -10,6 +10,7 @@ checkpoint (``HFBackend(model=folder)``).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,8 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from ..atomic import atomic_dir
+from ..errors import ConfigError
 from ..registry import Registry
 from .processors import ImageOnlyQwen2VLProcessor
 
@@ -153,19 +156,71 @@ def _build_idefics3(spec: TinySpec, texts: list[str]):
     return model, processor
 
 
+#: written last into a tiny model's folder; its presence means the build finished
+TINY_MARKER = "seeinpairs_tiny.json"
+
+
 def build_tiny_vlm(family: str, out_dir: str | Path, texts: Iterable[str] = (), seed: int = 0,
-                   spec: TinySpec | None = None) -> Path:
-    """Build, randomly initialise and save a tiny VLM of ``family``; returns the folder."""
+                   spec: TinySpec | None = None, marker: dict | None = None) -> Path:
+    """Build, randomly initialise and save a tiny VLM of ``family``; returns the folder.
+
+    The model is saved into a temporary folder that replaces ``out_dir`` only once
+    complete, so a killed build leaves no half-written checkpoint that a later run
+    would take for a finished one. ``marker`` (default: family, seed and sizes) is
+    written as :data:`TINY_MARKER`, which callers compare to decide whether to rebuild.
+    """
     spec = spec or TinySpec()
     builder = TINY_FAMILIES.get(family)
+    _check_replaceable(Path(out_dir))
     torch.manual_seed(seed)
     model, processor = builder(spec, list(texts))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / "seeinpairs_tiny.json").write_text(__import__("json").dumps({"family": family, "seed": seed, **asdict(spec)}, indent=2))
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / TINY_MARKER).write_text(json.dumps(marker or tiny_marker(family, seed, spec), indent=2))
     return out
+
+
+#: what ``save_pretrained`` writes; a folder of only these (and config.json) is a half-written build
+_CHECKPOINT_SUFFIXES = {".json", ".safetensors", ".bin", ".jinja", ".txt", ".model"}
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace anything but a new or empty folder or an earlier (possibly half-written) build.
+
+    The finished build replaces ``out`` as a whole, so a mistyped output folder
+    (the project root, a data folder) must not be taken for an old model.
+    """
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose a new or empty folder for the tiny model")
+    entries = list(out.iterdir())
+    if not entries or (out / TINY_MARKER).is_file():
+        return
+    if (out / "config.json").is_file() and all(e.is_file() and e.suffix in _CHECKPOINT_SUFFIXES for e in entries):
+        return  # left by a build that was killed before this rule existed
+    raise ConfigError(f"{out}: exists and is not a tiny model folder (no {TINY_MARKER}); "
+                      f"choose a new or empty folder, the build replaces the whole folder")
+
+
+def tiny_marker(family: str, seed: int, spec: TinySpec | None = None) -> dict:
+    """What :func:`build_tiny_vlm` records about a build by default."""
+    return {"family": family, "seed": seed, **asdict(spec or TinySpec())}
+
+
+def built_tiny_vlm(folder: str | Path, marker: dict | None = None) -> bool:
+    """Whether ``folder`` holds a finished tiny build (with ``marker``, if given)."""
+    path = Path(folder) / TINY_MARKER
+    if not path.is_file():
+        return False
+    if marker is None:
+        return True
+    try:
+        return json.loads(path.read_text()) == json.loads(json.dumps(marker))
+    except (OSError, ValueError):
+        return False
 
 
 def list_tiny_families() -> list[str]:

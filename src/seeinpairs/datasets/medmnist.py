@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_write_text
 from ..cases import Case
 from ..errors import ConfigError, ManifestError
 from ..tasks import Task
@@ -259,7 +260,7 @@ def load_medmnist(root: Path, flag: str | None = None, size: int = 28, image_dir
                 label = info["classes"][int(labels[i, 0])]
             cases.append(Case(case_id=case_id, images=(str(image_path),), label=label, patient_id=case_id,
                               split=split, extra=extra))
-    marker.write_text(json.dumps(fingerprint))
+    atomic_write_text(marker, json.dumps(fingerprint))  # last: says every image above is written
     return make_table(cases, path), task
 
 

@@ -10,12 +10,14 @@ references help: that is what experiments measure.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from ..atomic import atomic_write_text
 from ..cases import Case, CaseTable
 from ..tasks import Task
 
@@ -171,6 +173,7 @@ def generate_synthetic(out_dir: str | Path, config: SyntheticConfig | None = Non
                 extra={"mask": f"masks/{case_id}.png"},
             ))
     relative = [Case(**{**c.to_record(), "images": (str(Path(c.image).relative_to(out)),)}) for c in cases]
+    atomic_write_text(out / "generator.json", json.dumps(asdict(config), indent=2))
+    # the manifest last (atomically): its existence is what says the data set is complete
     CaseTable(relative, str(out / "manifest.csv")).save(out / "manifest.csv")
-    (out / "generator.json").write_text(__import__("json").dumps(asdict(config), indent=2))
     return CaseTable(cases, str(out / "manifest.csv")), SYNTHETIC_TASK

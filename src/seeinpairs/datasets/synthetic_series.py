@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_write_text
 from ..cases import Case, CaseTable
 from .synthetic import SiteProfile, SyntheticConfig, draw_anatomy, render
 
@@ -127,6 +128,7 @@ def generate_series(out_dir: str | Path, config: SeriesConfig | None = None) -> 
                                          "lesion_size": round(radius, 4), "grade": GRADES[level],
                                          "trajectory": kind}))
     relative = [Case(**{**c.to_record(), "images": (str(Path(c.image).relative_to(out)),)}) for c in cases]
+    atomic_write_text(out / "generator.json", json.dumps(asdict(config), indent=2))
+    # the manifest last (atomically): its existence is what says the data set is complete
     CaseTable(relative, str(out / "manifest.csv")).save(out / "manifest.csv")
-    (out / "generator.json").write_text(json.dumps(asdict(config), indent=2))
     return CaseTable(cases, str(out / "manifest.csv"))

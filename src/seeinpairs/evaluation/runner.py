@@ -14,6 +14,12 @@ CPU), takes the cases ``rank::world_size`` of each condition's pending list and
 appends to its own rank file of the store; rank 0 alone writes ``runs.json`` and
 the tables. Predictions do not depend on which process made them, so the merged
 store equals that of a single-process run.
+
+One run per output folder: each process locks the folder for its run (rank 0 or
+a plain run one lock file, every other rank its own), so a second run there is
+refused with the holder's pid instead of predicting every case a second time.
+Tables are published as one set and tiny models appear only once fully built
+(see :mod:`seeinpairs.atomic`), so a kill at any moment leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..backends.base import Backend, create_backend, option_probabilities
 from ..backends.hf import checkpoint_fingerprint
-from ..backends.tiny import build_tiny_vlm
+from ..atomic import FileSet, atomic_write_text, folder_lock, recover_file_sets
+from ..backends.tiny import build_tiny_vlm, built_tiny_vlm, tiny_marker
 from ..cases import Case, CaseTable, stable_digest
 from ..errors import BankError, ConfigError
 from ..imaging import file_hash, load_image
@@ -44,7 +51,7 @@ from ..prompts import PROMPT_VERSION, PromptBuilder
 from ..references.bank import ReferenceBank
 from ..references.selectors import SELECTORS, create_selector
 from .config import ExperimentConfig, ModelConfig
-from .stats import mcnemar, paired_bootstrap_delta, summarise, write_tables
+from .stats import mcnemar, paired_bootstrap_delta, summarise, table_names, write_tables
 from .store import PredictionStore, run_key
 
 log = logging.getLogger(__name__)
@@ -161,6 +168,11 @@ class ExperimentResult:
     output_dir: Path | None = None
 
 
+def lock_name(dist: DistContext) -> str:
+    """The lock file of one process of a run: rank 0 (or a plain run) and each other rank have their own."""
+    return ".seeinpairs.lock" if dist.rank == 0 else f".seeinpairs.rank{dist.rank}.lock"
+
+
 def case_rng(seed: int, case_id: str) -> np.random.Generator:
     """A random stream for one case under one seed, independent of processing order."""
     return np.random.default_rng([seed, stable_digest(case_id)])
@@ -181,10 +193,23 @@ def expand_conditions(config: ExperimentConfig) -> list[Condition]:
 
 
 def ensure_data(config: ExperimentConfig) -> None:
-    """Write the manifest a config asks for (generated, or from a data set adapter) unless it exists."""
+    """Write the manifest a config asks for (generated, or from a data set adapter) unless it exists.
+
+    The manifest is written last and atomically, so its existence means the data set is
+    complete; concurrent runs that need the same data wait for the first to write it.
+    """
     data = config.data
-    if Path(data.manifest).exists() or (data.synthetic is None and data.dataset is None):
+    manifest = Path(data.manifest)
+    if manifest.exists() or (data.synthetic is None and data.dataset is None):
         return
+    if data.synthetic is not None and manifest.name != "manifest.csv":
+        raise ConfigError(f"data.manifest: a generated data set is written as manifest.csv, got '{manifest.name}'")
+    with folder_lock(manifest.parent, ".seeinpairs-data.lock", wait=True):
+        if not manifest.exists():  # not written meanwhile by the process we waited for
+            _write_data(data)
+
+
+def _write_data(data) -> None:
     if data.dataset is not None:
         from ..datasets.registry import load_dataset
 
@@ -193,8 +218,8 @@ def ensure_data(config: ExperimentConfig) -> None:
             from ..datasets.registry import resplit_by_patient
 
             table, report = resplit_by_patient(table, data.resplit.fractions, seed=data.resplit.seed)
-            Path(data.manifest).parent.mkdir(parents=True, exist_ok=True)
-            Path(data.manifest).with_name("resplit_report.json").write_text(json.dumps(asdict(report), indent=2))
+            atomic_write_text(Path(data.manifest).with_name("resplit_report.json"),
+                              json.dumps(asdict(report), indent=2))
         table.save(data.manifest)
         return
     from ..datasets.synthetic import SyntheticConfig, generate_synthetic
@@ -203,10 +228,7 @@ def ensure_data(config: ExperimentConfig) -> None:
         generator = SyntheticConfig(**data.synthetic)
     except TypeError as exc:
         raise ConfigError(f"data.synthetic: {exc}") from None
-    manifest = Path(data.manifest)
-    if manifest.name != "manifest.csv":
-        raise ConfigError(f"data.manifest: a generated data set is written as manifest.csv, got '{manifest.name}'")
-    generate_synthetic(manifest.parent, generator)
+    generate_synthetic(Path(data.manifest).parent, generator)
 
 
 def select_eval_cases(table: CaseTable, split: str, max_cases: int | None) -> list[Case]:
@@ -290,7 +312,7 @@ class ExperimentRunner:
         if model.display not in self._model_paths:
             if model.tiny is not None:
                 folder = self.output_dir / "models" / f"tiny-{model.tiny}-s{model.tiny_seed}"
-                if not (folder / "config.json").exists():
+                if not built_tiny_vlm(folder, tiny_marker(model.tiny, model.tiny_seed)):
                     texts = [*self.task.classes, self.task.question, *self.task.descriptions.values()]
                     build_tiny_vlm(model.tiny, folder, texts=texts, seed=model.tiny_seed)
                 self._model_paths[model.display] = str(folder)
@@ -355,9 +377,18 @@ class ExperimentRunner:
         return records
 
     def run(self) -> ExperimentResult | None:
-        """Run every pending prediction; the summary on rank 0 (other ranks of a launch get None)."""
+        """Run every pending prediction; the summary on rank 0 (other ranks of a launch get None).
+
+        The output folder is locked for the run: a second run on it would predict every
+        case again (both see the same cases as pending) and mix two sets of tables. Each
+        rank of a data-parallel launch holds its own lock, so the ranks of one launch work
+        side by side while a second launch (or a plain run) is refused.
+        """
         try:
-            return self._run()
+            with folder_lock(self.output_dir, lock_name(self.dist)):
+                if self.dist.is_main:
+                    recover_file_sets(self.output_dir)  # tables a killed run had committed but not renamed
+                return self._run()
         finally:
             self.dist.shutdown()
 
@@ -448,9 +479,13 @@ class ExperimentRunner:
                             f"delta_{metric}_hi": delta["hi"]})
             tests.append(row)
         tests_frame = pd.DataFrame(tests)
-        write_tables(summary, self.output_dir, "metrics")
-        if not tests_frame.empty:
-            write_tables(tests_frame, self.output_dir, "paired_tests")
+        with FileSet(self.output_dir, "tables") as tables:  # one set: a kill leaves the old tables or the new
+            write_tables(summary, self.output_dir, "metrics", tables)
+            if tests_frame.empty:  # paired tests of an earlier grid would not belong to these metrics
+                for name in table_names("paired_tests"):
+                    tables.remove(name)
+            else:
+                write_tables(tests_frame, self.output_dir, "paired_tests", tables)
         return ExperimentResult(summary, tests_frame, {c.label: r for c, r in by_cond.items()}, self.output_dir)
 
 

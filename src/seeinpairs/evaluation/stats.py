@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, norm
 
+from ..atomic import FileSet
 from ..errors import SeeInPairsError
 from .degenerate import degenerate_reason
 from .metrics import METRICS, batched, default_metric_names, to_arrays
@@ -297,21 +298,30 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(frame: pd.DataFrame, out_dir: str | Path, stem: str) -> dict[str, Path]:
+def write_tables(frame: pd.DataFrame, out_dir: str | Path, stem: str, files: FileSet | None = None) -> dict[str, Path]:
     """Write ``<stem>.csv``, ``<stem>.md`` and ``<stem>.json`` (NaN -> null) and return their paths.
 
-    CSV for spreadsheets, Markdown for papers/READMEs, JSON for programs.
+    CSV for spreadsheets, Markdown for papers/READMEs, JSON for programs. The three
+    are published together (a kill leaves the old three or none); pass ``files`` to
+    stage them into a larger set that is committed as one, e.g. every table of a run.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if files is None:
+        with FileSet(out, f"{stem}-tables") as own:
+            return write_tables(frame, out, stem, own)
     if not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
-    paths = {"csv": out / f"{stem}.csv", "md": out / f"{stem}.md", "json": out / f"{stem}.json"}
-    frame.to_csv(paths["csv"], index=False)
-    paths["md"].write_text(to_markdown(frame), encoding="utf-8")
+    paths = {suffix: out / f"{stem}.{suffix}" for suffix in ("csv", "md", "json")}
+    frame.to_csv(files.path(paths["csv"].name), index=False)
+    files.path(paths["md"].name).write_text(to_markdown(frame), encoding="utf-8")
     rows = json.loads(frame.to_json(orient="records", double_precision=15))
-    paths["json"].write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    files.path(paths["json"].name).write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return paths
+
+
+def table_names(stem: str) -> list[str]:
+    """The files :func:`write_tables` writes for ``stem``."""
+    return [f"{stem}.{suffix}" for suffix in ("csv", "md", "json")]
 
 
 def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05,

@@ -28,13 +28,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
+from ..atomic import atomic_write_text
 from ..errors import SeeInPairsError
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -166,18 +166,7 @@ class PredictionStore:
             self._write_runs(runs)
 
     def _write_runs(self, runs: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".runs.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(runs, fh, sort_keys=True, indent=2, ensure_ascii=False)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.runs_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(self.runs_path, json.dumps(runs, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
 
     # ----------------------------------------------------------- predictions
     def append(self, records: Iterable[dict[str, Any]]) -> int:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..atomic import FileSet
 from ..backends.hf import HFBackend
 from ..cases import Case, CaseTable
 from ..evaluation.runner import case_rng
@@ -81,13 +82,13 @@ class EvidenceResult:
     def save(self, out_dir: str | Path) -> Path:
         """Tables as CSV, overlays as PNG, the config as JSON under ``out_dir``."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("localization", "localization_summary", "localization_delta", "reference_share", "swaps",
-                     "swap_summary", "layers"):
-            getattr(self, name).to_csv(out / f"{name}.csv", index=False)
-        for index, (_, png) in enumerate(self.overlays):
-            (out / f"overlay_{index}.png").write_bytes(png)
-        (out / "evidence_config.json").write_text(json.dumps(self.config, indent=2, default=str))
+        with FileSet(out, "evidence") as files:  # a kill leaves the old evidence or the new, never a mixture
+            for name in ("localization", "localization_summary", "localization_delta", "reference_share", "swaps",
+                         "swap_summary", "layers"):
+                getattr(self, name).to_csv(files.path(f"{name}.csv"), index=False)
+            for index, (_, png) in enumerate(self.overlays):
+                files.path(f"overlay_{index}.png").write_bytes(png)
+            files.path("evidence_config.json").write_text(json.dumps(self.config, indent=2, default=str))
         return out
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
+from ..atomic import FileSet
 from ..backends.base import Backend, option_probabilities
 from ..errors import ConfigError
 from .format import LETTERS, MimDataset, MimItem, SkippedItem
@@ -46,13 +47,14 @@ class MimEvaluation:
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """Write predictions and summary, and ``skipped_<condition>.csv`` when items were left out."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         paths = {"predictions": out / f"predictions_{self.condition}.csv", "summary": out / f"summary_{self.condition}.csv"}
-        self.predictions.to_csv(paths["predictions"], index=False)
-        self.summary.to_csv(paths["summary"], index=False)
-        if self.skipped:
-            paths["skipped"] = out / f"skipped_{self.condition}.csv"
-            pd.DataFrame([s.as_dict() for s in self.skipped]).to_csv(paths["skipped"], index=False)
+        with FileSet(out, f"mim-{self.condition}") as files:  # predictions and their summary appear together
+            self.predictions.to_csv(files.path(paths["predictions"].name), index=False)
+            self.summary.to_csv(files.path(paths["summary"].name), index=False)
+            if self.skipped:
+                paths["skipped"] = out / f"skipped_{self.condition}.csv"
+                pd.DataFrame([s.as_dict() for s in self.skipped]).to_csv(files.path(paths["skipped"].name),
+                                                                          index=False)
         return paths
 
 

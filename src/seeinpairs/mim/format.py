@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from PIL import Image, UnidentifiedImageError
 
+from ..atomic import atomic_write_text
 from ..errors import ImageError, SeeInPairsError
 from ..imaging import load_image
 
@@ -342,11 +343,7 @@ def check_root_names(roots: Iterable[str], items: Iterable[MimItem]) -> None:
 
 def write_mim_file(items: Sequence[MimItem], path: str | Path) -> Path:
     """Write items in the file layout (each in the conversation style it carries)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([item.to_json() for item in items], indent=1, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
-    return path
+    return atomic_write_text(path, json.dumps([item.to_json() for item in items], indent=1, ensure_ascii=False) + "\n")
 
 
 class MimDataset:

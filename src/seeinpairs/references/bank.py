@@ -11,14 +11,13 @@ hash, so a changed file is re-embedded and a renamed one is not.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import faiss
 import numpy as np
 
+from ..atomic import atomic_path, atomic_write_text
 from ..cases import Case
 from ..embedders import Embedder, create_embedder, embedder_key, l2_normalise
 from ..errors import BankError
@@ -119,10 +118,10 @@ class ReferenceBank(Sequence[Case]):
         if self.cache_dir is None:
             return None
         folder = self.cache_dir / key
-        if not folder.exists():
-            folder.mkdir(parents=True, exist_ok=True)
+        identity = folder / "identity.json"
+        if not identity.is_file():
             # Human-readable record of what the hashed folder name stands for.
-            (folder / "identity.json").write_text(json.dumps(embedder.identity(), sort_keys=True, default=str, indent=1))
+            atomic_write_text(identity, json.dumps(embedder.identity(), sort_keys=True, default=str, indent=1))
         return folder
 
     def _embed_paths(self, paths: Sequence[str], embedder: Embedder, key: str) -> np.ndarray:
@@ -215,11 +214,5 @@ class ReferenceBank(Sequence[Case]):
 
 def _atomic_save(path: Path, vector: np.ndarray) -> None:
     """Write via a temporary file so parallel runs never read a half-written array."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, np.asarray(vector, dtype=np.float32))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.asarray(vector, dtype=np.float32))

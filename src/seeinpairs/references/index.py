@@ -28,8 +28,9 @@ Kinds
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
+
+from ..atomic import atomic_path
 
 import faiss
 import numpy as np
@@ -182,10 +183,8 @@ def index_nbytes(index: faiss.Index) -> int:
 def save_index(index: faiss.Index, path: str | Path) -> Path:
     """Write ``index`` to ``path`` atomically (a temporary file, then a rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
     return path
 
 
@@ -210,10 +209,8 @@ def load_index(path: str | Path, mmap: bool = True) -> faiss.Index:
 def save_embeddings(embeddings: np.ndarray, path: str | Path) -> Path:
     """Save ``(n, dim)`` float32 embeddings as ``.npy`` (loadable with ``np.load(mmap_mode="r")``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, np.ascontiguousarray(embeddings, dtype=np.float32))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.ascontiguousarray(embeddings, dtype=np.float32))
     return path
 
 

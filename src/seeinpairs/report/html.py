@@ -29,6 +29,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+from ..atomic import atomic_write_text
 from ..evaluation.degenerate import failed_rows
 from .plots import (
     aggregate_curves,
@@ -896,7 +897,4 @@ def write_report(
     html = render_report(title=title, summary=summary, paired_tests=paired_tests, learning_curves=learning_curves,
                          sample_efficiency=sample_efficiency, examples=examples, findings=findings,
                          metadata=metadata, limitations=limitations, metric=metric, sections=sections, core=core)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
-    return out
+    return atomic_write_text(out_path, html)

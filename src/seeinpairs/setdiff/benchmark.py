@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..atomic import FileSet
 from ..datasets.synthetic import SyntheticConfig
 from ..datasets.synthetic_attributes import ImageSpec, random_spec, write_images
 from ..prompts import Request
@@ -156,13 +157,14 @@ def write_raddiff_files(pairs: Sequence[SetPair], out_dir: str | Path) -> tuple[
     """The pairs as RadDiffBench-format JSONL (paths relative to ``out_dir``) and the difficulty CSV."""
     out = Path(out_dir)
     jsonl, csv = out / "benchmark.jsonl", out / "difficulty.csv"
-    with open(jsonl, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps({
-                "set1": pair.set1_condition, "set2": pair.set2_condition,
-                "set1_images": [str(Path(p).relative_to(out)) for p in pair.set1.images],
-                "set2_images": [str(Path(p).relative_to(out)) for p in pair.set2.images]}) + "\n" for pair in pairs)
-    csv.write_text("set1,set2,difficulty\n" + "".join(f"\"{p.set1_condition}\",\"{p.set2_condition}\",{p.difficulty}\n"
-                                                       for p in pairs))
+    with FileSet(out, "raddiff") as files:  # the pairs and their difficulties appear together
+        with open(files.path(jsonl.name), "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps({
+                    "set1": pair.set1_condition, "set2": pair.set2_condition,
+                    "set1_images": [str(Path(p).relative_to(out)) for p in pair.set1.images],
+                    "set2_images": [str(Path(p).relative_to(out)) for p in pair.set2.images]}) + "\n" for pair in pairs)
+        files.path(csv.name).write_text("set1,set2,difficulty\n" + "".join(
+            f"\"{p.set1_condition}\",\"{p.set2_condition}\",{p.difficulty}\n" for p in pairs))
     return jsonl, csv
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..atomic import FileSet
 from .inputs import SetPair
 from .judges import Judge, Judgement, acc_at, bootstrap_mean_ci, expected_random_acc
 from .proposers import Proposal, Proposer, ZoomRefinementProposer, deduplicate
@@ -102,13 +103,14 @@ class SetDiffRun:
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """``outcomes.jsonl`` (everything, one line per pair and method), ``summary.csv`` and ``run.json``."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         paths = {"outcomes": out / "outcomes.jsonl", "summary": out / "summary.csv", "run": out / "run.json"}
-        with open(paths["outcomes"], "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(outcome.to_dict(), default=_json_default) + "\n" for outcome in self.outcomes)
-        self.summary().to_csv(paths["summary"], index=False)
-        paths["run"].write_text(json.dumps({"judge": self.judge, "settings": self.settings}, indent=2,
-                                           default=_json_default))
+        with FileSet(out, "setdiff-results") as files:  # a kill leaves the old three files or the new three
+            with open(files.path(paths["outcomes"].name), "w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(outcome.to_dict(), default=_json_default) + "\n"
+                                  for outcome in self.outcomes)
+            self.summary().to_csv(files.path(paths["summary"].name), index=False)
+            files.path(paths["run"].name).write_text(json.dumps({"judge": self.judge, "settings": self.settings},
+                                                                indent=2, default=_json_default))
         return paths
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from ..atomic import atomic_path
 from ..cases import Case, CaseTable, stable_digest
 from ..errors import ConfigError
 from ..imaging import image_hash, load_image
@@ -391,11 +391,9 @@ def _render_file(source: str, transform: AcquisitionTransform, folder: Path, cas
     rendered = transform.apply(image, np.random.default_rng(noise_key), source=source)
     if is_grey(np.asarray(rendered)):
         rendered = rendered.convert("L")
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    if suffix == ".png":
-        rendered.save(tmp, format="PNG")
-    else:
-        rendered.save(tmp, format="JPEG", quality=95)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        if suffix == ".png":
+            rendered.save(tmp, format="PNG")
+        else:
+            rendered.save(tmp, format="JPEG", quality=95)
     return target

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..atomic import FileSet
 from ..cases import CaseTable
 from ..errors import ConfigError
 from ..evaluation.config import (
@@ -194,7 +195,9 @@ def run_site_shift(spec: SiteShiftSpec, study, out_dir: Path, progress: bool = T
                                f"delta_{metric}_hi": delta["hi"]})
         frame.append(record)
     result = pd.DataFrame(frame)
-    result.to_csv(out_dir / "site_shift.csv", index=False)
-    (out_dir / "recalibration.json").write_text(json.dumps({**bias.to_dict(), "target_from": "single on training-site "
-                                                            "validation healthy cases"}, indent=2, default=str))
+    with FileSet(out_dir, "site-shift") as files:  # the table and its recalibration belong together
+        result.to_csv(files.path("site_shift.csv"), index=False)
+        files.path("recalibration.json").write_text(json.dumps(
+            {**bias.to_dict(), "target_from": "single on training-site validation healthy cases"},
+            indent=2, default=str))
     return result

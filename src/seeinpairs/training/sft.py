@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 import warnings
@@ -65,7 +64,8 @@ from ..backends.hf import (
     resolve_device,
 )
 from ..backends.processors import load_processor
-from ..backends.tiny import TinySpec, build_tiny_vlm
+from ..atomic import atomic_dir, atomic_write_text, folder_lock
+from ..backends.tiny import TinySpec, build_tiny_vlm, built_tiny_vlm
 from ..cases import Case, CaseTable
 from ..errors import BankError, ConfigError
 from ..evaluation.metrics import compute_metrics
@@ -135,15 +135,12 @@ def base_model_path(config: SFTSettings, texts: Sequence[str] | None = None) -> 
             raise ConfigError("field 'tiny_spec': only applies to a tiny model (model.tiny)")
         return str(model.name)
     folder = (Path(config.output_dir) / "base_model").resolve()  # absolute: adapters record it
-    marker = folder / "seeinpairs_tiny.json"
     digest = None if texts is None else hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     texts = _task_texts(config) if texts is None else list(texts)
     wanted = _tiny_marker(config, digest)
-    if not (folder / "config.json").is_file() or not marker.is_file() or json.loads(marker.read_text()) != wanted:
-        shutil.rmtree(folder, ignore_errors=True)
-        build_tiny_vlm(model.tiny, folder, texts=texts, seed=model.tiny_seed, spec=TinySpec(**config.tiny_spec))
-        if digest is not None:  # the marker build_tiny_vlm wrote, plus which texts the tokenizer learned
-            marker.write_text(json.dumps(wanted, indent=2))
+    if not built_tiny_vlm(folder, wanted):  # the marker also records which texts the tokenizer learned
+        build_tiny_vlm(model.tiny, folder, texts=texts, seed=model.tiny_seed, spec=TinySpec(**config.tiny_spec),
+                       marker=wanted)
     return str(folder)
 
 
@@ -199,24 +196,18 @@ def _optimizer(model, config: SFTSettings) -> torch.optim.Optimizer:
 
 
 # ----- checkpoints ----------------------------------------------------------------------------------
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Swap a fully written folder into place (a crash leaves the old or the new one, never half)."""
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+def _save_weights(model, processor, folder: Path, lora: bool, extra: dict[str, Any] | None = None) -> None:
+    """Full training: model + processor; LoRA: the adapter only; ``extra``: JSON files to add.
 
-
-def _save_weights(model, processor, folder: Path, lora: bool) -> None:
-    """Full training: model + processor; LoRA: the adapter only."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if not lora:
-        processor.save_pretrained(tmp)
-    _replace_dir(tmp, folder)
+    Saved into a temporary folder that replaces ``folder`` when complete (a crash
+    leaves the old checkpoint or the new one, never half of one).
+    """
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        if not lora:
+            processor.save_pretrained(tmp)
+        for name, data in (extra or {}).items():
+            _write_json(tmp / name, data)
 
 
 def _comparable(config: SFTSettings) -> dict[str, Any]:
@@ -285,9 +276,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default, allow_nan=True))
 
 
 def _check_resume(config: SFTSettings, comparable: dict[str, Any], last_dir: Path) -> dict[str, Any] | None:
@@ -396,7 +385,20 @@ def _fit(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] 
          make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
          summary_extra: dict[str, Any], progress: bool, stop_after: int | None,
          console: Console | None) -> TrainResult:
-    """The training loop shared by :func:`train` and :func:`train_on_examples`."""
+    """The training loop shared by :func:`train` and :func:`train_on_examples`.
+
+    The output folder is locked for the run: a second training there would clear
+    and overwrite the checkpoints of the first.
+    """
+    with folder_lock(config.output_dir):
+        return _fit_locked(config, comparable, saved, make_data, tiny_texts, summary_extra, progress, stop_after,
+                           console)
+
+
+def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] | None,
+                make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
+                summary_extra: dict[str, Any], progress: bool, stop_after: int | None,
+                console: Console | None) -> TrainResult:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     console = console or Console(stderr=True)
@@ -444,15 +446,13 @@ def _fit(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] 
         _set_rng_state(saved["rng"])
 
     def save_last() -> None:
-        tmp = out / "last.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        torch.save({"config": comparable, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                    "state": {**state, "seconds": state["seconds"] + time.perf_counter() - started}},
-                   tmp / STATE_FILE)
-        _write_json(tmp / "history.json", state["history"])
-        _replace_dir(tmp, last_dir)
+        with atomic_dir(last_dir) as tmp:
+            model.save_pretrained(tmp)
+            torch.save({"config": comparable, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                        "state": {**state, "seconds": state["seconds"] + time.perf_counter() - started}},
+                       tmp / STATE_FILE)
+            _write_json(tmp / "history.json", state["history"])
 
     orders: dict[int, np.ndarray] = {}
 
@@ -535,17 +535,16 @@ def _fit(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] 
         if lora:
             from peft import PeftModel
 
-            shutil.rmtree(adapter_dir, ignore_errors=True)
-            shutil.copytree(best_dir, adapter_dir)
+            with atomic_dir(adapter_dir) as tmp:
+                shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
             model = PeftModel.from_pretrained(_load_model(base, config, device), str(best_dir)).merge_and_unload()
         else:
             model = _load_model(str(best_dir), config, device)
     model.eval()
-    _save_weights(model, processor, final_dir, lora=False)
     provenance = {"base_model": base, "mode": "lora" if lora else "full", "tiny": _is_tiny(base),
                   "step": state["best_step"] if state["best_step"] is not None else state["step"],
                   "config_name": config.name}
-    _write_json(final_dir / "seeinpairs_sft.json", provenance)
+    _save_weights(model, processor, final_dir, lora=False, extra={"seeinpairs_sft.json": provenance})
 
     best_record = next((r for r in state["history"] if r["step"] == state["best_step"]), None)
     summary = {
