@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -201,8 +202,9 @@ def test_prior_study_is_its_own_mode_on_the_queries_that_have_a_prior(synthetic_
     from seeinpairs.cases import Case, CaseTable
 
     root, table, task = synthetic_data
-    cases = [Case(**{**c.to_record(), "extra": {**c.extra, "follow_up": int(c.case_id.rsplit("_", 1)[1])}})
-             for c in table]
+    # the manifest and its copied images in one folder (images outside the manifest's folder are refused)
+    cases = [Case(**{**c.to_record(), "images": tuple(str(tmp_path / "images" / Path(p).name) for p in c.images),
+                     "extra": {**c.extra, "follow_up": int(c.case_id.rsplit("_", 1)[1])}}) for c in table]
     CaseTable(cases, str(tmp_path / "manifest.csv")).save(tmp_path / "manifest.csv")
     shutil.copytree(root / "images", tmp_path / "images")
     by_id = {c.case_id: c for c in cases}
