@@ -136,3 +136,15 @@ def environment_record() -> dict[str, Any]:
         if torch.cuda.is_available():
             record["gpu"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return record
+
+
+def environment_summary(record: dict[str, Any] | None = None) -> str:
+    """One line for reports: threads, CPU/GPU and the main library versions."""
+    record = record or environment_record()
+    versions = record.get("versions", {})
+    device = ", ".join(record["gpu"]) if record.get("gpu") else record.get("cpu", "unknown CPU")
+    threads = record.get("torch_threads", record.get("omp_num_threads"))
+    return (f"{threads} torch threads of {record.get('cores_available')} cores available; {device}; "
+            f"torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
+            f"seeinpairs {versions.get('seeinpairs')}" + (f" ({record['git_revision']})" if record.get("git_revision")
+                                                          else ""))

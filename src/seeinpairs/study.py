@@ -39,6 +39,7 @@ from .evaluation.stats import write_tables
 from .explain.evidence import EvidenceConfig, EvidenceResult, EvidenceRunner
 from .explain.report import evidence_section
 from .references.bank import ReferenceBank
+from .runtime import environment_summary
 from .tasks import Task
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     metadata = {"study": config.name, "data": str(config.data.manifest), "model": config.model.display,
                 "paired training": paired_training.model_dump(), "train settings": config.train,
                 "evaluation split": config.eval.split, "cases evaluated": int(evaluation.summary["n"].max()),
-                "seconds": round(seconds, 1)}
+                "seconds": round(seconds, 1), "computed on": environment_summary()}
     if config.anchor is not None:
         metadata["published anchor"] = config.anchor.model_dump()
     report = write_report(out / "report.html", title=f"seeinpairs study: {config.name}",

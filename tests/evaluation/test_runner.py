@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -67,6 +68,11 @@ def test_finished_run_is_not_recomputed(synthetic_data, tiny_models, tmp_path, m
     monkeypatch.setattr(HFBackend, "__init__", fail)
     result = run_experiment(config, progress=False)
     assert (result.summary["n"] == 10).all()
+    # where the predictions were computed: one line for the invocation that made them, none for the no-op
+    lines = (tmp_path / "out" / "environment.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["predictions"] == 40 and record["torch_threads"] >= 1 and record["versions"]["torch"]
 
 
 def test_predictions_record_everything_needed_to_recompute_metrics(synthetic_data, tiny_models, tmp_path):

@@ -40,9 +40,9 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..atomic import FileSet, atomic_write_text, folder_lock, recover_file_sets
 from ..backends.base import Backend, create_backend, option_probabilities
 from ..backends.hf import checkpoint_fingerprint
-from ..atomic import FileSet, atomic_write_text, folder_lock, recover_file_sets
 from ..backends.tiny import build_tiny_vlm, built_tiny_vlm, tiny_marker
 from ..cases import Case, CaseTable, stable_digest
 from ..errors import BankError, ConfigError
@@ -50,9 +50,13 @@ from ..imaging import file_hash, load_image
 from ..prompts import PROMPT_VERSION, PromptBuilder
 from ..references.bank import ReferenceBank
 from ..references.selectors import SELECTORS, create_selector
+from ..runtime import environment_record
 from .config import ExperimentConfig, ModelConfig
 from .stats import mcnemar, paired_bootstrap_delta, summarise, table_names, write_tables
 from .store import PredictionStore, run_key
+
+#: one line per invocation that computed predictions: where (threads, CPU/GPU, versions) and how many
+ENVIRONMENT_FILE = "environment.jsonl"
 
 log = logging.getLogger(__name__)
 
@@ -433,10 +437,20 @@ class ExperimentRunner:
                     self.store.append(self._predict(backend, cond, key, batch))
                     bar.advance(overall, len(batch))
         backends.clear()
+        if total and dist.is_main:
+            self.record_environment(everything)
         dist.barrier()  # every rank's predictions are on disk
         if not dist.is_main:
             return None
         return self.summarise()
+
+    def record_environment(self, predictions: int) -> None:
+        """Append where this invocation's predictions were computed to ``environment.jsonl``: a run
+        resumed elsewhere (other threads, CPU, GPU or library versions) shows as a second line."""
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "predictions": predictions,
+                  "world_size": self.dist.world_size, **environment_record()}
+        with open(self.output_dir / ENVIRONMENT_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
 
     # ----- results ------------------------------------------------------------------------------
     def records_by_condition(self) -> dict[Condition, list[dict]]:

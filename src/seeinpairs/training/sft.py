@@ -65,6 +65,7 @@ from ..backends.hf import (
 )
 from ..backends.processors import load_processor
 from ..atomic import atomic_dir, atomic_write_text, folder_lock
+from ..runtime import environment_record
 from ..backends.tiny import TinySpec, build_tiny_vlm, built_tiny_vlm
 from ..cases import Case, CaseTable
 from ..errors import BankError, ConfigError
@@ -556,6 +557,7 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
         "stopped_early": state["stopped_early"], "seconds": seconds,
         "checkpoint": str(final_dir), "adapter": str(adapter_dir) if adapter_dir else None,
         "config": config.model_dump(mode="json"),
+        "environment": environment_record(),  # weights depend on the thread count and library versions
     }
     _write_json(out / "train_summary.json", summary)
     return TrainResult(final_dir, out, state["history"], train_ids, seconds, state["step"], state["best_step"],
