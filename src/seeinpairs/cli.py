@@ -19,9 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 try:  # recent typer bundles its own click, whose usage errors are not ``click``'s classes
-    from typer._click.exceptions import ClickException, NoSuchOption, UsageError
+    from typer._click.exceptions import BadParameter, ClickException, NoSuchOption, UsageError
 except ImportError:  # older typer runs on click itself
-    from click.exceptions import ClickException, NoSuchOption, UsageError
+    from click.exceptions import BadParameter, ClickException, NoSuchOption, UsageError
 
 from .cli_console import make_console
 from .cli_explain import register as register_explain
@@ -303,7 +303,8 @@ def usage_message(exc: UsageError) -> str:
     if ctx is None:
         return message
     group = ctx.command
-    if hasattr(group, "list_commands") and ctx.invoked_subcommand is None and not isinstance(exc, NoSuchOption):
+    if hasattr(group, "list_commands") and ctx.invoked_subcommand is None \
+            and not isinstance(exc, (NoSuchOption, BadParameter)):
         message += f" Commands: {', '.join(group.list_commands(ctx))}."
     return f"{message} (see '{ctx.command_path} --help')"
 

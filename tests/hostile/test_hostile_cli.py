@@ -39,6 +39,7 @@ CASES = [
     ("max-cases-text", GOOD, ["eval", "c.yaml", "--max-cases", "abc"], ["--max-cases", "integer"]),
     ("max-cases-zero", GOOD, ["eval", "c.yaml", "--max-cases", "0"], ["--max-cases", "greater than or equal to 1"]),
     ("max-cases-negative", GOOD, ["eval", "c.yaml", "--max-cases", "-3"], ["--max-cases", "greater than or equal to 1"]),
+    ("threads-zero", {}, ["--threads", "0", "list"], ["--threads", "greater than or equal to 1"]),
     ("output-is-a-file", {**GOOD, "taken": "x"}, ["eval", "c.yaml", "--output", "taken"], ["--output", "taken"]),
     ("config-output-dir-is-a-file", {"c.yaml": _config(output_dir="taken"), "taken": "x"}, ["eval", "c.yaml"],
      ["c.yaml", "output_dir", "taken"]),
