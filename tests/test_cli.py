@@ -71,3 +71,16 @@ def test_list_shows_registries():
     assert result.returncode == 0
     for name in ("random", "embedding", "demographic", "cross_center", "pixel", "hf", "qwen2_vl", "idefics3"):
         assert name in result.stdout
+
+
+def test_version_and_log_level_options():
+    from seeinpairs import __version__
+
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"seeinpairs {__version__}"
+    bad = run_cli("--log-level", "loud", "list")
+    assert bad.returncode == 2 and "'loud' is not one of debug, info, warning, error" in bad.stderr
+    verbose = run_cli("-v", "list")
+    assert verbose.returncode == 0 and "INFO " in verbose.stderr  # info lines now reach the log
+    quiet = run_cli("list")
+    assert quiet.returncode == 0 and "INFO " not in quiet.stderr

@@ -33,16 +33,39 @@ console = make_console()
 err_console = make_console(stderr=True)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        console.print(f"seeinpairs {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def options(
     threads: Optional[int] = typer.Option(
         None, "--threads", min=1, envvar="SEEINPAIRS_THREADS", show_envvar=True,
         help="CPU threads for torch (default: the cores this process may use, from its affinity and cgroup "
              "quota). Results record it: figures can differ between thread counts."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                help="More log lines: -v for info (e.g. which scoring path a backend takes), "
+                                     "-vv for debug."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors in the log."),
+    log_level: Optional[str] = typer.Option(None, "--log-level", help=f"One of {', '.join(LOG_LEVELS)} "
+                                                                      "(overrides -v/-q)."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     """Reference-guided comparative diagnosis with vision-language models."""
     from .runtime import configure_threads
 
+    if log_level is not None and log_level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"'{log_level}' is not one of {', '.join(LOG_LEVELS)}", param_hint="'--log-level'")
+    level = log_level.lower() if log_level else ("error" if quiet else LOG_LEVELS[max(0, 2 - verbose)])
+    logging.getLogger().setLevel(level.upper())
     configure_threads(threads)
 
 
