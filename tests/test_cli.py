@@ -84,3 +84,19 @@ def test_version_and_log_level_options():
     assert verbose.returncode == 0 and "INFO " in verbose.stderr  # info lines now reach the log
     quiet = run_cli("list")
     assert quiet.returncode == 0 and "INFO " not in quiet.stderr
+
+
+def test_help_texts_carry_no_docstring_markup():
+    """Every command's --help reads as plain text: no reStructuredText roles or double backticks."""
+    import typer.main
+
+    from seeinpairs.cli import app
+
+    def commands(command, path):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from commands(sub, [*path, name])
+
+    for path, command in commands(typer.main.get_command(app), []):
+        text = " ".join(filter(None, [command.help, *(getattr(p, "help", None) for p in command.params)]))
+        assert "``" not in text and ":class:" not in text and ":func:" not in text, (path, text)

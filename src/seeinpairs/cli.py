@@ -124,7 +124,7 @@ def eval_command(
 ) -> None:
     """Run (or resume) an experiment and print single vs paired metrics.
 
-    Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) the cases are
+    Under 'torchrun --nproc_per_node N' (or 'accelerate launch') the cases are
     sharded across the N processes; rank 0 writes the tables and prints.
     """
     from .evaluation.config import ExperimentConfig

@@ -175,7 +175,7 @@ def synthetic(
     patients: int = typer.Option(240, min=1, help="Patients (3 studies x 2 views each)."),
     seed: int = typer.Option(0, min=0),
 ) -> None:
-    """Generate the longitudinal, two-view synthetic case table (input for ``mim generate``)."""
+    """Generate the longitudinal, two-view synthetic case table (input for 'mim generate')."""
     from .datasets.synthetic_series import SeriesConfig, generate_series
 
     table = generate_series(output, SeriesConfig(n_patients=patients, seed=seed))
@@ -201,7 +201,7 @@ def evaluate(
 ) -> None:
     """Evaluate a model on Med-MIM-format files: accuracy per ability, source and split with 95% CIs.
 
-    Malformed items are skipped (one line each, and ``skipped_<condition>.csv`` beside the results)."""
+    Malformed items are skipped (one line each, and skipped_<condition>.csv beside the results)."""
     from .backends.hf import HFBackend
     from .mim.evaluate import evaluate as run
     from .mim.format import MimDataset
