@@ -41,3 +41,23 @@ def test_one_predicted_class_is_failed_training_but_a_weak_model_is_not():
 def test_too_few_cases_give_no_verdict(n):
     probs = np.full((n, 2), 0.5)
     assert degenerate_reason(np.zeros(n, dtype=int), probs, CLASSES) == ""
+
+
+def test_bounded_or_tied_scores_of_a_served_model_are_labelled():
+    from seeinpairs.evaluation.degenerate import scoring_reason
+
+    rng = np.random.default_rng(2)
+    gold = rng.integers(0, 2, 40)
+    tied = [{**r, "probabilities": [0.5, 0.5], "scoring": {"method": "logprobs", "notes": ["bounded:normal",
+                                                                                          "bounded:malignant"]}}
+            for r in _records(np.full((40, 2), 0.5), gold)]
+    summary = summarise({"served": tied}, CLASSES, "normal", n_boot=50)
+    assert summary.loc[0, "degenerate"].startswith("near-constant")  # the probabilities alone already say it
+    assert scoring_reason(tied).startswith("option scores are bounds, not measurements, in 40 of 40 cases")
+    varied = rng.uniform(0.2, 0.8, 40)
+    half_bounded = [{**r, "scoring": {"method": "logprobs", "notes": ["bounded:normal"] if i < 30 else []}}
+                    for i, r in enumerate(_records(np.stack([varied, 1 - varied], 1), gold))]
+    summary = summarise({"served": half_bounded}, CLASSES, "normal", n_boot=50)
+    assert "30 of 40 cases" in summary.loc[0, "degenerate"]
+    measured = [{**r, "scoring": {"method": "logprobs", "notes": []}} for r in half_bounded]
+    assert scoring_reason(measured) == ""

@@ -33,7 +33,7 @@ from scipy.stats import binomtest, norm
 
 from ..atomic import FileSet
 from ..errors import SeeInPairsError
-from .degenerate import degenerate_reason
+from .degenerate import degenerate_reason, scoring_reason
 from .metrics import METRICS, batched, default_metric_names, to_arrays
 
 # Upper bound on floats materialised per bootstrap chunk (B * n * C), ~32 MB.
@@ -181,7 +181,7 @@ def summarise(
     for condition, records in records_by_condition.items():
         gold, probs, _, healthy_index = to_arrays(records, classes, healthy_class)
         row: dict[str, Any] = {"condition": condition, "n": len(gold),
-                               "degenerate": degenerate_reason(gold, probs, classes)}
+                               "degenerate": degenerate_reason(gold, probs, classes) or scoring_reason(records)}
         idx = _resample_indices(len(gold), n_boot, seed) if len(gold) else None
         for name in names:
             if idx is None:
