@@ -10,7 +10,7 @@ lists live here; a test keeps each list equal to its constructor's keyword param
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,9 +21,16 @@ class BackendOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    #: options that change how a backend runs (where it reaches, how fast, with which credentials) but
+    #: not what it predicts: left out of the run key, so changing them reuses stored predictions, and
+    #: never written to ``runs.json`` (an API key among them)
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset()
+
 
 class HFOptions(BackendOptions):
     """Options of the ``hf`` backend (``model``, ``dtype``, ``device`` and ``batch_size`` are model fields)."""
+
+    OPERATIONAL = frozenset({"vision_cache_mb", "cache_dir", "local_files_only"})
 
     revision: str | None = None
     vision_cache_mb: int = Field(0, ge=0)
@@ -36,6 +43,9 @@ class HFOptions(BackendOptions):
 
 class OpenAICompatOptions(BackendOptions):
     """Options of the ``openai_compat`` backend (the served model name is the model's ``name``)."""
+
+    OPERATIONAL = frozenset({"base_url", "api_key", "api_key_env", "timeout", "max_retries", "backoff",
+                             "concurrency"})
 
     base_url: str = "http://localhost:8000/v1"
     api_key: str | None = None
@@ -71,3 +81,10 @@ def option_problem(backend: str, options: dict[str, Any]) -> tuple[str, str] | N
             return name, f"unknown option of the '{backend}' backend (allowed: {allowed})"
         return name, " ".join(str(first["msg"]).split())
     return None
+
+
+def prediction_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options that decide a backend's predictions (its operational ones and secrets left out)."""
+    schema = BACKEND_OPTIONS.get(backend)
+    operational = schema.OPERATIONAL if schema is not None else frozenset()
+    return {name: value for name, value in options.items() if name not in operational}

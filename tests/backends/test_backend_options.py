@@ -46,3 +46,26 @@ def test_remote_model_is_the_configs_name():
     config = ModelConfig(backend="openai_compat", name="served-model", options={"base_url": "http://fake/v1"})
     backend = ExperimentRunner.create_backend(SimpleNamespace(), config)
     assert backend.model == "served-model" and backend.base_url == "http://fake/v1"
+
+
+def test_run_key_holds_what_decides_predictions_and_no_secret(synthetic_data, tmp_path):
+    """Concurrency, retries, the endpoint and the API key do not change a served model's predictions: they
+    leave the run key alone and never reach runs.json; ``top_logprobs`` changes scores, so it is keyed."""
+    from seeinpairs.evaluation.config import ExperimentConfig
+    from seeinpairs.evaluation.runner import ExperimentRunner
+
+    root, _, task = synthetic_data
+
+    def key(**options):
+        config = ExperimentConfig.from_dict({
+            "name": "t", "task": task.model_dump(), "data": {"manifest": str(root / "manifest.csv")},
+            "models": [{"backend": "openai_compat", "name": "served-model", "options": options}],
+            "eval": {"split": "test", "conditions": [{"selector": "none", "k": 0}]},
+            "output_dir": str(tmp_path / "out")})
+        runner = ExperimentRunner(config, progress=False)
+        return runner.condition_key(runner.conditions[0])
+
+    base, description = key(base_url="http://a/v1", concurrency=4, api_key="sk-secret")
+    assert key(base_url="http://b/v1", concurrency=16, max_retries=9, api_key="sk-other")[0] == base
+    assert key(base_url="http://a/v1", top_logprobs=5)[0] != base
+    assert "sk-secret" not in str(description) and "base_url" not in str(description)

@@ -41,6 +41,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..atomic import FileSet, atomic_write_text, folder_lock, recover_file_sets
+from ..backend_options import prediction_options
 from ..backends.base import Backend, create_backend, option_probabilities
 from ..backends.hf import checkpoint_fingerprint
 from ..backends.tiny import build_tiny_vlm, built_tiny_vlm, tiny_marker
@@ -334,7 +335,7 @@ class ExperimentRunner:
             if cond.k > 0 else None,
             "model": {"backend": model.backend, "source": model.name or f"tiny:{model.tiny}",
                       "fingerprint": checkpoint_fingerprint(path), "dtype": model.dtype,
-                      "options": model.options},
+                      "options": prediction_options(model.backend, model.options)},
             "selector": cond.selector, "k": cond.k, "params": cond.params, "seed": cond.seed,
             "prompt": PROMPT_VERSION,
         }
