@@ -57,6 +57,7 @@ class OpenAICompatOptions(BackendOptions):
     top_logprobs: int = Field(20, ge=1)
     fallback: bool = True
     generation_tokens: int = Field(8, ge=1)
+    extra_body: dict[str, Any] | None = None
 
 
 #: backend name -> its options; a new backend declares its options here

@@ -68,6 +68,8 @@ def fake_server(handler):
     calls = []
 
     def wrapped(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # /models: a server that lists none (the served-name check is skipped)
+            return httpx.Response(404, json={"error": {"message": "not found"}})
         body = json.loads(request.content)
         calls.append(body)
         return handler(body, len(calls))
@@ -114,3 +116,54 @@ def test_connection_errors_are_retried_then_reported(requests_):
                                  timeout=2, api_key_env=None)
     with pytest.raises(BackendError, match="ConnectError"):
         client.score_options(requests_[:1])
+
+
+def test_retry_after_replaces_the_backoff(requests_, monkeypatch):
+    slept = []
+    monkeypatch.setattr("seeinpairs.backends.openai_compat.time.sleep", slept.append)
+    answer = {"choices": [{"message": {"content": "normal"}, "logprobs": {"content": [
+        {"token": "normal", "logprob": -0.1, "top_logprobs": [{"token": "abnormal", "logprob": -2.0}]}]}}]}
+
+    def handler(body, n):
+        if n == 1:
+            return httpx.Response(429, headers={"Retry-After": "2"}, json={"error": {"message": "slow down"}})
+        if n == 2:
+            return httpx.Response(503, text="busy")
+        return httpx.Response(200, json=answer)
+
+    transport, calls = fake_server(handler)
+    client = OpenAICompatBackend("m", base_url="http://fake/v1", transport=transport, backoff=0.5, api_key_env=None)
+    client.score_options(requests_[:1])
+    assert len(calls) == 3
+    assert slept[0] == 2.0  # the server's wait alone, not added to the backoff
+    assert 1.0 <= slept[1] <= 1.25  # no Retry-After: the backoff of the second retry (0.5 * 2, with jitter)
+
+
+def test_retry_after_as_an_http_date():
+    from seeinpairs.backends.openai_compat import retry_after_seconds
+
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: retry now
+    assert retry_after_seconds("7") == 7.0 and retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+def test_extra_body_reaches_every_request_and_the_served_name_is_checked(requests_):
+    answer = {"choices": [{"message": {"content": "normal"}, "logprobs": {"content": [
+        {"token": "normal", "logprob": -0.1, "top_logprobs": []}]}}]}
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "served-a"}, {"id": "served-b"}]})
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json=answer)
+
+    extra = {"chat_template_kwargs": {"enable_thinking": False}}
+    client = OpenAICompatBackend("served-b", base_url="http://fake/v1", transport=httpx.MockTransport(handler),
+                                 extra_body=extra, api_key_env=None)
+    client.score_options(requests_[:1])
+    client.generate(requests_[:1], max_new_tokens=4)
+    assert len(seen) == 2 and all(body["chat_template_kwargs"] == {"enable_thinking": False} for body in seen)
+    typo = OpenAICompatBackend("served-c", base_url="http://fake/v1", transport=httpx.MockTransport(handler),
+                               api_key_env=None)
+    with pytest.raises(BackendError, match="model 'served-c' is not served there \\(served: served-a, served-b\\)"):
+        typo.score_options(requests_[:1])

@@ -29,6 +29,8 @@ Per request, ``last_score_records`` holds how it was scored.
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import io
 import logging
 import os
@@ -149,10 +151,12 @@ class OpenAICompatBackend(Backend):
     def __init__(self, model: str, base_url: str = "http://localhost:8000/v1", api_key: str | None = None,
                  api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 60.0, max_retries: int = 4,
                  backoff: float = 0.5, concurrency: int = 4, top_logprobs: int = 20,
-                 fallback: bool = True, generation_tokens: int = 8,
+                 fallback: bool = True, generation_tokens: int = 8, extra_body: dict[str, Any] | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
         """The keyword parameters after ``model`` (except ``transport``, for tests) are the config's
-        ``options`` (:class:`seeinpairs.backend_options.OpenAICompatOptions`)."""
+        ``options`` (:class:`seeinpairs.backend_options.OpenAICompatOptions`). ``extra_body`` is merged
+        into every request body: server-specific fields such as vLLM's ``chat_template_kwargs:
+        {enable_thinking: false}`` (for thinking models) or ``mm_processor_kwargs``."""
         if not model:
             raise BackendError("openai_compat: 'model' (the served model name) is required")
         if top_logprobs < 1:
@@ -170,35 +174,40 @@ class OpenAICompatBackend(Backend):
         self.top_logprobs = int(top_logprobs)
         self.fallback = bool(fallback)
         self.generation_tokens = int(generation_tokens)
+        self.extra_body = dict(extra_body or {})
+        self._model_checked = False
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout), transport=transport)
         self.last_score_records: list[dict[str, Any]] = []
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
-                "scoring": "first-token-logprob", "top_logprobs": self.top_logprobs, "fallback": self.fallback}
+                "scoring": "first-token-logprob", "top_logprobs": self.top_logprobs, "fallback": self.fallback,
+                "extra_body": self.extra_body}
 
     def close(self) -> None:
         self.client.close()
 
     # ----- HTTP -------------------------------------------------------------------------------
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to /chat/completions with retries (exponential backoff with jitter) on 429/5xx/connection errors."""
+        """POST to /chat/completions with retries on 429/5xx/connection errors.
+
+        The wait before a retry is the server's ``Retry-After`` when it sends one (seconds or an
+        HTTP date, at most 30 s), else exponential backoff with jitter; never both.
+        """
         url = f"{self.base_url}/chat/completions"
-        last = "no attempt"
+        body = {**body, **self.extra_body}
+        last, wait = "no attempt", None
         for attempt in range(self.max_retries + 1):
             if attempt:
-                delay = self.backoff * (2 ** (attempt - 1)) * (1 + 0.25 * random.random())
+                delay = wait if wait is not None else self.backoff * (2 ** (attempt - 1)) * (1 + 0.25 * random.random())
                 time.sleep(min(delay, 30.0))
             try:
                 response = self.client.post(url, json=body)
             except (httpx.TransportError,) as exc:  # connection refused/reset, timeouts, protocol errors
-                last = f"{type(exc).__name__}"
+                last, wait = f"{type(exc).__name__}", None
                 continue
             if response.status_code in _RETRY_STATUS:
-                last = f"HTTP {response.status_code}"
-                retry_after = response.headers.get("retry-after", "")
-                if retry_after.isdigit() and attempt < self.max_retries:
-                    time.sleep(min(float(retry_after), 30.0))
+                last, wait = f"HTTP {response.status_code}", retry_after_seconds(response.headers.get("retry-after"))
                 continue
             if response.status_code >= 400:
                 raise BackendError(f"{url}: HTTP {response.status_code}: {_error_message(response)}")
@@ -207,6 +216,22 @@ class OpenAICompatBackend(Backend):
             except ValueError:
                 raise BackendError(f"{url}: the server answered with something other than JSON") from None
         raise BackendError(f"{url}: no answer after {self.max_retries + 1} attempts ({last})")
+
+    def check_model(self) -> None:
+        """Once per backend: the served model name is among the server's ``/models`` (a typo would
+        otherwise be answered by whatever the server runs, or fail on every request). Servers that
+        list no models are not checked."""
+        if self._model_checked:
+            return
+        self._model_checked = True
+        try:
+            response = self.client.get(f"{self.base_url}/models")
+            served = [str(m["id"]) for m in response.json().get("data", [])] if response.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, AttributeError, KeyError, TypeError):
+            return  # the requests themselves report an unreachable or unusual server
+        if served and self.model not in served:
+            raise BackendError(f"{self.base_url}: model '{self.model}' is not served there "
+                               f"(served: {', '.join(served[:10])})")
 
     def _map(self, function, items: Sequence[Any]) -> list[Any]:
         if len(items) <= 1 or self.concurrency == 1:
@@ -235,6 +260,7 @@ class OpenAICompatBackend(Backend):
         return scores, {"method": "generation", "notes": [], "text": text}
 
     def score_options(self, requests: Sequence[Request]) -> list[list[float]]:
+        self.check_model()
         results = self._map(self._score_one, list(requests))
         self.last_score_records = [record for _, record in results]
         for record in self.last_score_records:
@@ -251,6 +277,7 @@ class OpenAICompatBackend(Backend):
         return (content or "").strip()
 
     def generate(self, requests: Sequence[Request], max_new_tokens: int = 32) -> list[str]:
+        self.check_model()
         return self._map(lambda r: self._generate_one(openai_messages(r), max_new_tokens), list(requests))
 
 
@@ -269,6 +296,24 @@ def _top_logprobs(data: dict[str, Any]) -> dict[str, float]:
         if isinstance(token, str) and isinstance(value, (int, float)):
             top[token] = max(float(value), top.get(token, float("-inf")))
     return top
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header as seconds to wait (it is either seconds or an HTTP date), else None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 def _error_message(response: httpx.Response) -> str:
