@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -229,14 +230,39 @@ def test_ratio_averages_seeds_and_ignores_nan():
 
 
 def test_findings_on_sample_efficiency():
-    reached = sample_efficiency(curves_frame([0.6, 0.7, 0.8, 0.9], [0.7, 0.8, 0.9, 0.95]))
-    text = " ".join(findings_from(None, None, reached))
+    seeds = (0, 1, 2)
+    reached = curves_frame([0.6, 0.7, 0.8, 0.9], [0.7, 0.8, 0.9, 0.95], seeds=seeds)
+    reached.loc[reached["seed"] == 1, "auroc"] += np.where(reached.loc[reached["seed"] == 1, "mode"] == "paired",
+                                                           0.02, 0.0)
+    efficiency = sample_efficiency(reached)
+    assert efficiency.estimable and efficiency.n_sizes == 4 and efficiency.n_seeds == 3
+    low, high, undefined = efficiency.spread()
+    assert low < efficiency.ratio < high and undefined == 0  # seed 1's paired curve is better: a larger ratio
+    text = " ".join(findings_from(None, None, efficiency))
     assert "single model's AUROC at its largest training set (n=128), 0.900" in text
     assert "Paired training first reaches it at n=64" in text
-    assert "ratio n_single/n_paired = 2.00" in text
-    never = curves_frame([0.6, 0.7, 0.8, 0.9], [0.5, 0.6, 0.7, 0.85])
+    assert f"ratio n_single/n_paired = {efficiency.ratio:.2f} (range over 3 seeds {low:.2f} to {high:.2f})" in text
+    never = curves_frame([0.6, 0.7, 0.8, 0.9], [0.5, 0.6, 0.7, 0.85], seeds=(0, 1))
     text = " ".join(findings_from(None, None, never))
     assert "Paired training never reaches it" in text and "ratio is undefined" in text
+
+
+def test_a_two_point_one_seed_ladder_states_no_ratio_only_its_values():
+    small = curves_frame([0.703, 0.766], [0.692, 0.816], ladder=(32, 128))
+    efficiency = sample_efficiency(small)
+    assert efficiency.ratio == pytest.approx(128 / efficiency.n_paired)  # the number exists...
+    assert not efficiency.estimable
+    text = " ".join(findings_from(None, None, efficiency))
+    assert "as many training cases" not in text and "n_single/n_paired" not in text  # ...but is not stated
+    assert "too small to estimate a sample-efficiency ratio (2 training-set sizes and 1 seed" in text
+    assert "single n=32 0.703, n=128 0.766; paired n=32 0.692, n=128 0.816" in text
+    # three sizes but one seed: still no ratio; two seeds on two sizes: neither
+    for frame in (curves_frame([0.6, 0.7, 0.8], [0.7, 0.8, 0.9], ladder=(16, 32, 64)),
+                  curves_frame([0.6, 0.7], [0.7, 0.8], ladder=(16, 32), seeds=(0, 1))):
+        assert "too small to estimate" in " ".join(findings_from(None, None, sample_efficiency(frame)))
+    # the dict form (as stored in JSON) keeps the rule
+    stored = json.loads(json.dumps(efficiency.as_dict()))
+    assert "too small to estimate" in " ".join(findings_from(None, None, stored))
 
 
 # ------------------------------------------------------------------- aggregation and plots

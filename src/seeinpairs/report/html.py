@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -50,6 +50,10 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 TABLE_METRICS = ("auroc", "accuracy", "balanced_accuracy", "macro_f1", "ece")
 _ID_COLUMNS = ("model", "mode", "selector", "k", "seed", "n")
 _LIST_LIMIT = 6
+#: the smallest learning-curve ladder a sample-efficiency ratio is stated for: fewer sizes or one seed give
+#: a ratio that interpolates between two noisy points with no interval at all
+MIN_LADDER_SIZES = 3
+MIN_LADDER_SEEDS = 2
 
 DEFAULT_LIMITATIONS = (
     "What this can show: on these evaluation cases and with these models, whether showing k healthy reference "
@@ -172,6 +176,27 @@ class SampleEfficiency:
     largest_n_single: float
     largest_n_paired: float
     best_paired: float
+    #: training-set sizes (n > 0) on both curves, and seeds run in both modes
+    n_sizes: int = 0
+    n_seeds: int = 0
+    #: the ratio of each seed's own curves, towards the same target (NaN where undefined)
+    seed_ratios: tuple[float, ...] = ()
+    #: (n, mean over seeds) per training-set size, for reporting the raw curve when no ratio is estimable
+    single_curve: tuple[tuple[float, float], ...] = ()
+    paired_curve: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def estimable(self) -> bool:
+        """Whether the ladder can carry a ratio: a 2-point, 1-seed curve gives a number with no interval."""
+        return self.n_sizes >= MIN_LADDER_SIZES and self.n_seeds >= MIN_LADDER_SEEDS
+
+    def spread(self) -> tuple[float, float, int]:
+        """(lowest, highest) finite per-seed ratio and how many seeds had an undefined one."""
+        values = np.asarray(self.seed_ratios, dtype=float)
+        finite = values[np.isfinite(values)]
+        if not finite.size:
+            return float("nan"), float("nan"), int(values.size)
+        return float(finite.min()), float(finite.max()), int(values.size - finite.size)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -242,13 +267,55 @@ def sample_efficiency(
     else:
         n_single = n_paired = paired_first = nan
         single_censored = paired_censored = False
-    ratio = n_single / n_paired if _finite(n_single) and _finite(n_paired) and n_paired > 0 else nan
+    ratio = _ratio(ns_s, v_s, ns_p, v_p, goal, higher)
     best_paired = (float(v_p.max() if higher else v_p.min())) if v_p.size else nan
+    seeds = _seeds_in_both(curves, metric, model)
+    seed_ratios = tuple(_seed_ratio(curves, metric, model, seed, goal, higher) for seed in seeds)
     return SampleEfficiency(metric=metric, target=goal, target_source=source, n_single=n_single, n_paired=n_paired,
                             paired_first_n=paired_first, ratio=ratio, single_censored=single_censored,
                             paired_censored=paired_censored,
                             largest_n_single=float(ns_s[-1]) if ns_s.size else nan,
-                            largest_n_paired=float(ns_p[-1]) if ns_p.size else nan, best_paired=best_paired)
+                            largest_n_paired=float(ns_p[-1]) if ns_p.size else nan, best_paired=best_paired,
+                            n_sizes=len(set(ns_s.tolist()) & set(ns_p.tolist())), n_seeds=len(seeds),
+                            seed_ratios=seed_ratios,
+                            single_curve=tuple(zip(ns_s.tolist(), v_s.tolist())),
+                            paired_curve=tuple(zip(ns_p.tolist(), v_p.tolist())))
+
+
+def _ratio(ns_s: np.ndarray, v_s: np.ndarray, ns_p: np.ndarray, v_p: np.ndarray, goal: float, higher: bool) -> float:
+    """``n_single / n_paired`` at ``goal`` (NaN when either curve never reaches it)."""
+    if not _finite(goal):
+        return float("nan")
+    n_single = _first_reach(ns_s, v_s, goal, higher)[0]
+    n_paired = _first_reach(ns_p, v_p, goal, higher)[0]
+    return n_single / n_paired if _finite(n_single) and _finite(n_paired) and n_paired > 0 else float("nan")
+
+
+def _curve_rows(curves: pd.DataFrame | None, metric: str, model: str | None) -> pd.DataFrame:
+    """The rows of one model with a finite ``metric`` at ``n_train > 0`` (``seed`` 0 where the column is missing)."""
+    if _empty(curves) or metric not in curves.columns or not {"mode", "n_train"} <= set(curves.columns):
+        return pd.DataFrame(columns=["mode", "n_train", "seed", metric])
+    frame = curves.assign(seed=curves["seed"] if "seed" in curves.columns else 0)
+    if model is not None and "model" in frame.columns:
+        frame = frame[frame["model"].astype(str) == str(model)]
+    values = pd.to_numeric(frame[metric], errors="coerce")
+    sizes = pd.to_numeric(frame["n_train"], errors="coerce")
+    return frame[np.isfinite(values.to_numpy(dtype=float)) & (sizes > 0).to_numpy()]
+
+
+def _seeds_in_both(curves: pd.DataFrame | None, metric: str, model: str | None) -> list[Any]:
+    """The seeds with a finite value in both the single and the paired curve."""
+    rows = _curve_rows(curves, metric, model)
+    single = set(rows.loc[rows["mode"].astype(str) == "single", "seed"])
+    paired = set(rows.loc[rows["mode"].astype(str) == "paired", "seed"])
+    return sorted(single & paired, key=str)
+
+
+def _seed_ratio(curves: pd.DataFrame, metric: str, model: str | None, seed: Any, goal: float, higher: bool) -> float:
+    """The ratio of one seed's own curves towards the shared target."""
+    rows = _curve_rows(curves, metric, model)
+    agg = aggregate_curves(rows[rows["seed"] == seed], metric)
+    return _ratio(*_mean_curve(agg, "single"), *_mean_curve(agg, "paired"), goal, higher)
 
 
 def sample_efficiency_ratio(
@@ -261,6 +328,11 @@ def sample_efficiency_ratio(
     Above 1: paired training needs fewer cases. NaN if either never reaches it.
     """
     return sample_efficiency(curves, metric, target, model).ratio
+
+
+def _tuples(value: Any) -> Any:
+    """Lists (as a SampleEfficiency comes back from JSON) as the tuples the frozen dataclass holds."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _coerce_efficiency(value: Any, metric: str) -> SampleEfficiency | float | None:
@@ -279,8 +351,9 @@ def _coerce_efficiency(value: Any, metric: str) -> SampleEfficiency | float | No
         return None
     if isinstance(value, Mapping):
         fields = SampleEfficiency.__dataclass_fields__
-        if set(fields) <= set(value):
-            return SampleEfficiency(**{k: value[k] for k in fields})
+        required = {k for k, f in fields.items() if f.default is MISSING}
+        if required <= set(value):
+            return SampleEfficiency(**{k: _tuples(value[k]) for k in fields if k in value})
         if "ratio" in value:
             return float(value["ratio"]) if _finite(value["ratio"]) else float("nan")
         return None
@@ -509,15 +582,19 @@ def _model_findings(summary: pd.DataFrame, tests: pd.DataFrame | None, metric: s
 
 
 def _efficiency_findings(value: SampleEfficiency | float | None) -> list[str]:
+    """Sentences about sample efficiency; a ratio only where the ladder can carry one (see ``estimable``)."""
     if value is None:
         return []
     if not isinstance(value, SampleEfficiency):
         if _finite(value):
-            return [f"Sample-efficiency ratio (training cases single needs / paired needs): {float(value):.2f}."]
+            return [f"Sample-efficiency ratio as given (training cases single needs / paired needs; no learning "
+                    f"curves came with it, so neither its ladder nor its spread can be shown): {float(value):.2f}."]
         return ["Sample-efficiency ratio: undefined (paired or single never reached the target)."]
     name = metric_name(value.metric)
     if not _finite(value.target):
         return [f"Sample efficiency: no single-mode learning curve with a finite {name}, so there is no target."]
+    if not value.estimable:
+        return [_ladder_too_small(value)]
     out = []
     if value.target_source.startswith("single at"):
         out.append(f"Sample efficiency target: the single model's {name} at its largest training set "
@@ -548,9 +625,37 @@ def _efficiency_findings(value: SampleEfficiency | float | None) -> list[str]:
             meaning = f"single training needs {value.ratio:.2f}x as many training cases"
         else:
             meaning = f"paired training needs {1 / value.ratio:.2f}x as many training cases as single"
-        text += f": sample-efficiency ratio n_single/n_paired = {value.ratio:.2f}{bound}, {meaning}"
+        text += (f": sample-efficiency ratio n_single/n_paired = {value.ratio:.2f}{bound} "
+                 f"({_spread_text(value)}), {meaning}")
     out.append(text + ".")
     return out
+
+
+def _spread_text(value: SampleEfficiency) -> str:
+    """The range of the per-seed ratios, and how many seeds had none."""
+    low, high, undefined = value.spread()
+    seeds = len(value.seed_ratios)
+    text = (f"range over {seeds} seeds {low:.2f} to {high:.2f}" if _finite(low)
+            else f"undefined in each of the {seeds} seeds alone")
+    if undefined and _finite(low):
+        text += f"; undefined in {undefined} of {seeds} seeds"
+    return text
+
+
+def _ladder_too_small(value: SampleEfficiency) -> str:
+    """What a ladder too small for a ratio does show: the mean metric per training-set size."""
+    name = metric_name(value.metric)
+
+    def curve(points: Sequence[tuple[float, float]]) -> str:
+        return ", ".join(f"n={_fmt_n(n)} {fmt(v)}" for n, v in points) or "not run"
+
+    sizes = "size" if value.n_sizes == 1 else "sizes"
+    seeds = "seed" if value.n_seeds == 1 else "seeds"
+    return (f"The learning-curve ladder is too small to estimate a sample-efficiency ratio ({value.n_sizes} "
+            f"training-set {sizes} and {value.n_seeds} {seeds} in both modes; at least {MIN_LADDER_SIZES} sizes and "
+            f"{MIN_LADDER_SEEDS} seeds are needed for a ratio with a spread). {name} by training-set size"
+            f"{' (mean over seeds)' if value.n_seeds > 1 else ''}: single {curve(value.single_curve)}; "
+            f"paired {curve(value.paired_curve)}.")
 
 
 def _subjects(
