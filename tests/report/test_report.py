@@ -358,3 +358,39 @@ def test_a_failed_single_baseline_stops_every_comparison():
     text = " ".join(findings_from(summary, tests))
     assert "single-image: one predicted class" in text
     assert "The single-image baseline failed training" in text and "Best paired" not in text
+
+
+# ------------------------------------------------------------------- metric by k: baseline and legend
+def test_every_paired_panel_draws_the_single_baseline_and_names_each_selector():
+    from study_results import SELECTORS, study_results
+
+    from seeinpairs.report import baselines_from_tests, metric_by_k_figure
+
+    summary, tests = study_results()
+    single = summary[summary["k"] == 0].iloc[0]
+    fig = metric_by_k_figure(summary, baselines=baselines_from_tests(tests))
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["AUROC", "accuracy"]  # one row: the paired model against single
+    for ax, metric in zip(axes, ("auroc", "accuracy")):
+        flat = [line for line in ax.get_lines() if len(set(line.get_ydata())) == 1 and line.get_linestyle() == "--"]
+        assert len(flat) == 1 and flat[0].get_ydata()[0] == pytest.approx(single[metric])
+        assert flat[0].get_label() == "single-image (k=0, single-trained)"
+        band = [p for p in ax.patches if p.get_label() == "single-image 95% CI"]
+        assert len(band) == 1
+        assert band[0].get_y() == pytest.approx(single[f"{metric}_lo"])
+        assert band[0].get_y() + band[0].get_height() == pytest.approx(single[f"{metric}_hi"])
+    legend = axes[-1].get_legend()
+    assert legend is not None
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert set(SELECTORS) <= set(texts) and "single-image (k=0, single-trained)" in texts
+
+
+def test_a_model_with_its_own_single_run_is_drawn_against_it():
+    from seeinpairs.report import metric_by_k_figure
+
+    summary, _ = make_results({("embedding", 1): 0.83, ("random", 2): 0.78}, model="m")
+    fig = metric_by_k_figure(summary, metrics=("auroc",))
+    (ax,) = fig.axes
+    flat = [line for line in ax.get_lines() if line.get_label() == "single-image (k=0)"]
+    assert len(flat) == 1 and flat[0].get_ydata()[0] == pytest.approx(0.80)
+    assert {"embedding", "random"} <= {t.get_text() for t in ax.get_legend().get_texts()}

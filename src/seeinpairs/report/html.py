@@ -34,6 +34,7 @@ from ..evaluation.degenerate import failed_rows
 from .plots import (
     aggregate_curves,
     aggregate_seeds,
+    baselines_from_tests,
     format_probabilities,
     higher_is_better,
     learning_curve_caption,
@@ -673,12 +674,7 @@ def _subjects(
     frame = summary.assign(model=summary["model"].astype(str))
     k = pd.to_numeric(frame["k"], errors="coerce") if "k" in frame.columns else pd.Series(0, index=frame.index)
     models = list(dict.fromkeys(frame["model"]))
-    baselines: dict[str, str] = {}
-    if not _empty(tests) and {"model", "baseline"} <= set(tests.columns):
-        for model, group in tests.groupby(tests["model"].astype(str)):
-            named = group["baseline"].dropna().astype(str)
-            if len(named):
-                baselines[model] = named.mode().iloc[0]
+    baselines = baselines_from_tests(tests)
     has_paired = {m for m in models if ((frame["model"] == m) & (k > 0)).any()}
     serving = {b for m, b in baselines.items() if b != m}
     subjects = [m for m in models if m in has_paired or m not in serving]
@@ -938,7 +934,7 @@ def render_report(
         efficiency = _coerce_efficiency(learning_curves, metric)
     if findings is None:
         findings = findings_from(summary, paired_tests, efficiency, metric=metric)
-    metric_png = plot_metric_by_k(summary) if not _empty(summary) else None
+    metric_png = plot_metric_by_k(summary, baselines=baselines_from_tests(paired_tests)) if not _empty(summary) else None
     curve_png = plot_learning_curves(learning_curves) if not _empty(learning_curves) else None
     curve_metric = metric if not _empty(learning_curves) and metric in learning_curves.columns else "accuracy"
     rendered_examples = [e for e in (_render_example(spec) for spec in (examples or [])) if e is not None]
