@@ -394,3 +394,16 @@ def test_a_model_with_its_own_single_run_is_drawn_against_it():
     flat = [line for line in ax.get_lines() if line.get_label() == "single-image (k=0)"]
     assert len(flat) == 1 and flat[0].get_ydata()[0] == pytest.approx(0.80)
     assert {"embedding", "random"} <= {t.get_text() for t in ax.get_legend().get_texts()}
+
+
+def test_a_published_anchor_is_a_sentence_under_the_metrics_not_json_in_the_header(tmp_path):
+    summary, tests = make_results({("embedding", 1): 0.83})
+    anchor = {"source": "MedMNIST v2, ResNet-18 (28)", "metrics": {"auroc": 0.944, "accuracy": 0.854},
+              "note": "official imbalanced split; ours is a balanced subset"}
+    html = write_report(tmp_path / "r.html", title="t", summary=summary, paired_tests=tests, anchor=anchor,
+                        metadata={"study": "s"}).read_text(encoding="utf-8")
+    metrics = html.split('<section id="metrics">')[1].split("</section>")[0]
+    assert ("Published anchor (MedMNIST v2, ResNet-18 (28)): AUROC 0.944, accuracy 0.854 — official imbalanced "
+            "split; ours is a balanced subset") in metrics
+    header = html.split('<header id="header">')[1].split("</header>")[0]
+    assert "0.944" not in header and "anchor" not in header.lower()

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..report.html import ReportSection, fmt, fmt_ci, render_fragment
+from ..report.html import ReportSection, ci_cell, fmt, render_fragment
 from ..report.plots import png_data_uri
 from .evidence import EvidenceResult
 from .overlay import METHOD_TITLES
@@ -83,15 +83,15 @@ def evidence_section(result: EvidenceResult, title: str = "Evidence: attribution
     loc = result.localization_summary
     localization = _table(
         ["model", "method", "n", "pointing game [95% CI]", "energy inside mask [95% CI]", "chance (mask area)"],
-        [[r["model"], _method(r["method"]), int(r["n"]), fmt_ci(r["pointing_game"], r["pointing_game_lo"], r["pointing_game_hi"]),
-          fmt_ci(r["energy_inside"], r["energy_inside_lo"], r["energy_inside_hi"]), fmt(r["chance"])]
+        [[r["model"], _method(r["method"]), int(r["n"]), ci_cell(r["pointing_game"], r["pointing_game_lo"], r["pointing_game_hi"]),
+          ci_cell(r["energy_inside"], r["energy_inside_lo"], r["energy_inside_hi"]), fmt(r["chance"])]
          for _, r in loc.iterrows()]) if not loc.empty else None
     delta = _table(["method", "score", "n", "paired - single [95% paired bootstrap CI]"],
                    [[_method(r["method"]), r["metric"].replace("_", " "), int(r["n"]),
                      f"{r['delta']:+.3f} [{r['delta_lo']:+.3f}, {r['delta_hi']:+.3f}]"]
                     for _, r in result.localization_delta.iterrows()]) if not result.localization_delta.empty else None
     share = _table(["method", "n", "share of attribution on references [95% CI]"],
-                   [[_method(r["method"]), int(r["n"]), fmt_ci(r["reference_share"], r["reference_share_lo"],
+                   [[_method(r["method"]), int(r["n"]), ci_cell(r["reference_share"], r["reference_share_lo"],
                                                                  r["reference_share_hi"])]
                     for _, r in result.reference_share.iterrows()]) if not result.reference_share.empty else None
     swaps = _table(["references swapped for", "query gold", "n", "change in P(healthy) [95% CI]", "answer changed"],

@@ -104,6 +104,40 @@ def fmt_delta(value: Any, lo: Any = None, hi: Any = None, digits: int = 3) -> st
     return text
 
 
+class Interval(str):
+    """A table cell ``"0.812 [0.75, 0.87]"`` that keeps its two parts.
+
+    It is the same text wherever a string is expected (CSV, Markdown, comparisons); the HTML
+    tables set the interval after the point in a smaller font and let it drop to a second line,
+    which keeps wide tables inside the page.
+    """
+
+    point: str
+    interval: str
+
+    def __new__(cls, point: str, interval: str) -> Interval:
+        cell = super().__new__(cls, f"{point} {interval}")
+        cell.point, cell.interval = point, interval
+        return cell
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return self.point, self.interval
+
+
+def ci_cell(value: Any, lo: Any, hi: Any, digits: int = 3, ci_digits: int = 2) -> str:
+    """:func:`fmt_ci` as a table cell: an :class:`Interval` when there is a CI, plain text otherwise."""
+    if not _finite(value) or not (_finite(lo) and _finite(hi)):
+        return fmt_ci(value, lo, hi, digits, ci_digits)
+    return Interval(fmt(value, digits), f"[{float(lo):.{ci_digits}f}, {float(hi):.{ci_digits}f}]")
+
+
+def delta_cell(value: Any, lo: Any = None, hi: Any = None, digits: int = 3) -> str:
+    """:func:`fmt_delta` as a table cell: an :class:`Interval` when there is a CI, plain text otherwise."""
+    if not _finite(value) or not (_finite(lo) and _finite(hi)):
+        return fmt_delta(value, lo, hi, digits)
+    return Interval(f"{float(value):+.{digits}f}", f"[{float(lo):.{digits}f}, {float(hi):.{digits}f}]")
+
+
 def fmt_p(p: Any) -> str:
     """A p-value: ``<0.001``, 3 decimals below 0.1, else 2."""
     if not _finite(p):
@@ -746,7 +780,7 @@ def metrics_table(summary: pd.DataFrame | None) -> dict[str, Any] | None:
         cells = [row[c] for c in ids]
         if failed.any():
             cells.append(f"FAILED: {row['degenerate']}" if failed[position] else "ok")
-        cells += [fmt_ci(row[m], row.get(f"{m}_lo"), row.get(f"{m}_hi")) for m in metrics]
+        cells += [ci_cell(row[m], row.get(f"{m}_lo"), row.get(f"{m}_hi")) for m in metrics]
         rows.append(cells)
     return _table(ids + (["training"] if failed.any() else []) + [metric_name(m) for m in metrics], rows)
 
@@ -776,7 +810,7 @@ def paired_table(paired_tests: pd.DataFrame | None) -> dict[str, Any] | None:
                   fmt_p(row.get("mcnemar_p"))]
         for m in deltas:
             lo, hi = row.get(f"delta_{m}_lo"), row.get(f"delta_{m}_hi")
-            cells += [fmt_delta(row[f"delta_{m}"], lo, hi), _ci_verdict(lo, hi)]
+            cells += [delta_cell(row[f"delta_{m}"], lo, hi), _ci_verdict(lo, hi)]
         rows.append(cells)
     return _table(columns, rows)
 
@@ -801,7 +835,7 @@ def learning_curve_table(curves: pd.DataFrame | None, metrics: Sequence[str] = T
         for m in metrics:
             a = aggs[m]
             hit = a[(a["model"] == row["model"]) & (a["mode"] == row["mode"]) & (a["n_train"] == row["n_train"])]
-            cells.append(fmt_ci(hit["value"].iloc[0], hit["lo"].iloc[0], hit["hi"].iloc[0]) if len(hit) else "NA")
+            cells.append(ci_cell(hit["value"].iloc[0], hit["lo"].iloc[0], hit["hi"].iloc[0]) if len(hit) else "NA")
         cells.append(bands.get(row["band"], str(row["band"])))
         rows.append(cells)
     return _table(columns, rows)
@@ -876,6 +910,25 @@ def _render_example(spec: Any) -> dict[str, str] | None:
 
 
 # ------------------------------------------------------------------- report
+def anchor_metrics_text(metrics: Mapping[str, Any]) -> str:
+    """``AUROC 0.944, accuracy 0.854``: a published anchor's figures with the report's metric names."""
+    return ", ".join(f"{metric_name(str(k))} {fmt(v)}" for k, v in metrics.items())
+
+
+def anchor_text(anchor: Mapping[str, Any] | None) -> str | None:
+    """The sentence printed under the metrics table for a published figure (``source``, ``metrics``, ``note``).
+
+    An anchor comes from other splits and other training, so it is shown beside the results for
+    orientation, with its note on how the setups differ, never mixed into the tables.
+    """
+    if not anchor:
+        return None
+    source = str(anchor.get("source") or "source not given")
+    text = f"Published anchor ({source}): {anchor_metrics_text(anchor.get('metrics') or {}) or 'no figures given'}"
+    note = str(anchor.get("note") or "").strip()
+    return f"{text} — {note}" if note else text
+
+
 def _metadata_items(metadata: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     items = []
     for key, value in (metadata or {}).items():
@@ -927,6 +980,7 @@ def render_report(
     metric: str = "auroc",
     sections: Sequence[ReportSection] = (),
     core: bool = True,
+    anchor: Mapping[str, Any] | None = None,
 ) -> str:
     """The report as one HTML string; see :func:`write_report`."""
     efficiency = _coerce_efficiency(sample_efficiency, metric)
@@ -946,6 +1000,7 @@ def render_report(
         "metadata": _metadata_items(metadata),
         "findings": [str(f) for f in findings],
         "metrics_table": metrics_table(summary),
+        "anchor": anchor_text(anchor),
         "paired_table": paired_table(paired_tests),
         "metric_plot": {"uri": png_data_uri(metric_png), "caption": metric_by_k_caption(summary)}
         if metric_png else None,
@@ -976,6 +1031,7 @@ def write_report(
     metric: str = "auroc",
     sections: Sequence[ReportSection] = (),
     core: bool = True,
+    anchor: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a self-contained HTML report (figures as data URIs) and return its path.
 
@@ -997,5 +1053,6 @@ def write_report(
     """
     html = render_report(title=title, summary=summary, paired_tests=paired_tests, learning_curves=learning_curves,
                          sample_efficiency=sample_efficiency, examples=examples, findings=findings,
-                         metadata=metadata, limitations=limitations, metric=metric, sections=sections, core=core)
+                         metadata=metadata, limitations=limitations, metric=metric, sections=sections, core=core,
+                         anchor=anchor)
     return atomic_write_text(out_path, html)
