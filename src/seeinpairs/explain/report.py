@@ -114,8 +114,10 @@ def evidence_section(result: EvidenceResult, title: str = "Evidence: attribution
              f"'{cfg.get('split')}'); the paired model sees k={cfg.get('k')} reference(s) chosen by "
              f"'{cfg.get('selector')}'. Scores use absolute attribution; a uniform map scores the mask's area fraction "
              "(chance). Intervals are 95% bootstrap intervals (BCa) over cases.")
-    overlays = [{"uri": png_data_uri(png), "caption": f"Case {case_id}: references and query (top), each map over its "
-                 "image; the lesion mask is outlined on the query."} for case_id, png in result.overlays]
+    overlays = [{"uri": png_data_uri(png), "caption": f"Case {case_id}: one row per image (the references, then the "
+                 "query), the image itself then each method's map over it for the paired and the single model; colour: "
+                 "absolute attribution scaled 0-1 within each image, so compare shapes, not intensities across cells; "
+                 "the lesion mask is outlined in cyan on the query."} for case_id, png in result.overlays]
     body = render_fragment("evidence.html.j2", intro=intro, findings=evidence_findings(result),
                            localization=localization, delta=delta, share=share, swaps=swaps, layer_plot=plot,
                            layers=layers, overlays=overlays)
