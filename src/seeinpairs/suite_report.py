@@ -141,7 +141,8 @@ def site_shift_findings(frame: pd.DataFrame) -> list[str]:
 
 def site_shift_section(frame: pd.DataFrame) -> ReportSection:
     rows = [[r["experiment"], r["model"], r["evaluated_on"], r["references"], int(r["n"]),
-             ci_cell(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]), ci_cell(r["auroc"], r["auroc_lo"], r["auroc_hi"]),
+             ci_cell(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
+             ci_cell(r["auroc"], r["auroc_lo"], r["auroc_hi"]),
              _delta(r, "accuracy"), _delta(r, "auroc"),
              "" if pd.isna(r.get("mcnemar_p_vs_single")) else fmt(r.get("mcnemar_p_vs_single"))]
             for _, r in frame.iterrows()]

@@ -83,7 +83,8 @@ def evidence_section(result: EvidenceResult, title: str = "Evidence: attribution
     loc = result.localization_summary
     localization = _table(
         ["model", "method", "n", "pointing game [95% CI]", "energy inside mask [95% CI]", "chance (mask area)"],
-        [[r["model"], _method(r["method"]), int(r["n"]), ci_cell(r["pointing_game"], r["pointing_game_lo"], r["pointing_game_hi"]),
+        [[r["model"], _method(r["method"]), int(r["n"]),
+          ci_cell(r["pointing_game"], r["pointing_game_lo"], r["pointing_game_hi"]),
           ci_cell(r["energy_inside"], r["energy_inside_lo"], r["energy_inside_hi"]), fmt(r["chance"])]
          for _, r in loc.iterrows()]) if not loc.empty else None
     delta = _table(["method", "score", "n", "paired - single [95% paired bootstrap CI]"],

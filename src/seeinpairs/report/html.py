@@ -988,7 +988,7 @@ def render_report(
         efficiency = _coerce_efficiency(learning_curves, metric)
     if findings is None:
         findings = findings_from(summary, paired_tests, efficiency, metric=metric)
-    metric_png = plot_metric_by_k(summary, baselines=baselines_from_tests(paired_tests)) if not _empty(summary) else None
+    metric_png = None if _empty(summary) else plot_metric_by_k(summary, baselines=baselines_from_tests(paired_tests))
     curve_png = plot_learning_curves(learning_curves) if not _empty(learning_curves) else None
     curve_metric = metric if not _empty(learning_curves) and metric in learning_curves.columns else "accuracy"
     rendered_examples = [e for e in (_render_example(spec) for spec in (examples or [])) if e is not None]
