@@ -21,6 +21,7 @@ def small_study(tmp_path) -> StudyConfig:
                  "conditions": [{"selector": "random", "k": [1, 2]}, {"selector": "embedding", "k": 1}]},
         "sample_efficiency": {"ladder": [8, "all"], "train": {"max_steps": 2}},
         "examples": 2,
+        "anchor": {"source": "a published model", "metrics": {"auroc": 0.9, "accuracy": 0.8}, "note": "other split"},
         "evidence": {"n_localization": 3, "n_cases": 8, "n_boot": 20, "methods": ["grad_x_input", "attention"],
                      "n_overlays": 1},
         "output_dir": str(tmp_path / "study"),
@@ -44,6 +45,8 @@ def test_study_trains_both_modes_on_the_same_cases_and_writes_the_report(tmp_pat
     for section in ("Findings", "Metrics", "Paired vs single", "Sample efficiency", "Examples"):
         assert section in html
     assert "data:image/png;base64," in html
+    assert "Published anchor (a published model): AUROC 0.900, accuracy 0.800 — other split" in html
+    assert "published anchor" not in html.split("</header>")[0]  # beside the results, not JSON in the header
     # the evidence section: localization of both models on the same abnormal cases, swaps, layers
     assert '<section id="evidence">' in html and "energy inside mask" in html
     evidence = result.evidence

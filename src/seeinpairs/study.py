@@ -234,12 +234,11 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
                 "paired training": paired_training.model_dump(), "train settings": config.train,
                 "evaluation split": config.eval.split, "cases evaluated": int(evaluation.summary["n"].max()),
                 "seconds": round(seconds, 1), "computed on": environment_summary()}
-    if config.anchor is not None:
-        metadata["published anchor"] = config.anchor.model_dump()
+    anchor = config.anchor.model_dump() if config.anchor is not None else None  # shown beside the metrics
     report = write_report(out / "report.html", title=f"seeinpairs study: {config.name}",
                           summary=evaluation.summary, paired_tests=evaluation.paired_tests,
                           learning_curves=curves if not curves.empty else None, examples=examples,
-                          metadata=metadata, sections=sections, limitations=[*DEFAULT_LIMITATIONS, (
+                          metadata=metadata, sections=sections, anchor=anchor, limitations=[*DEFAULT_LIMITATIONS, (
                               "The single and the comparative model were each trained once (training seed "
                               f"{config.train.get('seed', 0)}); the intervals do not include the variation between "
                               "training runs, which for small models trained from scratch can be as large as the "

@@ -11,6 +11,8 @@ import pandas as pd
 from .report.html import (
     DEFAULT_LIMITATIONS,
     ReportSection,
+    anchor_metrics_text,
+    ci_cell,
     findings_from,
     fmt,
     fmt_ci,
@@ -48,9 +50,9 @@ def _baselines_table(baselines: pd.DataFrame) -> dict[str, Any] | None:
         return None
     rows = []
     for _, r in baselines.iterrows():
-        anchor = ", ".join(f"{k} {v}" for k, v in json.loads(r["anchor"]).items()) if r.get("anchor") else "none"
-        rows.append([r["study"], r["baseline"], fmt_ci(r["auroc"], r["auroc_lo"], r["auroc_hi"]),
-                     fmt_ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
+        anchor = anchor_metrics_text(json.loads(r["anchor"])) if r.get("anchor") else "none"
+        rows.append([r["study"], r["baseline"], ci_cell(r["auroc"], r["auroc_lo"], r["auroc_hi"]),
+                     ci_cell(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
                      f"{r['anchor_source']}: {anchor}" if r.get("anchor_source") else anchor, r.get("anchor_note", "")])
     return _table(["data set", "baseline (same splits)", "AUROC [95% CI]", "accuracy [95% CI]", "published anchor",
                    "note"], rows)
@@ -139,7 +141,8 @@ def site_shift_findings(frame: pd.DataFrame) -> list[str]:
 
 def site_shift_section(frame: pd.DataFrame) -> ReportSection:
     rows = [[r["experiment"], r["model"], r["evaluated_on"], r["references"], int(r["n"]),
-             fmt_ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]), fmt_ci(r["auroc"], r["auroc_lo"], r["auroc_hi"]),
+             ci_cell(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
+             ci_cell(r["auroc"], r["auroc_lo"], r["auroc_hi"]),
              _delta(r, "accuracy"), _delta(r, "auroc"),
              "" if pd.isna(r.get("mcnemar_p_vs_single")) else fmt(r.get("mcnemar_p_vs_single"))]
             for _, r in frame.iterrows()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -229,14 +230,39 @@ def test_ratio_averages_seeds_and_ignores_nan():
 
 
 def test_findings_on_sample_efficiency():
-    reached = sample_efficiency(curves_frame([0.6, 0.7, 0.8, 0.9], [0.7, 0.8, 0.9, 0.95]))
-    text = " ".join(findings_from(None, None, reached))
+    seeds = (0, 1, 2)
+    reached = curves_frame([0.6, 0.7, 0.8, 0.9], [0.7, 0.8, 0.9, 0.95], seeds=seeds)
+    reached.loc[reached["seed"] == 1, "auroc"] += np.where(reached.loc[reached["seed"] == 1, "mode"] == "paired",
+                                                           0.02, 0.0)
+    efficiency = sample_efficiency(reached)
+    assert efficiency.estimable and efficiency.n_sizes == 4 and efficiency.n_seeds == 3
+    low, high, undefined = efficiency.spread()
+    assert low < efficiency.ratio < high and undefined == 0  # seed 1's paired curve is better: a larger ratio
+    text = " ".join(findings_from(None, None, efficiency))
     assert "single model's AUROC at its largest training set (n=128), 0.900" in text
     assert "Paired training first reaches it at n=64" in text
-    assert "ratio n_single/n_paired = 2.00" in text
-    never = curves_frame([0.6, 0.7, 0.8, 0.9], [0.5, 0.6, 0.7, 0.85])
+    assert f"ratio n_single/n_paired = {efficiency.ratio:.2f} (range over 3 seeds {low:.2f} to {high:.2f})" in text
+    never = curves_frame([0.6, 0.7, 0.8, 0.9], [0.5, 0.6, 0.7, 0.85], seeds=(0, 1))
     text = " ".join(findings_from(None, None, never))
     assert "Paired training never reaches it" in text and "ratio is undefined" in text
+
+
+def test_a_two_point_one_seed_ladder_states_no_ratio_only_its_values():
+    small = curves_frame([0.703, 0.766], [0.692, 0.816], ladder=(32, 128))
+    efficiency = sample_efficiency(small)
+    assert efficiency.ratio == pytest.approx(128 / efficiency.n_paired)  # the number exists...
+    assert not efficiency.estimable
+    text = " ".join(findings_from(None, None, efficiency))
+    assert "as many training cases" not in text and "n_single/n_paired" not in text  # ...but is not stated
+    assert "too small to estimate a sample-efficiency ratio (2 training-set sizes and 1 seed" in text
+    assert "single n=32 0.703, n=128 0.766; paired n=32 0.692, n=128 0.816" in text
+    # three sizes but one seed: still no ratio; two seeds on two sizes: neither
+    for frame in (curves_frame([0.6, 0.7, 0.8], [0.7, 0.8, 0.9], ladder=(16, 32, 64)),
+                  curves_frame([0.6, 0.7], [0.7, 0.8], ladder=(16, 32), seeds=(0, 1))):
+        assert "too small to estimate" in " ".join(findings_from(None, None, sample_efficiency(frame)))
+    # the dict form (as stored in JSON) keeps the rule
+    stored = json.loads(json.dumps(efficiency.as_dict()))
+    assert "too small to estimate" in " ".join(findings_from(None, None, stored))
 
 
 # ------------------------------------------------------------------- aggregation and plots
@@ -332,3 +358,52 @@ def test_a_failed_single_baseline_stops_every_comparison():
     text = " ".join(findings_from(summary, tests))
     assert "single-image: one predicted class" in text
     assert "The single-image baseline failed training" in text and "Best paired" not in text
+
+
+# ------------------------------------------------------------------- metric by k: baseline and legend
+def test_every_paired_panel_draws_the_single_baseline_and_names_each_selector():
+    from study_results import SELECTORS, study_results
+
+    from seeinpairs.report import baselines_from_tests, metric_by_k_figure
+
+    summary, tests = study_results()
+    single = summary[summary["k"] == 0].iloc[0]
+    fig = metric_by_k_figure(summary, baselines=baselines_from_tests(tests))
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["AUROC", "accuracy"]  # one row: the paired model against single
+    for ax, metric in zip(axes, ("auroc", "accuracy")):
+        flat = [line for line in ax.get_lines() if len(set(line.get_ydata())) == 1 and line.get_linestyle() == "--"]
+        assert len(flat) == 1 and flat[0].get_ydata()[0] == pytest.approx(single[metric])
+        assert flat[0].get_label() == "single-image (k=0, single-trained)"
+        band = [p for p in ax.patches if p.get_label() == "single-image 95% CI"]
+        assert len(band) == 1
+        assert band[0].get_y() == pytest.approx(single[f"{metric}_lo"])
+        assert band[0].get_y() + band[0].get_height() == pytest.approx(single[f"{metric}_hi"])
+    legend = axes[-1].get_legend()
+    assert legend is not None
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert set(SELECTORS) <= set(texts) and "single-image (k=0, single-trained)" in texts
+
+
+def test_a_model_with_its_own_single_run_is_drawn_against_it():
+    from seeinpairs.report import metric_by_k_figure
+
+    summary, _ = make_results({("embedding", 1): 0.83, ("random", 2): 0.78}, model="m")
+    fig = metric_by_k_figure(summary, metrics=("auroc",))
+    (ax,) = fig.axes
+    flat = [line for line in ax.get_lines() if line.get_label() == "single-image (k=0)"]
+    assert len(flat) == 1 and flat[0].get_ydata()[0] == pytest.approx(0.80)
+    assert {"embedding", "random"} <= {t.get_text() for t in ax.get_legend().get_texts()}
+
+
+def test_a_published_anchor_is_a_sentence_under_the_metrics_not_json_in_the_header(tmp_path):
+    summary, tests = make_results({("embedding", 1): 0.83})
+    anchor = {"source": "MedMNIST v2, ResNet-18 (28)", "metrics": {"auroc": 0.944, "accuracy": 0.854},
+              "note": "official imbalanced split; ours is a balanced subset"}
+    html = write_report(tmp_path / "r.html", title="t", summary=summary, paired_tests=tests, anchor=anchor,
+                        metadata={"study": "s"}).read_text(encoding="utf-8")
+    metrics = html.split('<section id="metrics">')[1].split("</section>")[0]
+    assert ("Published anchor (MedMNIST v2, ResNet-18 (28)): AUROC 0.944, accuracy 0.854 — official imbalanced "
+            "split; ours is a balanced subset") in metrics
+    header = html.split('<header id="header">')[1].split("</header>")[0]
+    assert "0.944" not in header and "anchor" not in header.lower()

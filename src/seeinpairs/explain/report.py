@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..report.html import ReportSection, fmt, fmt_ci, render_fragment
+from ..report.html import ReportSection, ci_cell, fmt, render_fragment
 from ..report.plots import png_data_uri
 from .evidence import EvidenceResult
 from .overlay import METHOD_TITLES
@@ -83,15 +83,16 @@ def evidence_section(result: EvidenceResult, title: str = "Evidence: attribution
     loc = result.localization_summary
     localization = _table(
         ["model", "method", "n", "pointing game [95% CI]", "energy inside mask [95% CI]", "chance (mask area)"],
-        [[r["model"], _method(r["method"]), int(r["n"]), fmt_ci(r["pointing_game"], r["pointing_game_lo"], r["pointing_game_hi"]),
-          fmt_ci(r["energy_inside"], r["energy_inside_lo"], r["energy_inside_hi"]), fmt(r["chance"])]
+        [[r["model"], _method(r["method"]), int(r["n"]),
+          ci_cell(r["pointing_game"], r["pointing_game_lo"], r["pointing_game_hi"]),
+          ci_cell(r["energy_inside"], r["energy_inside_lo"], r["energy_inside_hi"]), fmt(r["chance"])]
          for _, r in loc.iterrows()]) if not loc.empty else None
     delta = _table(["method", "score", "n", "paired - single [95% paired bootstrap CI]"],
                    [[_method(r["method"]), r["metric"].replace("_", " "), int(r["n"]),
                      f"{r['delta']:+.3f} [{r['delta_lo']:+.3f}, {r['delta_hi']:+.3f}]"]
                     for _, r in result.localization_delta.iterrows()]) if not result.localization_delta.empty else None
     share = _table(["method", "n", "share of attribution on references [95% CI]"],
-                   [[_method(r["method"]), int(r["n"]), fmt_ci(r["reference_share"], r["reference_share_lo"],
+                   [[_method(r["method"]), int(r["n"]), ci_cell(r["reference_share"], r["reference_share_lo"],
                                                                  r["reference_share_hi"])]
                     for _, r in result.reference_share.iterrows()]) if not result.reference_share.empty else None
     swaps = _table(["references swapped for", "query gold", "n", "change in P(healthy) [95% CI]", "answer changed"],
@@ -114,8 +115,10 @@ def evidence_section(result: EvidenceResult, title: str = "Evidence: attribution
              f"'{cfg.get('split')}'); the paired model sees k={cfg.get('k')} reference(s) chosen by "
              f"'{cfg.get('selector')}'. Scores use absolute attribution; a uniform map scores the mask's area fraction "
              "(chance). Intervals are 95% bootstrap intervals (BCa) over cases.")
-    overlays = [{"uri": png_data_uri(png), "caption": f"Case {case_id}: references and query (top), each map over its "
-                 "image; the lesion mask is outlined on the query."} for case_id, png in result.overlays]
+    overlays = [{"uri": png_data_uri(png), "caption": f"Case {case_id}: one row per image (the references, then the "
+                 "query), the image itself then each method's map over it for the paired and the single model; colour: "
+                 "absolute attribution scaled 0-1 within each image, so compare shapes, not intensities across cells; "
+                 "the lesion mask is outlined in cyan on the query."} for case_id, png in result.overlays]
     body = render_fragment("evidence.html.j2", intro=intro, findings=evidence_findings(result),
                            localization=localization, delta=delta, share=share, swaps=swaps, layer_plot=plot,
                            layers=layers, overlays=overlays)

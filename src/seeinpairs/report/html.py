@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -34,6 +34,7 @@ from ..evaluation.degenerate import failed_rows
 from .plots import (
     aggregate_curves,
     aggregate_seeds,
+    baselines_from_tests,
     format_probabilities,
     higher_is_better,
     learning_curve_caption,
@@ -50,6 +51,10 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 TABLE_METRICS = ("auroc", "accuracy", "balanced_accuracy", "macro_f1", "ece")
 _ID_COLUMNS = ("model", "mode", "selector", "k", "seed", "n")
 _LIST_LIMIT = 6
+#: the smallest learning-curve ladder a sample-efficiency ratio is stated for: fewer sizes or one seed give
+#: a ratio that interpolates between two noisy points with no interval at all
+MIN_LADDER_SIZES = 3
+MIN_LADDER_SEEDS = 2
 
 DEFAULT_LIMITATIONS = (
     "What this can show: on these evaluation cases and with these models, whether showing k healthy reference "
@@ -97,6 +102,40 @@ def fmt_delta(value: Any, lo: Any = None, hi: Any = None, digits: int = 3) -> st
     if _finite(lo) and _finite(hi):
         text += f" [{float(lo):.{digits}f}, {float(hi):.{digits}f}]"
     return text
+
+
+class Interval(str):
+    """A table cell ``"0.812 [0.75, 0.87]"`` that keeps its two parts.
+
+    It is the same text wherever a string is expected (CSV, Markdown, comparisons); the HTML
+    tables set the interval after the point in a smaller font and let it drop to a second line,
+    which keeps wide tables inside the page.
+    """
+
+    point: str
+    interval: str
+
+    def __new__(cls, point: str, interval: str) -> Interval:
+        cell = super().__new__(cls, f"{point} {interval}")
+        cell.point, cell.interval = point, interval
+        return cell
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return self.point, self.interval
+
+
+def ci_cell(value: Any, lo: Any, hi: Any, digits: int = 3, ci_digits: int = 2) -> str:
+    """:func:`fmt_ci` as a table cell: an :class:`Interval` when there is a CI, plain text otherwise."""
+    if not _finite(value) or not (_finite(lo) and _finite(hi)):
+        return fmt_ci(value, lo, hi, digits, ci_digits)
+    return Interval(fmt(value, digits), f"[{float(lo):.{ci_digits}f}, {float(hi):.{ci_digits}f}]")
+
+
+def delta_cell(value: Any, lo: Any = None, hi: Any = None, digits: int = 3) -> str:
+    """:func:`fmt_delta` as a table cell: an :class:`Interval` when there is a CI, plain text otherwise."""
+    if not _finite(value) or not (_finite(lo) and _finite(hi)):
+        return fmt_delta(value, lo, hi, digits)
+    return Interval(f"{float(value):+.{digits}f}", f"[{float(lo):.{digits}f}, {float(hi):.{digits}f}]")
 
 
 def fmt_p(p: Any) -> str:
@@ -172,6 +211,27 @@ class SampleEfficiency:
     largest_n_single: float
     largest_n_paired: float
     best_paired: float
+    #: training-set sizes (n > 0) on both curves, and seeds run in both modes
+    n_sizes: int = 0
+    n_seeds: int = 0
+    #: the ratio of each seed's own curves, towards the same target (NaN where undefined)
+    seed_ratios: tuple[float, ...] = ()
+    #: (n, mean over seeds) per training-set size, for reporting the raw curve when no ratio is estimable
+    single_curve: tuple[tuple[float, float], ...] = ()
+    paired_curve: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def estimable(self) -> bool:
+        """Whether the ladder can carry a ratio: a 2-point, 1-seed curve gives a number with no interval."""
+        return self.n_sizes >= MIN_LADDER_SIZES and self.n_seeds >= MIN_LADDER_SEEDS
+
+    def spread(self) -> tuple[float, float, int]:
+        """(lowest, highest) finite per-seed ratio and how many seeds had an undefined one."""
+        values = np.asarray(self.seed_ratios, dtype=float)
+        finite = values[np.isfinite(values)]
+        if not finite.size:
+            return float("nan"), float("nan"), int(values.size)
+        return float(finite.min()), float(finite.max()), int(values.size - finite.size)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -242,13 +302,55 @@ def sample_efficiency(
     else:
         n_single = n_paired = paired_first = nan
         single_censored = paired_censored = False
-    ratio = n_single / n_paired if _finite(n_single) and _finite(n_paired) and n_paired > 0 else nan
+    ratio = _ratio(ns_s, v_s, ns_p, v_p, goal, higher)
     best_paired = (float(v_p.max() if higher else v_p.min())) if v_p.size else nan
+    seeds = _seeds_in_both(curves, metric, model)
+    seed_ratios = tuple(_seed_ratio(curves, metric, model, seed, goal, higher) for seed in seeds)
     return SampleEfficiency(metric=metric, target=goal, target_source=source, n_single=n_single, n_paired=n_paired,
                             paired_first_n=paired_first, ratio=ratio, single_censored=single_censored,
                             paired_censored=paired_censored,
                             largest_n_single=float(ns_s[-1]) if ns_s.size else nan,
-                            largest_n_paired=float(ns_p[-1]) if ns_p.size else nan, best_paired=best_paired)
+                            largest_n_paired=float(ns_p[-1]) if ns_p.size else nan, best_paired=best_paired,
+                            n_sizes=len(set(ns_s.tolist()) & set(ns_p.tolist())), n_seeds=len(seeds),
+                            seed_ratios=seed_ratios,
+                            single_curve=tuple(zip(ns_s.tolist(), v_s.tolist())),
+                            paired_curve=tuple(zip(ns_p.tolist(), v_p.tolist())))
+
+
+def _ratio(ns_s: np.ndarray, v_s: np.ndarray, ns_p: np.ndarray, v_p: np.ndarray, goal: float, higher: bool) -> float:
+    """``n_single / n_paired`` at ``goal`` (NaN when either curve never reaches it)."""
+    if not _finite(goal):
+        return float("nan")
+    n_single = _first_reach(ns_s, v_s, goal, higher)[0]
+    n_paired = _first_reach(ns_p, v_p, goal, higher)[0]
+    return n_single / n_paired if _finite(n_single) and _finite(n_paired) and n_paired > 0 else float("nan")
+
+
+def _curve_rows(curves: pd.DataFrame | None, metric: str, model: str | None) -> pd.DataFrame:
+    """The rows of one model with a finite ``metric`` at ``n_train > 0`` (``seed`` 0 where the column is missing)."""
+    if _empty(curves) or metric not in curves.columns or not {"mode", "n_train"} <= set(curves.columns):
+        return pd.DataFrame(columns=["mode", "n_train", "seed", metric])
+    frame = curves.assign(seed=curves["seed"] if "seed" in curves.columns else 0)
+    if model is not None and "model" in frame.columns:
+        frame = frame[frame["model"].astype(str) == str(model)]
+    values = pd.to_numeric(frame[metric], errors="coerce")
+    sizes = pd.to_numeric(frame["n_train"], errors="coerce")
+    return frame[np.isfinite(values.to_numpy(dtype=float)) & (sizes > 0).to_numpy()]
+
+
+def _seeds_in_both(curves: pd.DataFrame | None, metric: str, model: str | None) -> list[Any]:
+    """The seeds with a finite value in both the single and the paired curve."""
+    rows = _curve_rows(curves, metric, model)
+    single = set(rows.loc[rows["mode"].astype(str) == "single", "seed"])
+    paired = set(rows.loc[rows["mode"].astype(str) == "paired", "seed"])
+    return sorted(single & paired, key=str)
+
+
+def _seed_ratio(curves: pd.DataFrame, metric: str, model: str | None, seed: Any, goal: float, higher: bool) -> float:
+    """The ratio of one seed's own curves towards the shared target."""
+    rows = _curve_rows(curves, metric, model)
+    agg = aggregate_curves(rows[rows["seed"] == seed], metric)
+    return _ratio(*_mean_curve(agg, "single"), *_mean_curve(agg, "paired"), goal, higher)
 
 
 def sample_efficiency_ratio(
@@ -261,6 +363,11 @@ def sample_efficiency_ratio(
     Above 1: paired training needs fewer cases. NaN if either never reaches it.
     """
     return sample_efficiency(curves, metric, target, model).ratio
+
+
+def _tuples(value: Any) -> Any:
+    """Lists (as a SampleEfficiency comes back from JSON) as the tuples the frozen dataclass holds."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _coerce_efficiency(value: Any, metric: str) -> SampleEfficiency | float | None:
@@ -279,8 +386,9 @@ def _coerce_efficiency(value: Any, metric: str) -> SampleEfficiency | float | No
         return None
     if isinstance(value, Mapping):
         fields = SampleEfficiency.__dataclass_fields__
-        if set(fields) <= set(value):
-            return SampleEfficiency(**{k: value[k] for k in fields})
+        required = {k for k, f in fields.items() if f.default is MISSING}
+        if required <= set(value):
+            return SampleEfficiency(**{k: _tuples(value[k]) for k in fields if k in value})
         if "ratio" in value:
             return float(value["ratio"]) if _finite(value["ratio"]) else float("nan")
         return None
@@ -509,15 +617,19 @@ def _model_findings(summary: pd.DataFrame, tests: pd.DataFrame | None, metric: s
 
 
 def _efficiency_findings(value: SampleEfficiency | float | None) -> list[str]:
+    """Sentences about sample efficiency; a ratio only where the ladder can carry one (see ``estimable``)."""
     if value is None:
         return []
     if not isinstance(value, SampleEfficiency):
         if _finite(value):
-            return [f"Sample-efficiency ratio (training cases single needs / paired needs): {float(value):.2f}."]
+            return [f"Sample-efficiency ratio as given (training cases single needs / paired needs; no learning "
+                    f"curves came with it, so neither its ladder nor its spread can be shown): {float(value):.2f}."]
         return ["Sample-efficiency ratio: undefined (paired or single never reached the target)."]
     name = metric_name(value.metric)
     if not _finite(value.target):
         return [f"Sample efficiency: no single-mode learning curve with a finite {name}, so there is no target."]
+    if not value.estimable:
+        return [_ladder_too_small(value)]
     out = []
     if value.target_source.startswith("single at"):
         out.append(f"Sample efficiency target: the single model's {name} at its largest training set "
@@ -548,9 +660,37 @@ def _efficiency_findings(value: SampleEfficiency | float | None) -> list[str]:
             meaning = f"single training needs {value.ratio:.2f}x as many training cases"
         else:
             meaning = f"paired training needs {1 / value.ratio:.2f}x as many training cases as single"
-        text += f": sample-efficiency ratio n_single/n_paired = {value.ratio:.2f}{bound}, {meaning}"
+        text += (f": sample-efficiency ratio n_single/n_paired = {value.ratio:.2f}{bound} "
+                 f"({_spread_text(value)}), {meaning}")
     out.append(text + ".")
     return out
+
+
+def _spread_text(value: SampleEfficiency) -> str:
+    """The range of the per-seed ratios, and how many seeds had none."""
+    low, high, undefined = value.spread()
+    seeds = len(value.seed_ratios)
+    text = (f"range over {seeds} seeds {low:.2f} to {high:.2f}" if _finite(low)
+            else f"undefined in each of the {seeds} seeds alone")
+    if undefined and _finite(low):
+        text += f"; undefined in {undefined} of {seeds} seeds"
+    return text
+
+
+def _ladder_too_small(value: SampleEfficiency) -> str:
+    """What a ladder too small for a ratio does show: the mean metric per training-set size."""
+    name = metric_name(value.metric)
+
+    def curve(points: Sequence[tuple[float, float]]) -> str:
+        return ", ".join(f"n={_fmt_n(n)} {fmt(v)}" for n, v in points) or "not run"
+
+    sizes = "size" if value.n_sizes == 1 else "sizes"
+    seeds = "seed" if value.n_seeds == 1 else "seeds"
+    return (f"The learning-curve ladder is too small to estimate a sample-efficiency ratio ({value.n_sizes} "
+            f"training-set {sizes} and {value.n_seeds} {seeds} in both modes; at least {MIN_LADDER_SIZES} sizes and "
+            f"{MIN_LADDER_SEEDS} seeds are needed for a ratio with a spread). {name} by training-set size"
+            f"{' (mean over seeds)' if value.n_seeds > 1 else ''}: single {curve(value.single_curve)}; "
+            f"paired {curve(value.paired_curve)}.")
 
 
 def _subjects(
@@ -568,12 +708,7 @@ def _subjects(
     frame = summary.assign(model=summary["model"].astype(str))
     k = pd.to_numeric(frame["k"], errors="coerce") if "k" in frame.columns else pd.Series(0, index=frame.index)
     models = list(dict.fromkeys(frame["model"]))
-    baselines: dict[str, str] = {}
-    if not _empty(tests) and {"model", "baseline"} <= set(tests.columns):
-        for model, group in tests.groupby(tests["model"].astype(str)):
-            named = group["baseline"].dropna().astype(str)
-            if len(named):
-                baselines[model] = named.mode().iloc[0]
+    baselines = baselines_from_tests(tests)
     has_paired = {m for m in models if ((frame["model"] == m) & (k > 0)).any()}
     serving = {b for m, b in baselines.items() if b != m}
     subjects = [m for m in models if m in has_paired or m not in serving]
@@ -645,7 +780,7 @@ def metrics_table(summary: pd.DataFrame | None) -> dict[str, Any] | None:
         cells = [row[c] for c in ids]
         if failed.any():
             cells.append(f"FAILED: {row['degenerate']}" if failed[position] else "ok")
-        cells += [fmt_ci(row[m], row.get(f"{m}_lo"), row.get(f"{m}_hi")) for m in metrics]
+        cells += [ci_cell(row[m], row.get(f"{m}_lo"), row.get(f"{m}_hi")) for m in metrics]
         rows.append(cells)
     return _table(ids + (["training"] if failed.any() else []) + [metric_name(m) for m in metrics], rows)
 
@@ -675,7 +810,7 @@ def paired_table(paired_tests: pd.DataFrame | None) -> dict[str, Any] | None:
                   fmt_p(row.get("mcnemar_p"))]
         for m in deltas:
             lo, hi = row.get(f"delta_{m}_lo"), row.get(f"delta_{m}_hi")
-            cells += [fmt_delta(row[f"delta_{m}"], lo, hi), _ci_verdict(lo, hi)]
+            cells += [delta_cell(row[f"delta_{m}"], lo, hi), _ci_verdict(lo, hi)]
         rows.append(cells)
     return _table(columns, rows)
 
@@ -700,7 +835,7 @@ def learning_curve_table(curves: pd.DataFrame | None, metrics: Sequence[str] = T
         for m in metrics:
             a = aggs[m]
             hit = a[(a["model"] == row["model"]) & (a["mode"] == row["mode"]) & (a["n_train"] == row["n_train"])]
-            cells.append(fmt_ci(hit["value"].iloc[0], hit["lo"].iloc[0], hit["hi"].iloc[0]) if len(hit) else "NA")
+            cells.append(ci_cell(hit["value"].iloc[0], hit["lo"].iloc[0], hit["hi"].iloc[0]) if len(hit) else "NA")
         cells.append(bands.get(row["band"], str(row["band"])))
         rows.append(cells)
     return _table(columns, rows)
@@ -775,6 +910,25 @@ def _render_example(spec: Any) -> dict[str, str] | None:
 
 
 # ------------------------------------------------------------------- report
+def anchor_metrics_text(metrics: Mapping[str, Any]) -> str:
+    """``AUROC 0.944, accuracy 0.854``: a published anchor's figures with the report's metric names."""
+    return ", ".join(f"{metric_name(str(k))} {fmt(v)}" for k, v in metrics.items())
+
+
+def anchor_text(anchor: Mapping[str, Any] | None) -> str | None:
+    """The sentence printed under the metrics table for a published figure (``source``, ``metrics``, ``note``).
+
+    An anchor comes from other splits and other training, so it is shown beside the results for
+    orientation, with its note on how the setups differ, never mixed into the tables.
+    """
+    if not anchor:
+        return None
+    source = str(anchor.get("source") or "source not given")
+    text = f"Published anchor ({source}): {anchor_metrics_text(anchor.get('metrics') or {}) or 'no figures given'}"
+    note = str(anchor.get("note") or "").strip()
+    return f"{text} — {note}" if note else text
+
+
 def _metadata_items(metadata: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     items = []
     for key, value in (metadata or {}).items():
@@ -826,6 +980,7 @@ def render_report(
     metric: str = "auroc",
     sections: Sequence[ReportSection] = (),
     core: bool = True,
+    anchor: Mapping[str, Any] | None = None,
 ) -> str:
     """The report as one HTML string; see :func:`write_report`."""
     efficiency = _coerce_efficiency(sample_efficiency, metric)
@@ -833,7 +988,7 @@ def render_report(
         efficiency = _coerce_efficiency(learning_curves, metric)
     if findings is None:
         findings = findings_from(summary, paired_tests, efficiency, metric=metric)
-    metric_png = plot_metric_by_k(summary) if not _empty(summary) else None
+    metric_png = None if _empty(summary) else plot_metric_by_k(summary, baselines=baselines_from_tests(paired_tests))
     curve_png = plot_learning_curves(learning_curves) if not _empty(learning_curves) else None
     curve_metric = metric if not _empty(learning_curves) and metric in learning_curves.columns else "accuracy"
     rendered_examples = [e for e in (_render_example(spec) for spec in (examples or [])) if e is not None]
@@ -845,6 +1000,7 @@ def render_report(
         "metadata": _metadata_items(metadata),
         "findings": [str(f) for f in findings],
         "metrics_table": metrics_table(summary),
+        "anchor": anchor_text(anchor),
         "paired_table": paired_table(paired_tests),
         "metric_plot": {"uri": png_data_uri(metric_png), "caption": metric_by_k_caption(summary)}
         if metric_png else None,
@@ -875,6 +1031,7 @@ def write_report(
     metric: str = "auroc",
     sections: Sequence[ReportSection] = (),
     core: bool = True,
+    anchor: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a self-contained HTML report (figures as data URIs) and return its path.
 
@@ -896,5 +1053,6 @@ def write_report(
     """
     html = render_report(title=title, summary=summary, paired_tests=paired_tests, learning_curves=learning_curves,
                          sample_efficiency=sample_efficiency, examples=examples, findings=findings,
-                         metadata=metadata, limitations=limitations, metric=metric, sections=sections, core=core)
+                         metadata=metadata, limitations=limitations, metric=metric, sections=sections, core=core,
+                         anchor=anchor)
     return atomic_write_text(out_path, html)

@@ -200,57 +200,117 @@ def metric_by_k_caption(summary: pd.DataFrame | None) -> str:
                    "CIs (lowest lower to highest upper bound), covering case sampling and seed variation.")
 
 
-def plot_metric_by_k(
+def baselines_from_tests(paired_tests: pd.DataFrame | None) -> dict[str, str]:
+    """Model -> the model whose single-image run its paired conditions were compared with (``baseline`` column)."""
+    if paired_tests is None or paired_tests.empty or not {"model", "baseline"} <= set(paired_tests.columns):
+        return {}
+    out = {}
+    for model, group in paired_tests.groupby(paired_tests["model"].astype(str)):
+        named = group["baseline"].dropna().astype(str)
+        if len(named):
+            out[str(model)] = str(named.mode().iloc[0])
+    return out
+
+
+def _panels(data: pd.DataFrame, baselines: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(model, baseline model) per row of panels: each model with paired rows, drawn against its k=0 run.
+
+    The baseline is the one named in ``baselines``, else the model's own k=0 run, else the only model
+    that has a k=0 run (a study's separately trained single-image model). A model that only serves as
+    another's baseline gets no row of its own.
+    """
+    models = list(dict.fromkeys(data["model"]))
+    with_single = [m for m in models if (data[(data["model"] == m)]["k"] == 0).any()]
+    with_paired = [m for m in models if (data[(data["model"] == m)]["k"] > 0).any()]
+    out = []
+    for model in with_paired:
+        baseline = baselines.get(model)
+        if baseline not in with_single:
+            baseline = model if model in with_single else (with_single[0] if len(with_single) == 1 else model)
+        out.append((model, baseline))
+    serving = {b for _, b in out}
+    out += [(m, m) for m in with_single if m not in with_paired and m not in serving]
+    return out
+
+
+def _draw_single(ax: Any, single: pd.DataFrame, label: str) -> None:
+    """The single-image value as a dashed line across the panel, with its interval as a shaded band."""
+    if single.empty or not _finite(single["value"].iloc[0]):
+        return
+    s = single.iloc[0]
+    ax.axhline(s["value"], color="black", linestyle="--", linewidth=1.2, label=label)
+    if _finite(s["lo"]) and _finite(s["hi"]):
+        ax.axhspan(s["lo"], s["hi"], color="grey", alpha=0.18, linewidth=0, label="single-image 95% CI")
+    ax.plot([0], [s["value"]], marker="s", color="black")
+
+
+def _draw_selectors(ax: Any, paired: pd.DataFrame, ks: list[int]) -> None:
+    """One line with error bars per selector, dodged sideways so that the bars do not hide each other."""
+    selectors = list(dict.fromkeys(paired["selector"]))
+    width = 0.06 * max(1, (max(ks) - min(ks)) if len(ks) > 1 else 1)
+    for i, selector in enumerate(selectors):
+        part = paired[paired["selector"] == selector].sort_values("k")
+        part = part[np.isfinite(part["value"].to_numpy(dtype=float))]
+        if part.empty:
+            continue
+        offset = (i - (len(selectors) - 1) / 2) * width
+        x = part["k"].to_numpy(dtype=float) + offset
+        y = part["value"].to_numpy(dtype=float)
+        lo = part["lo"].to_numpy(dtype=float)
+        hi = part["hi"].to_numpy(dtype=float)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        err = np.vstack([np.where(ok, y - lo, 0.0), np.where(ok, hi - y, 0.0)]).clip(min=0)
+        ax.errorbar(x, y, yerr=err, marker="o", markersize=4, capsize=3, linewidth=1.3, label=selector)
+
+
+def metric_by_k_figure(
     summary: pd.DataFrame | None,
     metrics: Sequence[str] = PLOT_METRICS,
-    path: str | Path | None = None,
-) -> bytes | None:
-    """Panels of metric vs k, one column per metric and one row per model; ``None`` if nothing to draw."""
+    baselines: Mapping[str, str] | None = None,
+) -> Figure | None:
+    """The figure of :func:`plot_metric_by_k` (for callers and tests that inspect it); ``None`` if empty."""
     metrics = _present(summary, metrics)
     if not metrics:
         return None
     aggregated = {m: aggregate_seeds(summary, m) for m in metrics}
-    models = list(dict.fromkeys(aggregated[metrics[0]]["model"]))
-    fig, axes = _figure(len(models), len(metrics), (4.4 * len(metrics), 3.3 * len(models)))
-    for row, model in enumerate(models):
+    panels = _panels(aggregated[metrics[0]], baselines or {})
+    fig, axes = _figure(len(panels), len(metrics), (4.4 * len(metrics) + 1.6, 3.3 * len(panels)))
+    for row, (model, baseline) in enumerate(panels):
         for col, metric in enumerate(metrics):
             ax = axes[row][col]
             data = aggregated[metric]
-            data = data[data["model"] == model]
-            single = data[data["k"] == 0]
-            paired = data[data["k"] > 0]
-            ks = sorted(set(data["k"].tolist()) | {0})
-            if not single.empty and _finite(single["value"].iloc[0]):
-                s = single.iloc[0]
-                ax.axhline(s["value"], color="black", linestyle="--", linewidth=1.2, label="single (k=0)")
-                if _finite(s["lo"]) and _finite(s["hi"]):
-                    ax.axhspan(s["lo"], s["hi"], color="grey", alpha=0.18, linewidth=0)
-                ax.plot([0], [s["value"]], marker="s", color="black")
-            selectors = list(dict.fromkeys(paired["selector"]))
-            width = 0.06 * max(1, (max(ks) - min(ks)) if len(ks) > 1 else 1)
-            for i, selector in enumerate(selectors):
-                part = paired[paired["selector"] == selector].sort_values("k")
-                part = part[np.isfinite(part["value"].to_numpy(dtype=float))]
-                if part.empty:
-                    continue
-                offset = (i - (len(selectors) - 1) / 2) * width
-                x = part["k"].to_numpy(dtype=float) + offset
-                y = part["value"].to_numpy(dtype=float)
-                lo = part["lo"].to_numpy(dtype=float)
-                hi = part["hi"].to_numpy(dtype=float)
-                ok = np.isfinite(lo) & np.isfinite(hi)
-                err = np.vstack([np.where(ok, y - lo, 0.0), np.where(ok, hi - y, 0.0)]).clip(min=0)
-                ax.errorbar(x, y, yerr=err, marker="o", markersize=4, capsize=3, linewidth=1.3, label=selector)
+            single = data[(data["model"] == baseline) & (data["k"] == 0)]
+            paired = data[(data["model"] == model) & (data["k"] > 0)]
+            ks = sorted(set(paired["k"].tolist()) | {0})
+            of = f", {baseline}" if baseline != model and baseline else ""
+            _draw_single(ax, single, f"single-image (k=0{of})")
+            _draw_selectors(ax, paired, ks)
             ax.set_xticks(ks)
             ax.set_xlabel("k (healthy references)")
             ax.set_ylabel(metric_name(metric))
-            title = metric_name(metric) if len(models) == 1 or not model else f"{model}: {metric_name(metric)}"
+            title = metric_name(metric) if len(panels) == 1 or not model else f"{model}: {metric_name(metric)}"
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
-            if row == 0 and col == len(metrics) - 1:
-                ax.legend(fontsize=7, loc="best")
+            if col == len(metrics) - 1:
+                ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    return _finish(fig, path)
+    return fig
+
+
+def plot_metric_by_k(
+    summary: pd.DataFrame | None,
+    metrics: Sequence[str] = PLOT_METRICS,
+    path: str | Path | None = None,
+    baselines: Mapping[str, str] | None = None,
+) -> bytes | None:
+    """Panels of metric vs k, one column per metric and one row per model with paired conditions.
+
+    Every panel carries the single-image (k=0) value as a dashed line with its CI band, that of the
+    model named in ``baselines`` (see :func:`baselines_from_tests`) when the single-image model is a
+    different one, and a legend naming each reference selector. ``None`` if nothing to draw.
+    """
+    fig = metric_by_k_figure(summary, metrics, baselines)
+    return None if fig is None else _finish(fig, path)
 
 
 # ------------------------------------------------------------------- learning curves
