@@ -35,7 +35,7 @@ from .configfile import ConfigFile, resolve_path
 from .errors import ConfigError
 from .evaluation.audit import audit_references
 from .evaluation.degenerate import failed_rows
-from .evaluation.runner import ensure_data
+from .evaluation.runner import prepare_data
 from .siteshift.experiment import SiteShiftSpec, run_site_shift
 from .study import StudyConfig, StudyResult, run_study
 
@@ -219,6 +219,7 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
     metrics, tests, leakage, baselines, curves = [], [], [], [], []
     results: dict[str, dict[int, StudyResult]] = {}
     for study_name, seed, study in runs:
+        study = prepare_data(study)  # the task every stage below uses (an adapter's class names)
         result = run_study(study, progress=progress)
         results.setdefault(study_name, {})[seed] = result
         # "seed" becomes the training seed; the reference-selection seed of evaluation is kept apart
@@ -282,7 +283,7 @@ def run_suite_site_shift(config: StudySuiteConfig, profile_name: str, chosen: Su
         if spec.study not in studies:
             raise ConfigError(f"site_shift '{spec.name}': study '{spec.study}' is not among the suite's studies")
         study = studies[spec.study]
-        ensure_data(study)  # type: ignore[arg-type]  (uses only .data)
+        study = prepare_data(study)
         frames.append(run_site_shift(spec, study, out / "site_shift" / spec.name, progress=progress))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,8 @@ from ..prompts import PROMPT_VERSION, PromptBuilder
 from ..references.bank import ReferenceBank
 from ..references.selectors import SELECTORS, create_selector
 from ..runtime import environment_record
-from .config import ExperimentConfig, ModelConfig
+from ..tasks import Task
+from .config import ExperimentConfig, ModelConfig, complete_task
 from .stats import mcnemar, paired_bootstrap_delta, summarise, table_names, write_tables
 from .store import PredictionStore, run_key
 
@@ -213,11 +214,44 @@ def ensure_data(config: ExperimentConfig) -> None:
             _write_data(data)
 
 
+C = TypeVar("C")
+
+
+def adapter_task_file(manifest: Path) -> Path:
+    """Where the adapter's task is kept beside a manifest written from it (``manifest.task.json``)."""
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.stem + ".task.json")
+
+
+def prepare_data(config: C) -> C:
+    """:func:`ensure_data`, then the config with its task completed from the adapter's (for data
+    from ``data.dataset``): the one place where a config's task becomes the task every stage uses.
+    Works for any config with ``task`` and ``data`` (experiment, study, training, serve)."""
+    ensure_data(config)  # type: ignore[arg-type]  (uses only .data)
+    dataset = config.data.dataset  # type: ignore[attr-defined]
+    if dataset is None:
+        return config
+    task = complete_task(config.task, adapter_task(config.data), str(dataset["name"]))  # type: ignore[attr-defined]
+    return config.model_copy(update={"task": task})  # type: ignore[attr-defined]
+
+
+def adapter_task(data) -> Task:
+    """The task of ``data.dataset``'s adapter: stored beside the manifest when it was written, else
+    (a manifest written before the task was kept, or by hand) from loading the adapter again."""
+    path = adapter_task_file(data.manifest)
+    if path.is_file():
+        return Task.model_validate_json(path.read_text(encoding="utf-8"))
+    from ..datasets.registry import load_dataset
+
+    return load_dataset(str(data.dataset["name"]), data.dataset["root"], **data.dataset.get("options", {}))[1]
+
+
 def _write_data(data) -> None:
     if data.dataset is not None:
         from ..datasets.registry import load_dataset
 
-        table, _ = load_dataset(str(data.dataset["name"]), data.dataset["root"], **data.dataset.get("options", {}))
+        table, task = load_dataset(str(data.dataset["name"]), data.dataset["root"], **data.dataset.get("options", {}))
+        atomic_write_text(adapter_task_file(data.manifest), task.model_dump_json(indent=2))
         if data.resplit is not None:
             from ..datasets.registry import resplit_by_patient
 
@@ -253,14 +287,14 @@ class ExperimentRunner:
 
     def __init__(self, config: ExperimentConfig, progress: bool = True, console: Console | None = None,
                  dist: DistContext | None = None) -> None:
-        self.config = config
         self.console = console or Console(stderr=True)
         self.dist = dist if dist is not None else DistContext()
         self.dist.init()
         self.progress = progress and self.dist.is_main
-        self.task = config.task
         with self.dist.main_first():
             ensure_data(config)
+        self.config = config = prepare_data(config)  # the data are ready: this only completes the task
+        self.task = config.task
         self.table = config.data.load_table(classes=self.task.classes)
         self.eval_cases = select_eval_cases(self.table, config.eval.split, config.eval.max_cases)
         self.output_dir = Path(config.output_dir)
