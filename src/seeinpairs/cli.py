@@ -272,10 +272,12 @@ def serve(
 
 @app.command("list")
 def list_components() -> None:
-    """List the registered selectors, embedders, backends and tiny model families."""
+    """List the registered selectors, embedders, backends, tiny model families and data set adapters
+    with their class names."""
     from .backends import hf  # noqa: F401  (registers the backend)
     from .backends.base import BACKENDS
     from .backends.tiny import list_tiny_families
+    from .datasets.registry import dataset_classes, list_datasets
     from .embedders import list_embedders
     from .references.selectors import list_selectors
 
@@ -283,6 +285,11 @@ def list_components() -> None:
     console.print("embedders: " + ", ".join(list_embedders()))
     console.print("backends: " + ", ".join(BACKENDS.list_names()))
     console.print("tiny model families: " + ", ".join(list_tiny_families()))
+    console.print("data set adapters and the class names they give (a config with data.dataset may leave "
+                  "task.classes and task.healthy_class out to use them):")
+    for name in list_datasets():
+        for setting, classes in dataset_classes(name).items():
+            console.print(f"  {name}{' ' + setting if setting else ''}: {classes}")
 
 
 register_explain(app, console)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from seeinpairs.datasets.registry import dataset_classes, describe_classes, load_dataset
 from seeinpairs.errors import ConfigError
 from seeinpairs.evaluation.config import ExperimentConfig, PartialTask, complete_task
 from seeinpairs.evaluation.runner import adapter_task_file, prepare_data, run_experiment
@@ -97,3 +101,25 @@ def test_without_an_adapter_the_task_must_be_complete():
     with pytest.raises(ConfigError, match=r"field 'task.classes': Field required"):
         ExperimentConfig.from_dict({"task": {"question": "q?"}, "data": {"manifest": "m.csv"},
                                     "models": [{"tiny": "qwen2_vl"}]})
+
+
+def test_the_class_table_is_what_the_adapter_gives(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEEINPAIRS_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "medmnist").mkdir()
+    layout = build_medmnist(tmp_path / "medmnist")
+    _, task = load_dataset("medmnist", layout.root, **layout.options)
+    assert dataset_classes("medmnist")["flag=breastmnist"] == describe_classes(task)
+    assert describe_classes(task) == "normal/benign (healthy), malignant"
+    assert dataset_classes("nih")["task=binary"] == "normal (healthy), abnormal"
+    assert "from" not in dataset_classes("imagefolder") and "folder names" in dataset_classes("imagefolder")[""]
+    assert dataset_classes("medmnist")["flag=tissuemnist"].startswith('"collecting duct, connecting tubule", ')
+
+
+def test_seeinpairs_list_shows_each_adapters_class_names():
+    result = subprocess.run([sys.executable, "-m", "seeinpairs.cli", "list"], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "COLUMNS": "400"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "  medmnist flag=breastmnist: normal/benign (healthy), malignant" in lines
+    assert "  aptos task=grade: grade 0 (healthy), grade 1, grade 2, grade 3, grade 4" in lines
+    assert any(line.startswith("  imagefolder: the class folder names") for line in lines)
