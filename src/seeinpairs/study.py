@@ -43,6 +43,7 @@ from .explain.evidence import EvidenceConfig, EvidenceResult, EvidenceRunner
 from .explain.report import evidence_section
 from .references.bank import ReferenceBank
 from .runtime import environment_summary
+from .stages import stage_done
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +146,13 @@ def _train(config: StudyConfig, output_dir: Path, k: int | list[int], selector: 
         summary = json.loads(summary_path.read_text())
         checkpoint = Path(summary.get("checkpoint", ""))
         if checkpoint.exists() and summary.get("config") == train_config.model_dump(mode="json"):
+            stage_done("model reused", f"{output_dir} ({summary.get('steps')} steps, trained before)")
             return checkpoint, summary
         log.info("%s: settings changed since the last run; training again", output_dir)
         result = train(train_config, progress=progress, resume=False)
     else:
         result = train(train_config, progress=progress, resume=True)
+    stage_done("model trained", f"{output_dir} (k={k}): {result.steps} steps", result.seconds)
     return Path(result.checkpoint), result.summary
 
 
@@ -254,6 +257,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
                               f"{config.train.get('seed', 0)}); the intervals do not include the variation between "
                               "training runs, which for small models trained from scratch can be as large as the "
                               "differences shown. Repeat with several training seeds before drawing conclusions.")])
+    stage_done("report written", str(report), time.perf_counter() - started)
     atomic_write_text(out / "study_summary.json", json.dumps({"seconds": seconds, "training": training}, indent=2,
                                                             default=str))
     return StudyResult(evaluation, curves, training, report, seconds, config.anchor, evidence)

@@ -51,6 +51,7 @@ from ..prompts import PROMPT_VERSION, PromptBuilder
 from ..references.bank import ReferenceBank
 from ..references.selectors import SELECTORS, create_selector
 from ..runtime import environment_record
+from ..stages import stage_done
 from ..tasks import Task
 from .config import ExperimentConfig, ModelConfig, complete_task
 from .stats import mcnemar, paired_bootstrap_delta, summarise, table_names, write_tables
@@ -211,7 +212,9 @@ def ensure_data(config: ExperimentConfig) -> None:
         raise ConfigError(f"data.manifest: a generated data set is written as manifest.csv, got '{manifest.name}'")
     with folder_lock(manifest.parent, ".seeinpairs-data.lock", wait=True):
         if not manifest.exists():  # not written meanwhile by the process we waited for
+            started = time.perf_counter()
             _write_data(data)
+            stage_done("data prepared", str(manifest), time.perf_counter() - started)
 
 
 C = TypeVar("C")
@@ -312,8 +315,12 @@ class ExperimentRunner:
     @property
     def bank(self) -> ReferenceBank:
         if self._bank is None:
+            started = time.perf_counter()
             self._bank = ReferenceBank.from_table(self.table, self.task, split=self.config.bank.split,
                                                   cache_dir=self.config.bank.cache_dir)
+            if self.dist.is_main:
+                stage_done("reference bank built", f"{len(self._bank)} healthy cases of split "
+                           f"'{self.config.bank.split}'", time.perf_counter() - started)
         return self._bank
 
     @property
@@ -466,10 +473,13 @@ class ExperimentRunner:
                 backend = backends[display]
                 bar.update(overall, description=cond.label)
                 step = cond.model.batch_size
+                started = time.perf_counter()
                 for start in range(0, len(todo), step):
                     batch = todo[start:start + step]
                     self.store.append(self._predict(backend, cond, key, batch))
                     bar.advance(overall, len(batch))
+                if dist.is_main:
+                    stage_done("condition evaluated", f"{cond.label}: n={len(todo)}", time.perf_counter() - started)
         backends.clear()
         if total and dist.is_main:
             self.record_environment(everything)
@@ -534,6 +544,7 @@ class ExperimentRunner:
                     tables.remove(name)
             else:
                 write_tables(tests_frame, self.output_dir, "paired_tests", tables)
+        stage_done("tables written", f"{len(summary)} conditions in {self.output_dir}")
         return ExperimentResult(summary, tests_frame, {c.label: r for c, r in by_cond.items()}, self.output_dir)
 
 
