@@ -28,9 +28,9 @@ from .errors import ConfigError
 from .evaluation.config import (
     BankConfig,
     ConditionConfig,
+    ConfigTask,
     DataConfig,
     EvalConfig,
-    ConfigTask,
     ExperimentConfig,
     ModelConfig,
     ReferenceCount,

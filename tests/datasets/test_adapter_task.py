@@ -123,3 +123,8 @@ def test_seeinpairs_list_shows_each_adapters_class_names():
     assert "  medmnist flag=breastmnist: normal/benign (healthy), malignant" in lines
     assert "  aptos task=grade: grade 0 (healthy), grade 1, grade 2, grade 3, grade 4" in lines
     assert any(line.startswith("  imagefolder: the class folder names") for line in lines)
+
+
+def test_a_full_task_with_the_adapters_classes_is_kept_as_written():
+    full = Task(question="Malignant?", classes=["normal/benign", "malignant"], healthy_class="normal/benign")
+    assert complete_task(full, ADAPTER, "medmnist") == full  # the same prompts and run keys as before

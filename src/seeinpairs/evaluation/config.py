@@ -88,15 +88,17 @@ def partial_task_input(raw: Any) -> Any:
 
 
 def complete_task(task: Task | PartialTask, adapter_task: Task, dataset: str) -> Task:
-    """The task of a config whose data come from adapter ``dataset``: the adapter's task with the
-    config's fields over it. Class names the config gives must be the adapter's (any order);
-    otherwise a one-line :class:`ConfigError` lists the adapter's class names."""
-    given = (task.model_dump(exclude_none=True) if isinstance(task, PartialTask)
-             else task.model_dump(include=task.model_fields_set))
-    classes = given.get("classes")
+    """The task of a config whose data come from adapter ``dataset``. A partial task is the
+    adapter's task with the config's fields over it; a full task is kept as written (its prompts
+    and stored run keys stay as they were). Class names a config gives must be the adapter's (in
+    any order); otherwise a one-line :class:`ConfigError` lists the adapter's class names."""
+    classes = task.classes
     if classes is not None and sorted(classes) != sorted(adapter_task.classes):
         raise ConfigError(f"field 'task.classes': {', '.join(classes)} are not the classes of dataset '{dataset}' "
                           f"({', '.join(adapter_task.classes)}); leave task.classes out to use the adapter's")
+    if isinstance(task, Task):
+        return task
+    given = task.model_dump(exclude_none=True)
     return Task.from_dict({**adapter_task.model_dump(), **given}, source=f"task (with dataset '{dataset}')")
 
 
