@@ -26,6 +26,7 @@ except ImportError:  # older typer runs on click itself
 from .cli_console import make_console
 from .cli_explain import register as register_explain
 from .errors import SeeInPairsError
+from .stages import lines_wanted, stage_lines
 
 app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="Reference-guided comparative diagnosis with vision-language models.")
@@ -120,7 +121,8 @@ def eval_command(
     config: Path = typer.Argument(..., help="Experiment YAML."),
     output: Optional[Path] = typer.Option(None, file_okay=False, help="Override the config's output_dir."),
     max_cases: Optional[int] = typer.Option(None, min=1, help="Evaluate at most this many cases per condition."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: bool = typer.Option(True, help="Show progress bars; without them (or when output is not a terminal) "
+                                              "one line per finished stage."),
 ) -> None:
     """Run (or resume) an experiment and print single vs paired metrics.
 
@@ -138,7 +140,8 @@ def eval_command(
     if max_cases is not None:
         updates["eval"] = cfg.eval.model_copy(update={"max_cases": max_cases})
     cfg = cfg.model_copy(update=updates)
-    result = run_experiment(cfg, progress=progress, distributed=True)
+    with stage_lines(lines_wanted(progress)):
+        result = run_experiment(cfg, progress=progress, distributed=True)
     if result is not None:  # None: a non-zero rank of a data-parallel launch
         print_summary(result)
 
@@ -166,23 +169,30 @@ def demo(
     output: Path = typer.Option(Path("runs/demo"), file_okay=False, help="Where data, models and results go."),
     family: str = typer.Option("qwen2_vl", help="Tiny model family (qwen2_vl, idefics3)."),
     patients: Optional[int] = typer.Option(None, min=1, help="Patients in the generated data set (default 300)."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: bool = typer.Option(True, help="Show progress bars; without them (or when output is not a terminal) "
+                                              "one line per finished stage."),
 ) -> None:
     """The embedded study: generated benchmark, tiny VLMs trained single vs paired, report."""
     from .demo import run_demo
 
-    print_study(run_demo(output, family=family, patients=patients, progress=progress))
+    with stage_lines(lines_wanted(progress)):
+        result = run_demo(output, family=family, patients=patients, progress=progress)
+    print_study(result)
 
 
 @app.command()
 def study(
     config: Path = typer.Argument(..., help="Study YAML (task, data, model, training, evaluation, sweep)."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: bool = typer.Option(True, help="Show progress bars; without them (or when output is not a terminal) "
+                                              "one line per finished stage."),
 ) -> None:
     """Train single-image and comparative models, evaluate across selectors and k, write the report."""
     from .study import StudyConfig, run_study
 
-    print_study(run_study(StudyConfig.from_yaml(config), progress=progress))
+    cfg = StudyConfig.from_yaml(config)
+    with stage_lines(lines_wanted(progress)):
+        result = run_study(cfg, progress=progress)
+    print_study(result)
 
 
 @app.command()
@@ -190,12 +200,15 @@ def suite(
     config: Path = typer.Argument(..., help="Suite YAML: several study configs and budget profiles."),
     profile: Optional[str] = typer.Option(None, help="Budget profile (e.g. quick, full; default: the config's)."),
     only: Optional[list[str]] = typer.Option(None, help="Run only these studies (repeatable)."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: bool = typer.Option(True, help="Show progress bars; without them (or when output is not a terminal) "
+                                              "one line per finished stage."),
 ) -> None:
     """Several comparative studies over training seeds: leakage audit, image-only baseline, one report."""
     from .suite import StudySuiteConfig, run_suite, violations
 
-    result = run_suite(StudySuiteConfig.from_yaml(config), profile=profile, progress=progress, only=only)
+    cfg = StudySuiteConfig.from_yaml(config)
+    with stage_lines(lines_wanted(progress)):
+        result = run_suite(cfg, profile=profile, progress=progress, only=only)
     for _, row in result.headline.iterrows():
         best = f"{row['best_selector']} k={row['best_k']}" if isinstance(row.get("best_selector"), str) else "none"
         console.print(f"{row['study']}: single AUROC {_fmt(row.get('single_auroc'))}, best paired ({best}) "
@@ -295,10 +308,12 @@ def serve(
 
 @app.command("list")
 def list_components() -> None:
-    """List the registered selectors, embedders, backends and tiny model families."""
+    """List the registered selectors, embedders, backends, tiny model families and data set adapters
+    with their class names."""
     from .backends import hf  # noqa: F401  (registers the backend)
     from .backends.base import BACKENDS
     from .backends.tiny import list_tiny_families
+    from .datasets.registry import dataset_classes, list_datasets
     from .embedders import list_embedders
     from .references.selectors import list_selectors
 
@@ -306,6 +321,11 @@ def list_components() -> None:
     console.print("embedders: " + ", ".join(list_embedders()))
     console.print("backends: " + ", ".join(BACKENDS.list_names()))
     console.print("tiny model families: " + ", ".join(list_tiny_families()))
+    console.print("data set adapters and the class names they give (a config with data.dataset may leave "
+                  "task.classes and task.healthy_class out to use them):")
+    for name in list_datasets():
+        for setting, classes in dataset_classes(name).items():
+            console.print(f"  {name}{' ' + setting if setting else ''}: {classes}")
 
 
 register_explain(app, console)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .atomic import atomic_write_text
 from .cases import CaseTable
@@ -28,19 +28,22 @@ from .errors import ConfigError
 from .evaluation.config import (
     BankConfig,
     ConditionConfig,
+    ConfigTask,
     DataConfig,
     EvalConfig,
     ExperimentConfig,
     ModelConfig,
     ReferenceCount,
+    check_partial_task,
+    partial_task_input,
 )
-from .evaluation.runner import ExperimentResult, ensure_data, run_experiment
+from .evaluation.runner import ExperimentResult, prepare_data, run_experiment
 from .evaluation.stats import write_tables
 from .explain.evidence import EvidenceConfig, EvidenceResult, EvidenceRunner
 from .explain.report import evidence_section
 from .references.bank import ReferenceBank
 from .runtime import environment_summary
-from .tasks import Task
+from .stages import stage_done
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,8 @@ class Anchor(_Strict):
 
 class StudyConfig(ConfigFile):
     name: str = "study"
-    task: Task
+    #: with ``data.dataset``, the fields left out (classes, healthy class, question) are the adapter's
+    task: ConfigTask
     data: DataConfig
     bank: BankConfig = Field(default_factory=BankConfig)
     model: ModelConfig
@@ -97,6 +101,13 @@ class StudyConfig(ConfigFile):
     #: attribution, localization, reference-use and layer analysis of the single vs the paired model
     evidence: EvidenceConfig | None = None
     output_dir: Path = Path("runs/study")
+
+    _partial_task = model_validator(mode="before")(partial_task_input)
+
+    @model_validator(mode="after")
+    def _task_complete_or_from_adapter(self) -> StudyConfig:
+        check_partial_task(self.task, self.data)
+        return self
 
     def resolve_paths(self, base: Path) -> StudyConfig:
         return self.model_copy(update={"data": self.data.resolved(base), "bank": self.bank.resolved(base),
@@ -135,11 +146,13 @@ def _train(config: StudyConfig, output_dir: Path, k: int | list[int], selector: 
         summary = json.loads(summary_path.read_text())
         checkpoint = Path(summary.get("checkpoint", ""))
         if checkpoint.exists() and summary.get("config") == train_config.model_dump(mode="json"):
+            stage_done("model reused", f"{output_dir} ({summary.get('steps')} steps, trained before)")
             return checkpoint, summary
         log.info("%s: settings changed since the last run; training again", output_dir)
         result = train(train_config, progress=progress, resume=False)
     else:
         result = train(train_config, progress=progress, resume=True)
+    stage_done("model trained", f"{output_dir} (k={k}): {result.steps} steps", result.seconds)
     return Path(result.checkpoint), result.summary
 
 
@@ -203,7 +216,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     started = time.perf_counter()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ensure_data(ExperimentConfig(task=config.task, data=config.data, models=[config.model], output_dir=out))
+    config = prepare_data(config)  # writes the data if needed; the task completed from an adapter's
     paired_training = config.paired_training
     single, single_summary = _train(config, out / "models" / "single", 0, "none", {}, {}, progress)
     paired, paired_summary = _train(config, out / "models" / "paired", paired_training.k, paired_training.selector,
@@ -243,6 +256,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
                               f"{config.train.get('seed', 0)}); the intervals do not include the variation between "
                               "training runs, which for small models trained from scratch can be as large as the "
                               "differences shown. Repeat with several training seeds before drawing conclusions.")])
+    stage_done("report written", str(report), time.perf_counter() - started)
     atomic_write_text(out / "study_summary.json", json.dumps({"seconds": seconds, "training": training}, indent=2,
                                                             default=str))
     return StudyResult(evaluation, curves, training, report, seconds, config.anchor, evidence)

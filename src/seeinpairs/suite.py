@@ -35,8 +35,9 @@ from .configfile import ConfigFile, resolve_path
 from .errors import ConfigError
 from .evaluation.audit import audit_references
 from .evaluation.degenerate import failed_rows
-from .evaluation.runner import ensure_data
+from .evaluation.runner import prepare_data
 from .siteshift.experiment import SiteShiftSpec, run_site_shift
+from .stages import stage_done
 from .study import StudyConfig, StudyResult, run_study
 
 HEADLINE_METRICS = ("auroc", "accuracy", "macro_f1")
@@ -219,7 +220,9 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
     metrics, tests, leakage, baselines, curves = [], [], [], [], []
     results: dict[str, dict[int, StudyResult]] = {}
     for study_name, seed, study in runs:
+        study = prepare_data(study)  # the task every stage below uses (an adapter's class names)
         result = run_study(study, progress=progress)
+        stage_done("study finished", f"{study_name} seed {seed}", result.seconds)
         results.setdefault(study_name, {})[seed] = result
         # "seed" becomes the training seed; the reference-selection seed of evaluation is kept apart
         metrics.append(result.evaluation.summary.rename(columns={"seed": "selection_seed"})
@@ -235,8 +238,10 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
         if not result.learning_curves.empty:
             curves.append(result.learning_curves.assign(study=study_name))
         if seed == chosen.seeds[0]:
+            begun = time.perf_counter()
             baselines.extend(_baseline_rows(study_name, study, table, config.baselines.get(study_name,
                                                                                            BaselineSpec())))
+            stage_done("image-only baselines trained", study_name, time.perf_counter() - begun)
     frame = pd.concat(metrics, ignore_index=True)
     tests_frame = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame()
     site_shift = run_suite_site_shift(config, profile_name, chosen, runs, out, progress, only)
@@ -255,6 +260,7 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
     report = write_suite_report(out / "report.html", config, profile_name, frame, tests_frame, headline,
                                 leakage_frame, baselines_frame, curves_frame, results, seconds,
                                 site_shift=site_shift)
+    stage_done("suite report written", str(report), seconds)
     atomic_write_text(out / "suite_summary.json", json.dumps({"profile": profile_name, "seconds": seconds,
                                                              "studies": list(results), "seeds": chosen.seeds},
                                                             indent=2))
@@ -282,8 +288,10 @@ def run_suite_site_shift(config: StudySuiteConfig, profile_name: str, chosen: Su
         if spec.study not in studies:
             raise ConfigError(f"site_shift '{spec.name}': study '{spec.study}' is not among the suite's studies")
         study = studies[spec.study]
-        ensure_data(study)  # type: ignore[arg-type]  (uses only .data)
+        study = prepare_data(study)
+        begun = time.perf_counter()
         frames.append(run_site_shift(spec, study, out / "site_shift" / spec.name, progress=progress))
+        stage_done("site shift evaluated", spec.name, time.perf_counter() - begun)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -64,7 +64,7 @@ def _detect(root: Path) -> tuple[str, Path]:
     raise ManifestError(f"{root}: no APTOS train.csv or EyePACS trainLabels.csv found")
 
 
-@register("aptos")
+@register("aptos", classes=lambda: {f"task={t}": dr_task(t) for t in ("grade", "referable")})
 def load_aptos(root: Path, layout: str = "auto", csv: str | Path | None = None, image_dir: str | Path | None = None,
                task: str = "grade", missing: str = "error") -> tuple:
     """APTOS 2019 or EyePACS as (CaseTable, Task); ``layout`` auto-detects from the CSV present.

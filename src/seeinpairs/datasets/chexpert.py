@@ -90,6 +90,14 @@ def cxr_task(task: str, finding: str | None, findings: Sequence[str], name: str)
                 modality=modality)
 
 
+def cxr_class_table(name: str, known: Sequence[str]) -> dict[str, Task | str]:
+    """The class names of each chest X-ray task (multiclass with every finding; ``findings=`` narrows it)."""
+    return {"task=binary": cxr_task("binary", None, known, name),
+            "task=finding": f"normal (healthy), the finding= given (one of "
+                            f"{', '.join(readable(k) for k in known)})",
+            "task=multiclass": cxr_task("multiclass", None, known, name)}
+
+
 def check_cxr_options(dataset: str, task: str, finding: str | None, findings: Sequence[str] | None,
                       known: Sequence[str]) -> tuple[str, str | None, list[str]]:
     """Validate task/finding/findings against the data set's findings; returns them canonically spelled."""
@@ -224,7 +232,7 @@ def _resolve(base_folder: Path, relative: str) -> Path:
     return base_folder.parent / rel
 
 
-@register("chexpert")
+@register("chexpert", classes=lambda: cxr_class_table("chexpert", CHEXPERT_PATHOLOGIES))
 def load_chexpert(root: Path, csv: str | Path | None = None, task: str = "binary", finding: str | None = None,
                   findings: list[str] | None = None, uncertain: str = "zeros", views: str | list[str] = "frontal",
                   missing: str = "error", check_files: bool = True) -> tuple:

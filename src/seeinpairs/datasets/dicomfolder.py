@@ -78,7 +78,8 @@ def _value(dataset, keyword: str) -> str | None:
     return text(str(value)) if value is not None else None
 
 
-@register("dicomfolder")
+@register("dicomfolder", classes="the values of the labels_csv label column (healthy: the one named normal, healthy, "
+                                 "... or healthy_class=...)")
 def load_dicomfolder(root: Path, labels_csv: str | Path | None = None, label_column: str = "label",
                      key_column: str | None = None, folder_level: int = 0, site_tag: str = "InstitutionName",
                      healthy_class: str | None = None, unlabelled: str = "error", question: str | None = None) -> tuple:

@@ -43,7 +43,10 @@ def _site(url: str | None) -> str | None:
     return parts[0] if parts else None
 
 
-@register("fitzpatrick")
+@register("fitzpatrick", classes={
+    "task=three": "benign (healthy), malignant, non-neoplastic",
+    "task=nine": "the CSV's nine_partition_label values (healthy benign melanocyte, or healthy_class=...)",
+    "task=condition": "the CSV's label values (pass healthy_class=...)"}.copy)
 def load_fitzpatrick(root: Path, csv: str | Path | None = None, image_dir: str | Path | None = None,
                      task: str = "three", healthy_class: str | None = None, missing: str = "error") -> tuple:
     """Fitzpatrick17k as (CaseTable, Task); ``task`` three (default), nine or condition (the 114 labels)."""

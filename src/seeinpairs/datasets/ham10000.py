@@ -70,7 +70,8 @@ def _label(dx: str, task: str) -> str:
     return "malignant" if dx in MALIGNANT else "benign"
 
 
-@register("ham10000")
+@register("ham10000",
+          classes=lambda: {f"task={t}": ham_task(t) for t in ("multiclass", "nv_vs_other", "benign_malignant")})
 def load_ham10000(root: Path, csv: str | Path | None = None, image_dirs: list[str | Path] | None = None,
                   task: str = "multiclass", missing: str = "error") -> tuple:
     """HAM10000 as (CaseTable, Task).

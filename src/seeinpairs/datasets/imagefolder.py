@@ -32,7 +32,8 @@ def _images(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return found
 
 
-@register("imagefolder")
+@register("imagefolder", classes="the class folder names (healthy: the one named normal, healthy, ... "
+                                 "or healthy_class=...)")
 def load_imagefolder(root: Path, healthy_class: str | None = None, rename: dict[str, str] | None = None,
                      extensions: list[str] | tuple[str, ...] = IMAGE_SUFFIXES, question: str | None = None,
                      modality: str = "medical image") -> tuple:

@@ -58,7 +58,9 @@ def _folders(base: Path, image_dir: str | Path | None, defaults: tuple[str, ...]
     return existing(base / d for d in defaults) or [base]
 
 
-@register("isic")
+@register("isic", classes=lambda: {
+    "year=2019 task=diagnosis": _diagnosis_2019(), "task=benign_malignant": _BINARY,
+    "year=2020 task=diagnosis": "nevus (healthy) and the other values of train.csv's diagnosis column"})
 def load_isic(root: Path, year: int | None = None, task: str = "auto", image_dir: str | Path | None = None,
               missing: str = "error") -> tuple:
     """ISIC 2019 or 2020 as (CaseTable, Task); ``year`` auto-detected from the files present.
@@ -129,13 +131,14 @@ def _load_2019(root: Path, task: str, image_dir, missing: str) -> tuple:
                           patient_id=text(info.get("lesion_id")) or image_id, age=age, sex=sex, extra=extra))
     meta_problems.raise_if_any()
     problems.raise_if_any()
-    if task == "benign_malignant":
-        return make_table(cases, truth_path), _BINARY
+    return make_table(cases, truth_path), _BINARY if task == "benign_malignant" else _diagnosis_2019()
+
+
+def _diagnosis_2019() -> Task:
     labelled = [c.lower() for c in ISIC2019_CLASSES if c != "UNK"]
-    return make_table(cases, truth_path), Task(
-        name="isic2019", question="Which diagnosis does this dermoscopic image of a skin lesion show?",
-        classes=labelled, healthy_class="nv", descriptions={c: ISIC2019_DESCRIPTIONS[c] for c in labelled},
-        modality="dermoscopy")
+    return Task(name="isic2019", question="Which diagnosis does this dermoscopic image of a skin lesion show?",
+                classes=labelled, healthy_class="nv", descriptions={c: ISIC2019_DESCRIPTIONS[c] for c in labelled},
+                modality="dermoscopy")
 
 
 def _load_2020(root: Path, task: str, image_dir, missing: str) -> tuple:

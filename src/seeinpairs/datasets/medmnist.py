@@ -29,7 +29,7 @@ from ..errors import ConfigError, ManifestError
 from ..tasks import Task
 from .aptos import DR_CLASSES, DR_DESCRIPTIONS
 from .ham10000 import HAM_CLASSES, HAM_DESCRIPTIONS
-from .registry import make_table, register
+from .registry import class_list, make_table, register
 
 URL = "https://zenodo.org/records/10519652/files/{name}?download=1"
 SIZES = (28, 64, 128, 224)
@@ -151,7 +151,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("SEEINPAIRS_CACHE", Path.home() / ".cache" / "seeinpairs")).expanduser()
 
 
-@register("medmnist")
+def class_table() -> dict[str, Task | str]:
+    """Each flag's classes as this adapter names them (its native labels mapped to words)."""
+    return {f"flag={flag}": _task(flag, info, info["healthy"]) if info["healthy"] is not None
+            else class_list(info["classes"]) + " (no healthy class: pass healthy_class=...)"
+            for flag, info in FLAGS.items()}
+
+
+@register("medmnist", classes=class_table)
 def load_medmnist(root: Path, flag: str | None = None, size: int = 28, image_dir: str | Path | None = None,
                   splits: list[str] | tuple[str, ...] = SPLITS, healthy_class: str | None = None,
                   download: bool = False) -> tuple:

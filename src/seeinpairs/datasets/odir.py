@@ -78,7 +78,7 @@ def odir_task(mode: str) -> Task:
                 modality="fundus photograph")
 
 
-@register("odir")
+@register("odir", classes=lambda: {f"mode={m}": odir_task(m) for m in ("eye", "bilateral")})
 def load_odir(root: Path, csv: str | Path | None = None, image_dir: str | Path | None = None, mode: str = "eye",
               missing: str = "error") -> tuple:
     """ODIR-5K as (CaseTable, Task), per eye (default) or per patient with both eyes."""

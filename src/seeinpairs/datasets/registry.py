@@ -39,16 +39,24 @@ Loader = Callable[..., "tuple[CaseTable, Task]"]
 #: name -> loader(root, **options) returning (CaseTable, Task)
 DATASETS: Registry[tuple[CaseTable, Task]] = Registry("dataset")
 
+#: an adapter's class names: {option setting: its Task, or a sentence where they come from the data}, or one sentence
+ClassTable = Callable[[], "Mapping[str, Task | str]"] | str
+CLASS_TABLES: dict[str, ClassTable] = {}
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 _MAX_SHOWN = 8
 
 
-def register(name: str) -> Callable[[Loader], Loader]:
+def register(name: str, classes: ClassTable | None = None) -> Callable[[Loader], Loader]:
     """Decorator: ``@register("nih")`` adds a loader to :data:`DATASETS`.
 
     The registered loader takes ``root`` as a str or Path and hands the adapter
     an absolute Path, so that every image path in the table is absolute.
+    ``classes`` says which class names the adapter gives (see :func:`dataset_classes`):
+    users who leave ``task.classes`` out of a config get these, and ``seeinpairs list`` shows them.
     """
+    if classes is not None:
+        CLASS_TABLES[name] = classes
     def decorator(loader: Loader) -> Loader:
         @functools.wraps(loader)
         def wrapper(root: str | Path, *args: Any, **options: Any):
@@ -63,6 +71,28 @@ def register(name: str) -> Callable[[Loader], Loader]:
 def list_datasets() -> list[str]:
     """Names of all registered adapters."""
     return DATASETS.list_names()
+
+
+def dataset_classes(name: str) -> dict[str, str]:
+    """The class names adapter ``name`` gives, per option setting where they depend on one
+    (``{"flag=breastmnist": "normal/benign (healthy), malignant", ...}``; ``{"": sentence}`` where
+    the data decide them). Read from the same tasks the adapter returns, so they cannot drift."""
+    DATASETS.get(name)  # an unknown name: the registry's error, listing the known ones
+    table = CLASS_TABLES.get(name, "not declared")
+    if isinstance(table, str):
+        return {"": table}
+    return {setting: value if isinstance(value, str) else describe_classes(value) for setting, value in table().items()}
+
+
+def describe_classes(task: Task) -> str:
+    """``normal/benign (healthy), malignant``: a task's class names in order, the healthy one marked."""
+    return class_list(task.classes, task.healthy_class)
+
+
+def class_list(classes: Iterable[str], healthy: str | None = None) -> str:
+    """Class names joined by commas; a name holding a comma is quoted, the healthy one marked."""
+    shown = [f'"{c}"' if "," in c else c for c in classes]
+    return ", ".join(f"{s} (healthy)" if c == healthy else s for s, c in zip(shown, classes))
 
 
 def dataset_options(name: str) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, WrapSerializer,
+                      WrapValidator, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from ..backend_options import BACKEND_OPTIONS, option_problem
@@ -37,6 +38,76 @@ ReferenceCount = Annotated[int | list[int], AfterValidator(_check_reference_coun
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+#: the task fields an adapter supplies when a config leaves them out
+ADAPTER_TASK_FIELDS = ("question", "classes", "healthy_class")
+
+
+class PartialTask(_Strict):
+    """The task fields a config gives when its data come from an adapter (``data.dataset``): the
+    rest (class names, healthy class, question) is the adapter's. Completed by :func:`complete_task`
+    once the data are prepared, so that users need not know an adapter's exact class names."""
+
+    name: str | None = None
+    question: str | None = None
+    classes: list[str] | None = None
+    healthy_class: str | None = None
+    descriptions: dict[str, str] | None = None
+    modality: str | None = None
+
+
+def _task_or_partial(value: Any, handler: Any) -> Any:
+    """A PartialTask (set by a config's before-validator) is kept; anything else is a full Task."""
+    return value if isinstance(value, PartialTask) else handler(value)
+
+
+def _dump_task(value: Any, handler: Any) -> Any:
+    return value.model_dump(exclude_none=True) if isinstance(value, PartialTask) else handler(value)
+
+
+#: a config's task: a full Task, or (only with ``data.dataset``) the fields that override the adapter's
+ConfigTask = Annotated[Task, WrapValidator(_task_or_partial), WrapSerializer(_dump_task)]
+
+
+def partial_task_input(raw: Any) -> Any:
+    """Before validation: with ``data.dataset`` given, a task that leaves out any of question,
+    classes, healthy_class (or the whole task) becomes a :class:`PartialTask`, completed later."""
+    if not isinstance(raw, dict):
+        return raw
+    data = raw.get("data")
+    dataset = data.get("dataset") if isinstance(data, dict) else getattr(data, "dataset", None)
+    task = raw.get("task", {})
+    if dataset is None or not isinstance(task, dict) or all(task.get(f) is not None for f in ADAPTER_TASK_FIELDS):
+        return raw
+    try:
+        partial = PartialTask.model_validate(task)
+    except ValidationError:  # an unknown field or a wrong type: the full Task's error names the field
+        return raw
+    return {**raw, "task": partial}
+
+
+def complete_task(task: Task | PartialTask, adapter_task: Task, dataset: str) -> Task:
+    """The task of a config whose data come from adapter ``dataset``. A partial task is the
+    adapter's task with the config's fields over it; a full task is kept as written (its prompts
+    and stored run keys stay as they were). Class names a config gives must be the adapter's (in
+    any order); otherwise a one-line :class:`ConfigError` lists the adapter's class names."""
+    classes = task.classes
+    if classes is not None and sorted(classes) != sorted(adapter_task.classes):
+        raise ConfigError(f"field 'task.classes': {', '.join(classes)} are not the classes of dataset '{dataset}' "
+                          f"({', '.join(adapter_task.classes)}); leave task.classes out to use the adapter's")
+    if isinstance(task, Task):
+        return task
+    given = task.model_dump(exclude_none=True)
+    return Task.from_dict({**adapter_task.model_dump(), **given}, source=f"task (with dataset '{dataset}')")
+
+
+def check_partial_task(task: Task | PartialTask, data: DataConfig) -> None:
+    """A task may leave fields out only when an adapter supplies them."""
+    if isinstance(task, PartialTask) and data.dataset is None:
+        missing = [f for f in ADAPTER_TASK_FIELDS if getattr(task, f) is None]
+        raise ValueError(f"task: {', '.join(missing)} missing (give them, or name a data set adapter in "
+                         f"data.dataset to take them from it)")
 
 
 class ResplitConfig(_Strict):
@@ -200,15 +271,19 @@ class EvalConfig(_Strict):
 
 class ExperimentConfig(ConfigFile):
     name: str = "experiment"
-    task: Task
+    #: with ``data.dataset``, the fields left out (classes, healthy class, question) are the adapter's
+    task: ConfigTask
     data: DataConfig
     bank: BankConfig = Field(default_factory=BankConfig)
     models: list[ModelConfig] = Field(min_length=1)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: Path = Path("runs/experiment")
 
+    _partial_task = model_validator(mode="before")(partial_task_input)
+
     @model_validator(mode="after")
     def _check_models(self) -> "ExperimentConfig":
+        check_partial_task(self.task, self.data)
         labels = [m.display for m in self.models]
         if len(set(labels)) != len(labels):
             raise ValueError(f"models need distinct labels, got {labels}")

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -52,7 +52,9 @@ from ..prompts import PROMPT_VERSION, PromptBuilder
 from ..references.bank import ReferenceBank
 from ..references.selectors import SELECTORS, create_selector
 from ..runtime import environment_record
-from .config import ExperimentConfig, ModelConfig
+from ..stages import stage_done
+from ..tasks import Task
+from .config import ExperimentConfig, ModelConfig, complete_task
 from .stats import mcnemar, paired_bootstrap_delta, summarise, table_names, write_tables
 from .store import PredictionStore, run_key
 
@@ -211,14 +213,49 @@ def ensure_data(config: ExperimentConfig) -> None:
         raise ConfigError(f"data.manifest: a generated data set is written as manifest.csv, got '{manifest.name}'")
     with folder_lock(manifest.parent, ".seeinpairs-data.lock", wait=True):
         if not manifest.exists():  # not written meanwhile by the process we waited for
+            started = time.perf_counter()
             _write_data(data)
+            stage_done("data prepared", str(manifest), time.perf_counter() - started)
+
+
+C = TypeVar("C")
+
+
+def adapter_task_file(manifest: Path) -> Path:
+    """Where the adapter's task is kept beside a manifest written from it (``manifest.task.json``)."""
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.stem + ".task.json")
+
+
+def prepare_data(config: C) -> C:
+    """:func:`ensure_data`, then the config with its task completed from the adapter's (for data
+    from ``data.dataset``): the one place where a config's task becomes the task every stage uses.
+    Works for any config with ``task`` and ``data`` (experiment, study, training, serve)."""
+    ensure_data(config)  # type: ignore[arg-type]  (uses only .data)
+    dataset = config.data.dataset  # type: ignore[attr-defined]
+    if dataset is None:
+        return config
+    task = complete_task(config.task, adapter_task(config.data), str(dataset["name"]))  # type: ignore[attr-defined]
+    return config.model_copy(update={"task": task})  # type: ignore[attr-defined]
+
+
+def adapter_task(data) -> Task:
+    """The task of ``data.dataset``'s adapter: stored beside the manifest when it was written, else
+    (a manifest written before the task was kept, or by hand) from loading the adapter again."""
+    path = adapter_task_file(data.manifest)
+    if path.is_file():
+        return Task.model_validate_json(path.read_text(encoding="utf-8"))
+    from ..datasets.registry import load_dataset
+
+    return load_dataset(str(data.dataset["name"]), data.dataset["root"], **data.dataset.get("options", {}))[1]
 
 
 def _write_data(data) -> None:
     if data.dataset is not None:
         from ..datasets.registry import load_dataset
 
-        table, _ = load_dataset(str(data.dataset["name"]), data.dataset["root"], **data.dataset.get("options", {}))
+        table, task = load_dataset(str(data.dataset["name"]), data.dataset["root"], **data.dataset.get("options", {}))
+        atomic_write_text(adapter_task_file(data.manifest), task.model_dump_json(indent=2))
         if data.resplit is not None:
             from ..datasets.registry import resplit_by_patient
 
@@ -254,14 +291,14 @@ class ExperimentRunner:
 
     def __init__(self, config: ExperimentConfig, progress: bool = True, console: Console | None = None,
                  dist: DistContext | None = None) -> None:
-        self.config = config
         self.console = console or Console(stderr=True)
         self.dist = dist if dist is not None else DistContext()
         self.dist.init()
         self.progress = progress and self.dist.is_main
-        self.task = config.task
         with self.dist.main_first():
             ensure_data(config)
+        self.config = config = prepare_data(config)  # the data are ready: this only completes the task
+        self.task = config.task
         self.table = config.data.load_table(classes=self.task.classes)
         self.eval_cases = select_eval_cases(self.table, config.eval.split, config.eval.max_cases)
         self.output_dir = Path(config.output_dir)
@@ -279,8 +316,12 @@ class ExperimentRunner:
     @property
     def bank(self) -> ReferenceBank:
         if self._bank is None:
+            started = time.perf_counter()
             self._bank = ReferenceBank.from_table(self.table, self.task, split=self.config.bank.split,
                                                   cache_dir=self.config.bank.cache_dir)
+            if self.dist.is_main:
+                stage_done("reference bank built", f"{len(self._bank)} healthy cases of split "
+                           f"'{self.config.bank.split}'", time.perf_counter() - started)
         return self._bank
 
     @property
@@ -433,10 +474,13 @@ class ExperimentRunner:
                 backend = backends[display]
                 bar.update(overall, description=cond.label)
                 step = cond.model.batch_size
+                started = time.perf_counter()
                 for start in range(0, len(todo), step):
                     batch = todo[start:start + step]
                     self.store.append(self._predict(backend, cond, key, batch))
                     bar.advance(overall, len(batch))
+                if dist.is_main:
+                    stage_done("condition evaluated", f"{cond.label}: n={len(todo)}", time.perf_counter() - started)
         backends.clear()
         if total and dist.is_main:
             self.record_environment(everything)
@@ -501,6 +545,7 @@ class ExperimentRunner:
                     tables.remove(name)
             else:
                 write_tables(tests_frame, self.output_dir, "paired_tests", tables)
+        stage_done("tables written", f"{len(summary)} conditions in {self.output_dir}")
         return ExperimentResult(summary, tests_frame, {c.label: r for c, r in by_cond.items()}, self.output_dir)
 
 

@@ -182,7 +182,9 @@ class Service:
     """The hosted model, bank, selector and prompt builder; model calls hold ``lock``."""
 
     def __init__(self, config: ServeConfig, backend=None) -> None:
-        self.config = config
+        from ..evaluation.runner import prepare_data
+
+        self.config = config = prepare_data(config)  # an adapter's data written if needed, its task completed
         self.task = config.task
         self.table = config.data.load_table(classes=config.task.classes)
         self.bank = ReferenceBank.from_table(self.table, self.task, split=config.bank.split,

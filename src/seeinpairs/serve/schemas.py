@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import UploadFile
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..cases import normalise_sex
 from ..configfile import ConfigFile, resolve_path
-from ..evaluation.config import BankConfig, DataConfig
+from ..evaluation.config import BankConfig, ConfigTask, DataConfig, check_partial_task, partial_task_input
 from ..imaging import MAX_PIXELS
-from ..tasks import Task
 
 #: environment variable holding the bearer token when the config names none
 TOKEN_ENV = "SEEINPAIRS_API_TOKEN"
@@ -55,7 +54,8 @@ class ServeConfig(ConfigFile):
         max_concurrent_decodes: 2   # uploads decoded at once (each may take up to max_pixels x 3 bytes)
     """
 
-    task: Task
+    #: with ``data.dataset``, the fields left out (classes, healthy class, question) are the adapter's
+    task: ConfigTask
     data: DataConfig
     bank: BankConfig = Field(default_factory=BankConfig)
     selector: SelectorSettings = Field(default_factory=SelectorSettings)
@@ -71,6 +71,13 @@ class ServeConfig(ConfigFile):
     max_prompt_tokens: int = Field(8192, ge=1)
     #: images decoded at the same time: each decode may take ``max_pixels`` x 3 bytes of memory
     max_concurrent_decodes: int = Field(2, ge=1)
+
+    _partial_task = model_validator(mode="before")(partial_task_input)
+
+    @model_validator(mode="after")
+    def _task_complete_or_from_adapter(self) -> "ServeConfig":
+        check_partial_task(self.task, self.data)
+        return self
 
     @property
     def max_request_bytes(self) -> int:

@@ -18,13 +18,14 @@ from pydantic import (
     ValidationInfo,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 from ..backends.tiny import TinySpec
 from ..configfile import ConfigFile, resolve_path
-from ..evaluation.config import BankConfig, DataConfig, ModelConfig, ReferenceCount
+from ..evaluation.config import (BankConfig, ConfigTask, DataConfig, ModelConfig, ReferenceCount, check_partial_task,
+                                 partial_task_input)
 from ..siteshift.augment import AcquisitionAugment
-from ..tasks import Task
 
 #: LoRA targets by ``config.model_type``: the language model's attention projections (the vision
 #: tower is left frozen); other model types fall back to peft's ``"all-linear"``.
@@ -134,7 +135,8 @@ class TrainConfig(SFTSettings):
       left out of the dumped config, so runs and checkpoints made before it existed still match.
     """
 
-    task: Task
+    #: with ``data.dataset``, the fields left out (classes, healthy class, question) are the adapter's
+    task: ConfigTask
     data: DataConfig
     bank: BankConfig = Field(default_factory=BankConfig)
 
@@ -150,6 +152,13 @@ class TrainConfig(SFTSettings):
     max_val_cases: int | None = Field(200, ge=1)
     val_k: int | None = Field(None, ge=0)
     augment: AcquisitionAugment | None = None
+
+    _partial_task = model_validator(mode="before")(partial_task_input)
+
+    @model_validator(mode="after")
+    def _task_complete_or_from_adapter(self) -> TrainConfig:
+        check_partial_task(self.task, self.data)
+        return self
 
     @model_serializer(mode="wrap")
     def _omit_unset_augment(self, handler):

@@ -70,7 +70,7 @@ from ..backends.tiny import TinySpec, build_tiny_vlm, built_tiny_vlm
 from ..cases import Case, CaseTable
 from ..errors import BankError, ConfigError
 from ..evaluation.metrics import compute_metrics
-from ..evaluation.runner import ensure_data, select_eval_cases
+from ..evaluation.runner import prepare_data, select_eval_cases
 from ..imaging import load_image
 from ..references.bank import ReferenceBank
 from .config import SFTSettings, TrainConfig
@@ -305,7 +305,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
     saved = _check_resume(config, comparable, Path(config.output_dir) / "last") if resume else None
 
     # data
-    ensure_data(config)  # type: ignore[arg-type]  (uses only config.data)
+    config = prepare_data(config)  # the data written if needed; an adapter's task completes config.task
     task = config.task
     table = config.data.load_table(classes=task.classes)
     train_cases = _train_cases(config, table)
