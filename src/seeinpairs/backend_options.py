@@ -10,7 +10,7 @@ lists live here; a test keeps each list equal to its constructor's keyword param
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,6 +25,9 @@ class BackendOptions(BaseModel):
     #: not what it predicts: left out of the run key, so changing them reuses stored predictions, and
     #: never written to ``runs.json`` (an API key among them)
     OPERATIONAL: ClassVar[frozenset[str]] = frozenset()
+    #: options keyed with their default value even when not given, because the default decides how
+    #: predictions are made (a run keyed before such an option existed is then recomputed, not mixed)
+    KEYED_DEFAULTS: ClassVar[frozenset[str]] = frozenset()
 
 
 class HFOptions(BackendOptions):
@@ -46,6 +49,7 @@ class OpenAICompatOptions(BackendOptions):
 
     OPERATIONAL = frozenset({"base_url", "api_key", "api_key_env", "timeout", "max_retries", "backoff",
                              "concurrency"})
+    KEYED_DEFAULTS = frozenset({"scoring"})
 
     base_url: str = "http://localhost:8000/v1"
     api_key: str | None = None
@@ -58,6 +62,7 @@ class OpenAICompatOptions(BackendOptions):
     fallback: bool = True
     generation_tokens: int = Field(8, ge=1)
     extra_body: dict[str, Any] | None = None
+    scoring: Literal["auto", "first_token", "prompt_logprobs"] = "auto"
 
 
 #: backend name -> its options; a new backend declares its options here
@@ -87,5 +92,7 @@ def option_problem(backend: str, options: dict[str, Any]) -> tuple[str, str] | N
 def prediction_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
     """The options that decide a backend's predictions (its operational ones and secrets left out)."""
     schema = BACKEND_OPTIONS.get(backend)
-    operational = schema.OPERATIONAL if schema is not None else frozenset()
-    return {name: value for name, value in options.items() if name not in operational}
+    if schema is None:
+        return dict(options)
+    defaults = {name: schema.model_fields[name].default for name in sorted(schema.KEYED_DEFAULTS)}
+    return {**defaults, **{name: value for name, value in options.items() if name not in schema.OPERATIONAL}}

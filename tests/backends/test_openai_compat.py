@@ -162,8 +162,93 @@ def test_extra_body_reaches_every_request_and_the_served_name_is_checked(request
                                  extra_body=extra, api_key_env=None)
     client.score_options(requests_[:1])
     client.generate(requests_[:1], max_new_tokens=4)
-    assert len(seen) == 2 and all(body["chat_template_kwargs"] == {"enable_thinking": False} for body in seen)
+    assert len(seen) >= 2 and all(body["chat_template_kwargs"] == {"enable_thinking": False} for body in seen)
     typo = OpenAICompatBackend("served-c", base_url="http://fake/v1", transport=httpx.MockTransport(handler),
                                api_key_env=None)
     with pytest.raises(BackendError, match="model 'served-c' is not served there \\(served: served-a, served-b\\)"):
         typo.score_options(requests_[:1])
+
+
+class PromptLogprobServer:
+    """A vLLM-shaped server for the prompt-logprobs path: a word-piece 'tokenizer' (each word a token with
+    its leading space, words over 6 letters split after the 4th), fixed log-probabilities per token text,
+    and ``prompt_logprobs`` for every prompt token when asked."""
+
+    LOGPROB = {"Answer:": -0.5, " normal": -0.3, " abno": -1.2, "rmal": -0.05, " opacity": -2.0, " norm": -4.0}
+
+    def __init__(self, serves_prompt_logprobs: bool = True) -> None:
+        self.serves = serves_prompt_logprobs
+        self.bodies = []
+
+    @staticmethod
+    def tokens(text: str) -> list[str]:
+        out = []
+        for i, word in enumerate(text.split()):
+            piece = (" " if i else "") + word
+            out += [piece[:5], piece[5:]] if len(word) > 6 else [piece]
+        return out
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(404, json={"error": {"message": "no"}})
+        body = json.loads(request.content)
+        self.bodies.append(body)
+        if "prompt_logprobs" in body:
+            if not self.serves:
+                return httpx.Response(400, json={"error": {"message": "unknown field prompt_logprobs"}})
+            answer = body["messages"][-1]["content"]
+            prompt = self.tokens("Answer: " + answer)
+            logprobs = [None] + [{str(i): {"logprob": self.LOGPROB.get(t, -9.0), "rank": 1, "decoded_token": t}}
+                                 for i, t in enumerate(prompt[1:])]
+            return httpx.Response(200, json={"choices": [{"message": {"content": ""}}], "prompt_logprobs": logprobs})
+        top = [{"token": t, "logprob": v} for t, v in self.LOGPROB.items() if t.startswith(" ")]
+        return httpx.Response(200, json={"choices": [{"message": {"content": "x"}, "logprobs": {"content": [
+            {"token": top[0]["token"], "logprob": top[0]["logprob"], "top_logprobs": top}]}}]})
+
+
+def _request_with(options):
+    from seeinpairs.prompts import Request
+
+    return Request(messages=[{"role": "user", "content": [{"type": "text", "text": "Which?"}]}], images=[],
+                   options=list(options))
+
+
+def test_answer_logprob_reads_the_answer_tokens_backwards():
+    from seeinpairs.backends.openai_compat import answer_logprob
+
+    def entries(*tokens):
+        return [None] + [{str(i): {"logprob": v, "decoded_token": t}} for i, (t, v) in enumerate(tokens)]
+
+    assert answer_logprob(entries(("Answer:", -0.5), (" abno", -1.0), ("rmal", -0.25)), "abnormal") == -1.25
+    assert answer_logprob(entries(("Answer:", -0.5), (" normal", -0.3)), "normal") == -0.3
+    assert answer_logprob(entries(("Answer:", -0.5), (" other", -0.3)), "normal") is None
+
+
+def test_auto_scoring_keeps_exact_first_tokens_and_rescores_the_rest():
+    # one-token options: the first-token scores are exact, one request
+    server = PromptLogprobServer()
+    client = OpenAICompatBackend("m", base_url="http://fake/v1", transport=httpx.MockTransport(server),
+                                 api_key_env=None)
+    assert client.score_options([_request_with(["normal", "opacity"])]) == [[-0.3, -2.0]]
+    assert len(server.bodies) == 1 and client.last_score_records[0]["method"] == "logprobs"
+    # 'abnormal' spans two tokens: first-token scoring would give it ' abno' alone; the whole option is rescored
+    scores = client.score_options([_request_with(["normal", "abnormal"])])[0]
+    assert scores == pytest.approx([-0.3, -1.25]) and client.last_score_records[0]["method"] == "prompt-logprobs"
+    appended = [b for b in server.bodies if "prompt_logprobs" in b]
+    assert [b["messages"][-1] for b in appended] == [{"role": "assistant", "content": "normal"},
+                                                      {"role": "assistant", "content": "abnormal"}]
+    assert all(b["continue_final_message"] and not b["add_generation_prompt"] for b in appended)
+
+
+def test_servers_without_prompt_logprobs_keep_first_token_scores():
+    server = PromptLogprobServer(serves_prompt_logprobs=False)
+    client = OpenAICompatBackend("m", base_url="http://fake/v1", transport=httpx.MockTransport(server),
+                                 api_key_env=None)
+    for _ in range(2):
+        scores = client.score_options([_request_with(["normal", "abnormal"])])[0]
+        assert scores == [-0.3, -1.2] and client.last_score_records[0]["notes"] == ["first-token:abnormal"]
+    assert sum("prompt_logprobs" in b for b in server.bodies) == 1  # asked once, then remembered
+    strict = OpenAICompatBackend("m", base_url="http://fake/v1", transport=httpx.MockTransport(server),
+                                 api_key_env=None, scoring="prompt_logprobs")
+    with pytest.raises(BackendError, match="no prompt log-probabilities"):
+        strict.score_options([_request_with(["normal", "abnormal"])])

@@ -24,6 +24,14 @@ constrained generation: the answer is generated at temperature 0, mapped to an
 option by exact then prefix match, and that option gets probability 1 (method
 ``generation``; ``generation-unmatched`` and a uniform score when nothing matches).
 Per request, ``last_score_records`` holds how it was scored.
+
+First-token scores are exact only when every option is one whole returned token.
+Where they are not (an option matched by its first token only, shared first
+tokens, bounded scores), ``scoring: auto`` (the default) rescores the request
+exactly where the server offers it: each option appended as the assistant's
+answer, and its tokens' log-probabilities read from vLLM's ``prompt_logprobs``
+(method ``prompt-logprobs``). Servers without prompt log-probabilities keep the
+first-token scores with their notes.
 """
 
 from __future__ import annotations
@@ -124,6 +132,7 @@ def first_token_scores(options: Sequence[str], top: dict[str, float]) -> tuple[l
                         and (t == t.strip() or t.startswith(" "))]
             if prefixes:
                 found = max(prefixes, key=lambda t: (len(t.strip()), t == option[:len(t)]))
+                notes.append(f"first-token:{option}")  # only the option's first token is scored
         if found is None:
             scores.append(floor)
             notes.append(f"bounded:{option}")
@@ -152,11 +161,17 @@ class OpenAICompatBackend(Backend):
                  api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 60.0, max_retries: int = 4,
                  backoff: float = 0.5, concurrency: int = 4, top_logprobs: int = 20,
                  fallback: bool = True, generation_tokens: int = 8, extra_body: dict[str, Any] | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 scoring: str = "auto", transport: httpx.BaseTransport | None = None) -> None:
         """The keyword parameters after ``model`` (except ``transport``, for tests) are the config's
         ``options`` (:class:`seeinpairs.backend_options.OpenAICompatOptions`). ``extra_body`` is merged
         into every request body: server-specific fields such as vLLM's ``chat_template_kwargs:
-        {enable_thinking: false}`` (for thinking models) or ``mm_processor_kwargs``."""
+        {enable_thinking: false}`` (for thinking models) or ``mm_processor_kwargs``.
+
+        ``scoring``: ``first_token`` reads each option's first token from one request; ``prompt_logprobs``
+        scores each whole option from the log-probabilities of the prompt with the option appended
+        as the assistant's answer (vLLM's ``prompt_logprobs``; one request per option); ``auto``
+        keeps the first-token score where it is exact (every option found as a whole returned token)
+        and rescores the other requests with prompt log-probabilities where the server offers them."""
         if not model:
             raise BackendError("openai_compat: 'model' (the served model name) is required")
         if top_logprobs < 1:
@@ -175,24 +190,29 @@ class OpenAICompatBackend(Backend):
         self.fallback = bool(fallback)
         self.generation_tokens = int(generation_tokens)
         self.extra_body = dict(extra_body or {})
+        if scoring not in ("auto", "first_token", "prompt_logprobs"):
+            raise BackendError(f"openai_compat: scoring must be auto, first_token or prompt_logprobs, got {scoring!r}")
+        self.scoring = scoring
+        self._prompt_logprobs_served: bool | None = None  # learnt from the first request that asks for them
         self._model_checked = False
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout), transport=transport)
         self.last_score_records: list[dict[str, Any]] = []
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
-                "scoring": "first-token-logprob", "top_logprobs": self.top_logprobs, "fallback": self.fallback,
+                "scoring": self.scoring, "top_logprobs": self.top_logprobs, "fallback": self.fallback,
                 "extra_body": self.extra_body}
 
     def close(self) -> None:
         self.client.close()
 
     # ----- HTTP -------------------------------------------------------------------------------
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, body: dict[str, Any], refusal_ok: bool = False) -> dict[str, Any] | None:
         """POST to /chat/completions with retries on 429/5xx/connection errors.
 
         The wait before a retry is the server's ``Retry-After`` when it sends one (seconds or an
-        HTTP date, at most 30 s), else exponential backoff with jitter; never both.
+        HTTP date, at most 30 s), else exponential backoff with jitter; never both. ``refusal_ok``:
+        a 400/422 (a parameter the server does not know) returns None instead of raising.
         """
         url = f"{self.base_url}/chat/completions"
         body = {**body, **self.extra_body}
@@ -209,6 +229,8 @@ class OpenAICompatBackend(Backend):
             if response.status_code in _RETRY_STATUS:
                 last, wait = f"HTTP {response.status_code}", retry_after_seconds(response.headers.get("retry-after"))
                 continue
+            if refusal_ok and response.status_code in (400, 422):
+                return None
             if response.status_code >= 400:
                 raise BackendError(f"{url}: HTTP {response.status_code}: {_error_message(response)}")
             try:
@@ -244,10 +266,20 @@ class OpenAICompatBackend(Backend):
         messages = openai_messages(request)
         body = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0,
                 "logprobs": True, "top_logprobs": self.top_logprobs}
+        if self.scoring == "prompt_logprobs":
+            exact = self._score_whole_options(messages, request.options)
+            if exact is None:
+                raise BackendError(f"{self.base_url}: the server returns no prompt log-probabilities "
+                                   "(scoring: prompt_logprobs needs vLLM's prompt_logprobs; use auto or first_token)")
+            return exact, {"method": "prompt-logprobs", "notes": []}
         data = self._post(body)
         top = _top_logprobs(data)
         if top:
             scores, notes = first_token_scores(request.options, top)
+            if notes and self.scoring == "auto" and self._prompt_logprobs_served is not False:
+                exact = self._score_whole_options(messages, request.options)
+                if exact is not None:
+                    return exact, {"method": "prompt-logprobs", "notes": [], "first_token_notes": notes}
             return scores, {"method": "logprobs", "notes": notes}
         if not self.fallback:
             raise BackendError(f"{self.base_url}: the server returned no log-probabilities (fallback is off)")
@@ -258,6 +290,28 @@ class OpenAICompatBackend(Backend):
         scores = [NOT_CHOSEN] * len(request.options)
         scores[chosen] = 0.0
         return scores, {"method": "generation", "notes": [], "text": text}
+
+    def _score_whole_options(self, messages: list[dict], options: Sequence[str]) -> list[float] | None:
+        """Each option's summed token log-probability as the assistant's answer, from the prompt
+        log-probabilities of the conversation with the option appended; None where the server does
+        not return them (then remembered, so it is asked once)."""
+        scores = []
+        for option in options:
+            body = {"model": self.model, "messages": [*messages, {"role": "assistant", "content": option}],
+                    "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0,
+                    "add_generation_prompt": False, "continue_final_message": True}
+            data = self._post(body, refusal_ok=True)
+            served = data.get("prompt_logprobs") if isinstance(data, dict) else None
+            if not isinstance(served, list):
+                self._prompt_logprobs_served = False
+                return None
+            self._prompt_logprobs_served = True
+            value = answer_logprob(served, option)
+            if value is None:
+                raise BackendError(f"{self.base_url}: the prompt's last tokens do not spell the option {option!r} "
+                                   "(a chat template that rewrites the answer?); use scoring: first_token")
+            scores.append(value)
+        return scores
 
     def score_options(self, requests: Sequence[Request]) -> list[list[float]]:
         self.check_model()
@@ -296,6 +350,36 @@ def _top_logprobs(data: dict[str, Any]) -> dict[str, float]:
         if isinstance(token, str) and isinstance(value, (int, float)):
             top[token] = max(float(value), top.get(token, float("-inf")))
     return top
+
+
+def _prompt_token(entry: Any) -> tuple[str, float] | None:
+    """(decoded text, log-probability) of the prompt token at one position of vLLM's
+    ``prompt_logprobs`` (``{token_id: {"logprob", "rank", "decoded_token"}}``; with
+    ``prompt_logprobs: 0`` the prompt token is the only entry, else the first one listed)."""
+    if not isinstance(entry, dict) or not entry:
+        return None
+    first = next(iter(entry.values()))
+    if not isinstance(first, dict) or not isinstance(first.get("logprob"), (int, float)):
+        return None
+    return str(first.get("decoded_token") or ""), float(first["logprob"])
+
+
+def answer_logprob(prompt_logprobs: Sequence[Any], answer: str) -> float | None:
+    """The summed log-probability of the tokens that end a prompt and spell ``answer`` (surrounding
+    whitespace aside), read backwards from ``prompt_logprobs``; None when they do not spell it."""
+    target = answer.strip()
+    text, total = "", 0.0
+    for entry in reversed(prompt_logprobs):
+        token = _prompt_token(entry)
+        if token is None:
+            return None
+        text, total = token[0] + text, total + token[1]
+        stripped = text.strip()
+        if stripped == target:
+            return total
+        if not target.endswith(stripped):
+            return None
+    return None
 
 
 def retry_after_seconds(value: str | None) -> float | None:
