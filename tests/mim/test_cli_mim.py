@@ -77,6 +77,8 @@ def test_synthetic_generate_and_evaluate(tmp_path, tiny_models):
                                  "--n-boot", "20", "--no-progress", "--single-image", "last"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "ev" / "summary_loglik_single_last.csv").is_file()
+    environment = json.loads((tmp_path / "ev" / "environment_loglik_single_last.json").read_text())
+    assert environment["torch_threads"] >= 1 and environment["versions"]["transformers"]
     assert "held_in" in result.output
 
 

@@ -37,6 +37,7 @@ def test_run_on_raddiff_files_writes_outcomes_summary_and_report(tmp_path):
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert set(summary.difficulty) == {"all", "easy", "medium"} and (summary.n_pairs > 0).all()
     assert (tmp_path / "out" / "report.html").read_text().count("<details>") == 2
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["environment"]["versions"]["seeinpairs"]
     listed = CliRunner().invoke(app, ["setdiff", "list"])
     assert "concept_vocabulary" in listed.output and "dual_encoder" in listed.output and "embedding" in listed.output
 

@@ -29,6 +29,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..atomic import FileSet
+from ..runtime import environment_record
 from ..backends.hf import HFBackend
 from ..cases import Case, CaseTable
 from ..evaluation.runner import case_rng
@@ -80,7 +81,7 @@ class EvidenceResult:
     config: dict[str, Any] = field(default_factory=dict)
 
     def save(self, out_dir: str | Path) -> Path:
-        """Tables as CSV, overlays as PNG, the config as JSON under ``out_dir``."""
+        """Tables as CSV, overlays as PNG, the config and where it was computed as JSON under ``out_dir``."""
         out = Path(out_dir)
         with FileSet(out, "evidence") as files:  # a kill leaves the old evidence or the new, never a mixture
             for name in ("localization", "localization_summary", "localization_delta", "reference_share", "swaps",
@@ -89,6 +90,7 @@ class EvidenceResult:
             for index, (_, png) in enumerate(self.overlays):
                 files.path(f"overlay_{index}.png").write_bytes(png)
             files.path("evidence_config.json").write_text(json.dumps(self.config, indent=2, default=str))
+            files.path("environment.json").write_text(json.dumps(environment_record(), indent=2))
         return out
 
 

@@ -13,6 +13,7 @@ only the image at that position (``"first"``, ``"last"`` or an index) shown.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import pandas as pd
 from rich.progress import Progress
 
 from ..atomic import FileSet
+from ..runtime import environment_record
 from ..backends.base import Backend, option_probabilities
 from ..errors import ConfigError
 from .format import LETTERS, MimDataset, MimItem, SkippedItem
@@ -45,12 +47,14 @@ class MimEvaluation:
     skipped: list[SkippedItem] = field(default_factory=list)
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write predictions and summary, and ``skipped_<condition>.csv`` when items were left out."""
+        """Write predictions, summary and where they were computed (``environment_<condition>.json``),
+        and ``skipped_<condition>.csv`` when items were left out."""
         out = Path(out_dir)
         paths = {"predictions": out / f"predictions_{self.condition}.csv", "summary": out / f"summary_{self.condition}.csv"}
         with FileSet(out, f"mim-{self.condition}") as files:  # predictions and their summary appear together
             self.predictions.to_csv(files.path(paths["predictions"].name), index=False)
             self.summary.to_csv(files.path(paths["summary"].name), index=False)
+            files.path(f"environment_{self.condition}.json").write_text(json.dumps(environment_record(), indent=2))
             if self.skipped:
                 paths["skipped"] = out / f"skipped_{self.condition}.csv"
                 pd.DataFrame([s.as_dict() for s in self.skipped]).to_csv(files.path(paths["skipped"].name),

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import FileSet
+from ..runtime import environment_record
 from .inputs import SetPair
 from .judges import Judge, Judgement, acc_at, bootstrap_mean_ci, expected_random_acc
 from .proposers import Proposal, Proposer, ZoomRefinementProposer, deduplicate
@@ -101,7 +102,8 @@ class SetDiffRun:
         return pd.DataFrame(rows)
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """``outcomes.jsonl`` (everything, one line per pair and method), ``summary.csv`` and ``run.json``."""
+        """``outcomes.jsonl`` (everything, one line per pair and method), ``summary.csv`` and ``run.json``
+        (judge, settings and where it was computed)."""
         out = Path(out_dir)
         paths = {"outcomes": out / "outcomes.jsonl", "summary": out / "summary.csv", "run": out / "run.json"}
         with FileSet(out, "setdiff-results") as files:  # a kill leaves the old three files or the new three
@@ -109,7 +111,8 @@ class SetDiffRun:
                 handle.writelines(json.dumps(outcome.to_dict(), default=_json_default) + "\n"
                                   for outcome in self.outcomes)
             self.summary().to_csv(files.path(paths["summary"].name), index=False)
-            files.path(paths["run"].name).write_text(json.dumps({"judge": self.judge, "settings": self.settings},
+            files.path(paths["run"].name).write_text(json.dumps({"judge": self.judge, "settings": self.settings,
+                                                                 "environment": environment_record()},
                                                                 indent=2, default=_json_default))
         return paths
 
