@@ -252,3 +252,32 @@ def test_servers_without_prompt_logprobs_keep_first_token_scores():
                                  api_key_env=None, scoring="prompt_logprobs")
     with pytest.raises(BackendError, match="no prompt log-probabilities"):
         strict.score_options([_request_with(["normal", "abnormal"])])
+
+
+def test_generation_fallback_is_constrained_to_the_options_where_the_server_can(requests_):
+    def server(accepts):
+        def handler(body, n):
+            if "structured_outputs" in body and "structured_outputs" not in accepts:
+                return httpx.Response(400, json={"error": {"message": "unknown field structured_outputs"}})
+            if "guided_choice" in body and "guided_choice" not in accepts:
+                return httpx.Response(400, json={"error": {"message": "unknown field guided_choice"}})
+            content = "abnormal" if body["max_tokens"] > 1 else "x"
+            return httpx.Response(200, json={"choices": [{"message": {"content": content}, "logprobs": None}]})
+        return handler
+
+    for accepts, expected, refusals in (({"structured_outputs"}, "constrained:structured_outputs", 0),
+                                        ({"guided_choice"}, "constrained:guided_choice", 1), (set(), None, 2)):
+        transport, calls = fake_server(server(accepts))
+        client = OpenAICompatBackend("m", base_url="http://fake/v1", transport=transport, api_key_env=None,
+                                     scoring="first_token")
+        for _ in range(2):
+            scores = client.score_options(requests_[:1])[0]
+            record = client.last_score_records[0]
+            assert option_probabilities(scores).tolist() == [0.0, 1.0] and record["method"] == "generation"
+            assert record["notes"] == ([expected] if expected else [])
+        refused = [c for c in calls if ("structured_outputs" in c and "structured_outputs" not in accepts)
+                   or ("guided_choice" in c and "guided_choice" not in accepts)]
+        assert len(refused) == refusals  # each refused constraint is asked once, then remembered
+        constrained = [c.get("structured_outputs", {}).get("choice") or c.get("guided_choice") for c in calls
+                       if c not in refused and ("structured_outputs" in c or "guided_choice" in c)]
+        assert constrained == ([["normal", "abnormal"]] * 2 if expected else [])

@@ -20,7 +20,9 @@ among the returned top tokens:
   ``max_top_logprobs``.
 
 When the server returns no log-probabilities at all, scoring falls back to
-constrained generation: the answer is generated at temperature 0, mapped to an
+generation: the answer is generated at temperature 0, constrained to the options
+where the server accepts a choice constraint (vLLM's ``structured_outputs`` or,
+before 0.12, ``guided_choice``; noted as ``constrained:<name>``), mapped to an
 option by exact then prefix match, and that option gets probability 1 (method
 ``generation``; ``generation-unmatched`` and a uniform score when nothing matches).
 Per request, ``last_score_records`` holds how it was scored.
@@ -194,6 +196,7 @@ class OpenAICompatBackend(Backend):
             raise BackendError(f"openai_compat: scoring must be auto, first_token or prompt_logprobs, got {scoring!r}")
         self.scoring = scoring
         self._prompt_logprobs_served: bool | None = None  # learnt from the first request that asks for them
+        self._refused_constraints: dict[str, bool] = {}  # choice constraints the server refused
         self._model_checked = False
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout), transport=transport)
         self.last_score_records: list[dict[str, Any]] = []
@@ -283,13 +286,33 @@ class OpenAICompatBackend(Backend):
             return scores, {"method": "logprobs", "notes": notes}
         if not self.fallback:
             raise BackendError(f"{self.base_url}: the server returned no log-probabilities (fallback is off)")
-        text = self._generate_one(messages, self.generation_tokens)
+        text, constraint = self._generate_choice(messages, request.options)
+        notes = [f"constrained:{constraint}"] if constraint else []
         chosen = match_generated(text, request.options)
         if chosen is None:
-            return [0.0] * len(request.options), {"method": "generation-unmatched", "notes": [], "text": text}
+            return [0.0] * len(request.options), {"method": "generation-unmatched", "notes": notes, "text": text}
         scores = [NOT_CHOSEN] * len(request.options)
         scores[chosen] = 0.0
-        return scores, {"method": "generation", "notes": [], "text": text}
+        return scores, {"method": "generation", "notes": notes, "text": text}
+
+    #: ways servers constrain generation to a list of choices: vLLM since 0.12, then vLLM before it
+    CHOICE_CONSTRAINTS = ("structured_outputs", "guided_choice")
+
+    def _generate_choice(self, messages: list[dict], options: Sequence[str]) -> tuple[str, str | None]:
+        """An answer generated at temperature 0, constrained to the options where the server can (the
+        first constraint it accepts is remembered); (text, the constraint asked for or None)."""
+        for name in self.CHOICE_CONSTRAINTS:
+            if self._refused_constraints.get(name):
+                continue
+            constraint = {"structured_outputs": {"choice": list(options)}} if name == "structured_outputs" \
+                else {"guided_choice": list(options)}
+            data = self._post({"model": self.model, "messages": messages, "max_tokens": self.generation_tokens,
+                               "temperature": 0, **constraint}, refusal_ok=True)
+            if data is None:
+                self._refused_constraints[name] = True
+                continue
+            return _message_text(data, self.base_url), name
+        return self._generate_one(messages, self.generation_tokens), None
 
     def _score_whole_options(self, messages: list[dict], options: Sequence[str]) -> list[float] | None:
         """Each option's summed token log-probability as the assistant's answer, from the prompt
@@ -324,15 +347,20 @@ class OpenAICompatBackend(Backend):
 
     def _generate_one(self, messages: list[dict], max_tokens: int) -> str:
         data = self._post({"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0})
-        try:
-            content = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise BackendError(f"{self.base_url}: malformed chat completion (no choices[0].message.content)") from None
-        return (content or "").strip()
+        return _message_text(data, self.base_url)
 
     def generate(self, requests: Sequence[Request], max_new_tokens: int = 32) -> list[str]:
         self.check_model()
         return self._map(lambda r: self._generate_one(openai_messages(r), max_new_tokens), list(requests))
+
+
+def _message_text(data: Any, base_url: str) -> str:
+    """The text of a chat completion's first choice."""
+    try:
+        content = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise BackendError(f"{base_url}: malformed chat completion (no choices[0].message.content)") from None
+    return (content or "").strip()
 
 
 def _top_logprobs(data: dict[str, Any]) -> dict[str, float]:
