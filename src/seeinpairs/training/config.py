@@ -81,7 +81,7 @@ class SFTSettings(ConfigFile):
     * ``class_balance`` (examples' classes: the gold class of a case, the gold answer of a generic
       example): ``loss`` multiplies each example's answer loss by its inverse class frequency
       (normalised to mean 1), ``sampler`` draws every class equally often in each epoch, ``none``
-      trains on the examples as they are, and ``auto`` (the default) applies ``loss`` to cases (not to
+      trains on the examples as they are, and ``auto`` (the default) applies ``sampler`` to cases (not to
       generic examples, whose answers are not classes) when the
       largest class has at least 1.5 times as many examples as the smallest, else ``none``. Without
       it a small model on an imbalanced task can settle on answering the class shares for every
