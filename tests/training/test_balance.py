@@ -102,3 +102,24 @@ def test_a_loss_still_falling_through_the_prior_is_not_a_plateau():
 def test_no_flat_loss_verdict_on_too_few_steps_or_one_class():
     assert flat_loss([PRIOR] * 5, PRIOR)["flagged"] is None
     assert flat_loss([0.0] * 50, prior_entropy([1.0]))["flagged"] is None
+
+
+def test_the_train_command_names_the_balancing_and_warns_of_a_flat_loss(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    import seeinpairs.training.sft as sft
+    from seeinpairs.cli import app
+    from seeinpairs.datasets.synthetic import SYNTHETIC_TASK
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"task": SYNTHETIC_TASK.model_dump(), "data": {"manifest": "m.csv"},
+                                      "model": {"tiny": "qwen2_vl"}}))
+    summary = {"class_balance": {"mode": "auto", "applied": "none", "label_counts": {"normal": 400, "abnormal": 146}},
+               "training_flags": {"flat_loss": {"flagged": True, "why": "flat training loss: 0.583 at the prior"}}}
+    result = sft.TrainResult(tmp_path / "final", tmp_path, [], [], 1.0, 300, None, False, "full", summary=summary)
+    monkeypatch.setattr(sft, "train", lambda *args, **kwargs: result)
+    out = CliRunner().invoke(app, ["train", str(config)])
+    assert out.exit_code == 0, out.output
+    assert "class balance: none (class_balance: auto; training cases: normal 400, abnormal 146)" in out.output
+    assert "warning: failed training: flat training loss: 0.583 at the prior" in out.output
