@@ -137,7 +137,8 @@ def main() -> None:
         npz = folder / "pneumoniamnist.npz"  # two-class, in the layout of the pneumoniamnist flag
         counts = imbalanced_npz(args.npz, npz, args.n_train, args.n_val, args.healthy_share, args.seed)
         manifest = write_manifest(npz, folder / "data", TASKS[args.data]["classes"])
-        print(json.dumps({"data": args.data, "splits": counts, "steps": args.steps, "lr": args.lr, "warmup_ratio": args.warmup,
+        print(json.dumps({"data": args.data, "splits": counts, "steps": args.steps, "lr": args.lr,
+                          "warmup_ratio": args.warmup,
                           "k": args.k, "seed": args.seed}))
         for mode in args.modes.split(","):
             print(json.dumps(run_mode(mode, folder, manifest, args)), flush=True)

@@ -172,7 +172,8 @@ def mark_failed_training(frame: pd.DataFrame, reasons: dict[str, str]) -> pd.Dat
     if frame.empty or not reasons or "model" not in frame.columns:
         return frame
     frame = frame.copy()
-    current = frame["degenerate"].fillna("").astype(str) if "degenerate" in frame.columns else pd.Series("", index=frame.index)
+    current = (frame["degenerate"].fillna("").astype(str) if "degenerate" in frame.columns
+               else pd.Series("", index=frame.index))
     for label, why in reasons.items():
         rows = frame["model"].astype(str) == label
         current[rows] = [f"{old}; {why}" if old and why not in old else (old or why) for old in current[rows]]

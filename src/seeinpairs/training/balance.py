@@ -13,6 +13,12 @@ the class prior. Two remedies, chosen by ``class_balance``:
 * ``sampler``: each epoch draws ``n`` examples with every class equally often
   (``n / C`` each); a class's members are repeated (minority) or subsampled
   (majority) as evenly as possible.
+* ``auto`` (the default): ``sampler`` when the largest class has at least
+  :data:`AUTO_RATIO` times as many training examples as the smallest, else
+  ``none`` (so balanced data trains exactly as before).
+
+``balance_labels`` (:class:`~.config.TrainConfig`) is a different thing: it only
+decides which cases an ``n_train`` subset holds.
 
 :func:`flat_loss` reads the per-step training losses afterwards and says whether
 the loss stayed at the entropy of the class prior, the signature of that collapse.
