@@ -68,3 +68,56 @@ def test_changed_training_settings_retrain_instead_of_reusing(tmp_path):
     longer = config.model_copy(update={"train": {**config.train, "max_steps": 4}})
     second = run_study(longer, progress=False)
     assert first.training["single"]["steps"] == 3 and second.training["single"]["steps"] == 4
+
+
+def test_a_flat_training_loss_labels_that_models_conditions_as_failed_training():
+    from seeinpairs.evaluation.degenerate import failed_rows
+    from seeinpairs.study import mark_failed_training, training_failure
+
+    summary = pd.DataFrame({"model": ["single-trained", "paired-trained", "paired-trained"], "k": [0, 1, 2],
+                            "degenerate": ["", "", "near-constant probabilities (largest sd over cases 0.0002 < 0.005)"],
+                            "auroc": [0.74, 0.5, 0.5]})
+    flat = {"training_flags": {"flat_loss": {"flagged": True, "why": "flat training loss: 0.583 at the prior"}}}
+    assert training_failure({"training_flags": {"flat_loss": {"flagged": False}}}) == ""
+    assert training_failure({}) == "" and training_failure(flat) == "flat training loss: 0.583 at the prior"
+    marked = mark_failed_training(summary, {"single-trained": "", "paired-trained": training_failure(flat)})
+    assert failed_rows(marked).tolist() == [False, True, True]
+    assert marked["degenerate"].tolist()[1] == "flat training loss: 0.583 at the prior"
+    assert marked["degenerate"].tolist()[2].startswith("near-constant") and "flat training loss" in marked["degenerate"][2]
+    assert failed_rows(summary).tolist() == [False, False, True]  # the input is left as it was
+
+
+def test_a_run_made_before_class_balancing_is_retrained_only_where_balancing_now_applies():
+    from seeinpairs.study import _same_class_balance
+
+    old_imbalanced = {"train_label_counts": {"normal": 400, "abnormal": 146}}
+    old_balanced = {"train_label_counts": {"normal": 139, "abnormal": 122}}
+    assert not _same_class_balance(old_imbalanced, "auto") and _same_class_balance(old_imbalanced, "none")
+    assert _same_class_balance(old_balanced, "auto")
+    new = {**old_imbalanced, "class_balance": {"applied": "sampler"}}
+    assert _same_class_balance(new, "auto") and not _same_class_balance(new, "loss")
+
+
+def test_a_study_reports_a_model_with_a_flat_training_loss_as_failed_training(tmp_path, monkeypatch):
+    import seeinpairs.study as study
+
+    real_train = study._train
+    why = "flat training loss: 0.583 over the last 120 steps, 0.584 before, at the class prior's 0.582"
+
+    def train_with_a_flat_paired_loss(config, output_dir, *args):
+        checkpoint, summary = real_train(config, output_dir, *args)
+        if output_dir.name == "paired":
+            summary = {**summary, "training_flags": {"flat_loss": {"flagged": True, "why": why}}}
+        return checkpoint, summary
+
+    monkeypatch.setattr(study, "_train", train_with_a_flat_paired_loss)
+    config = small_study(tmp_path).model_copy(update={"sample_efficiency": None, "examples": 0, "evidence": None})
+    result = run_study(config, progress=False)
+    summary = result.evaluation.summary
+    paired = summary["model"] == "paired-trained"
+    assert all(why in text for text in summary.loc[paired, "degenerate"])
+    assert not any(why in str(text) for text in summary.loc[~paired, "degenerate"].fillna(""))
+    stored = pd.read_csv(tmp_path / "study" / "eval" / "metrics.csv")
+    assert stored.loc[stored["model"] == "paired-trained", "degenerate"].str.contains("flat training loss").all()
+    html = result.report.read_text()
+    assert "Failed training" in html and "flat training loss" in html

@@ -228,6 +228,15 @@ def train(
 
     result = run_training(TrainConfig.from_yaml(config), progress=progress, resume=resume)
     console.print(f"checkpoint: {result.checkpoint} ({result.steps} steps, {result.seconds:.0f} s)")
+    balance = result.summary.get("class_balance") or {}
+    if balance:
+        counts = ", ".join(f"{label} {n}" for label, n in (balance.get("label_counts") or {}).items())
+        console.print(f"class balance: {balance['applied']} (class_balance: {balance['mode']}; "
+                      f"training cases: {counts})")
+    flat = (result.summary.get("training_flags") or {}).get("flat_loss") or {}
+    if flat.get("flagged"):
+        console.print(f"warning: failed training: {flat['why']}; the model learned no more than the class shares "
+                      "(try class_balance: sampler or a lower lr)", style="yellow")
 
 
 @app.command("build-tiny")

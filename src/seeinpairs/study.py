@@ -145,7 +145,8 @@ def _train(config: StudyConfig, output_dir: Path, k: int | list[int], selector: 
     if summary_path.exists():  # a finished run with the same settings is reused; changed settings retrain
         summary = json.loads(summary_path.read_text())
         checkpoint = Path(summary.get("checkpoint", ""))
-        if checkpoint.exists() and summary.get("config") == train_config.model_dump(mode="json"):
+        if (checkpoint.exists() and summary.get("config") == train_config.model_dump(mode="json")
+                and _same_class_balance(summary, train_config.class_balance)):
             stage_done("model reused", f"{output_dir} ({summary.get('steps')} steps, trained before)")
             return checkpoint, summary
         log.info("%s: settings changed since the last run; training again", output_dir)
@@ -154,6 +155,43 @@ def _train(config: StudyConfig, output_dir: Path, k: int | list[int], selector: 
         result = train(train_config, progress=progress, resume=True)
     stage_done("model trained", f"{output_dir} (k={k}): {result.steps} steps", result.seconds)
     return Path(result.checkpoint), result.summary
+
+
+def _same_class_balance(summary: dict[str, Any], mode: str) -> bool:
+    """Whether a finished run applied the class balancing ``mode`` applies now to its training labels
+    (a run made before class balancing existed applied none; ``auto`` is left out of the config dump)."""
+    from .training.balance import resolve_class_balance
+
+    applied = (summary.get("class_balance") or {}).get("applied", "none")
+    labels = [label for label, n in (summary.get("train_label_counts") or {}).items() for _ in range(int(n))]
+    return applied == resolve_class_balance(mode, labels)
+
+
+def training_failure(summary: dict[str, Any] | None) -> str:
+    """Why a training run counts as failed by its own loss curve (its ``flat_loss`` flag), else ``""``."""
+    flat = ((summary or {}).get("training_flags") or {}).get("flat_loss") or {}
+    return str(flat.get("why", "")) if flat.get("flagged") else ""
+
+
+def mark_failed_training(frame: pd.DataFrame, reasons: dict[str, str]) -> pd.DataFrame:
+    """``frame`` (an evaluation summary) with each condition of a model whose training failed labelled
+    as failed training in its ``degenerate`` column, beside any verdict from its predictions.
+
+    ``reasons``: model label -> why (empty: trained). The report and the suite read that column, so
+    such conditions are named as failed and left out of best-condition and calibration claims even
+    when their predictions alone would pass.
+    """
+    reasons = {label: why for label, why in reasons.items() if why}
+    if frame.empty or not reasons or "model" not in frame.columns:
+        return frame
+    frame = frame.copy()
+    current = (frame["degenerate"].fillna("").astype(str) if "degenerate" in frame.columns
+               else pd.Series("", index=frame.index))
+    for label, why in reasons.items():
+        rows = frame["model"].astype(str) == label
+        current[rows] = [f"{old}; {why}" if old and why not in old else (old or why) for old in current[rows]]
+    frame["degenerate"] = current
+    return frame
 
 
 def _model_entry(label: str, checkpoint: Path, batch_size: int, conditions: list[ConditionConfig],
@@ -184,10 +222,12 @@ def run_sample_efficiency(config: StudyConfig, progress: bool = True) -> pd.Data
             n_train = None if n == "all" else int(n)
             tag = f"n{n}-s{seed}"
             overrides = {**sweep.train, "n_train": n_train, "seed": seed}
-            single, _ = _train(config, out / "models" / f"single-{tag}", 0, "none", {}, overrides, progress)
+            single, single_summary = _train(config, out / "models" / f"single-{tag}", 0, "none", {}, overrides,
+                                            progress)
             paired_training = config.paired_training
-            paired, _ = _train(config, out / "models" / f"paired-{tag}", paired_training.k, paired_training.selector,
-                               paired_training.selector_params, overrides, progress)
+            paired, paired_summary = _train(config, out / "models" / f"paired-{tag}", paired_training.k,
+                                            paired_training.selector, paired_training.selector_params, overrides,
+                                            progress)
             models = [
                 _model_entry(f"single-{tag}", single, batch, [ConditionConfig(selector="none", k=0)], config.model.device),
                 _model_entry(f"paired-{tag}", paired, batch,
@@ -196,10 +236,12 @@ def run_sample_efficiency(config: StudyConfig, progress: bool = True) -> pd.Data
             ]
             result = _evaluate(config, models, out / "eval" / tag, baseline=f"single-{tag}", progress=progress,
                                seeds=[seed])
-            for _, row in result.summary.iterrows():
+            summary = mark_failed_training(result.summary, {f"single-{tag}": training_failure(single_summary),
+                                                            f"paired-{tag}": training_failure(paired_summary)})
+            for _, row in summary.iterrows():
                 mode = "single" if row["model"].startswith("single") else "paired"
                 rows.append({"mode": mode, "n_train": n_train if n_train is not None else -1, "seed": seed,
-                             **{c: row[c] for c in result.summary.columns if c not in ("model", "mode", "selector", "k", "seed")}})
+                             **{c: row[c] for c in summary.columns if c not in ("model", "mode", "selector", "k", "seed")}})
     curves = pd.DataFrame(rows)
     if not curves.empty and (curves["n_train"] == -1).any():
         table = config.data.load_table(classes=config.task.classes)
@@ -225,6 +267,10 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     models = [_model_entry(SINGLE_LABEL, single, batch, [ConditionConfig(selector="none", k=0)], device),
               _model_entry(PAIRED_LABEL, paired, batch, config.eval.conditions, device)]
     evaluation = _evaluate(config, models, out / "eval", baseline=SINGLE_LABEL, progress=progress)
+    failures = {SINGLE_LABEL: training_failure(single_summary), PAIRED_LABEL: training_failure(paired_summary)}
+    if any(failures.values()):  # the stored tables say it too, not only the report
+        evaluation.summary = mark_failed_training(evaluation.summary, failures)
+        write_tables(evaluation.summary, out / "eval", "metrics")
     curves = run_sample_efficiency(config, progress=progress)
 
     table = config.data.load_table(classes=config.task.classes)

@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -288,3 +289,75 @@ def test_a_second_training_in_one_folder_is_refused(synthetic_data, tiny_models,
     with folder_lock(config.output_dir):  # as a training in another process would hold it
         with pytest.raises(FolderInUseError, match="is in use by process"):
             train(config, progress=False)
+
+
+# ----- class balance ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def imbalanced_data(tmp_path_factory):
+    """A small synthetic table with about 25% abnormal cases and a conspicuous lesion."""
+    from seeinpairs.datasets.synthetic import SyntheticConfig, generate_synthetic
+
+    root = tmp_path_factory.mktemp("imbalanced")
+    table, task = generate_synthetic(root, SyntheticConfig(n_patients=70, seed=5, abnormal_fraction=0.25,
+                                                           lesion_contrast=0.8, image_size=32))
+    return root, table, task
+
+
+def imbalanced_config(data, tmp_path, **overrides) -> TrainConfig:
+    root, _, task = data
+    return TrainConfig.from_dict({
+        "task": task.model_dump(), "data": {"manifest": str(root / "manifest.csv")},
+        "model": {"tiny": "qwen2_vl", "device": "cpu", "batch_size": 32},
+        "tiny_spec": {"text_layers": 1, "vision_layers": 1}, "k": 0, "batch_size": 8, "lr": 3e-3,
+        "val_split": None, "output_dir": str(tmp_path / "run"), **overrides})
+
+
+def test_the_balanced_sampler_draws_each_class_equally_often_in_training(imbalanced_data, tmp_path):
+    _, table, _ = imbalanced_data
+    counts = Counter(c.label for c in table if c.split == "train")
+    assert counts["normal"] >= 2 * counts["abnormal"]  # the fixture is imbalanced
+    result = train(imbalanced_config(imbalanced_data, tmp_path, epochs=1, class_balance="sampler"), progress=False)
+    balance = result.summary["class_balance"]
+    assert balance["applied"] == "sampler" and balance["label_counts"] == dict(sorted(counts.items()))
+    drawn = balance["drawn_label_counts"]
+    assert sum(drawn.values()) == sum(counts.values()) and abs(drawn["normal"] - drawn["abnormal"]) <= 1
+    assert result.summary["training_flags"]["flat_loss"]["flagged"] is None  # too few steps for a verdict
+
+
+def _held_out_verdict(result, table, task) -> tuple[str, float]:
+    """(degenerate_reason, balanced accuracy) of a trained single-image model on the val and test cases."""
+    from seeinpairs.backends.base import option_probabilities
+    from seeinpairs.evaluation.degenerate import degenerate_reason
+    from seeinpairs.evaluation.metrics import balanced_accuracy
+
+    held_out = [c for c in table if c.split in ("val", "test")]
+    builder = ExampleBuilder(task, result.processor, None, "none", [0])
+    requests = [builder.eval_request(c, 0) for c in held_out]
+    scores = HFBackend.from_components(result.model, result.processor).score_options(requests)
+    probs = np.array([option_probabilities(s) for s in scores])
+    options = requests[0].options
+    gold = np.array([options.index(c.label) for c in held_out])
+    return (degenerate_reason(gold, probs, options),
+            balanced_accuracy(gold, probs, options, options.index(task.healthy_class)))
+
+
+def test_balanced_training_on_an_imbalanced_table_does_not_answer_a_constant(imbalanced_data, tmp_path):
+    """The default (auto: the balanced sampler here) learns; the same run without balancing answers the
+    class shares for every case, and its training summary flags the flat loss."""
+    _, table, task = imbalanced_data
+    balanced = train(imbalanced_config(imbalanced_data, tmp_path / "auto", max_steps=150), progress=False)
+    assert balanced.summary["class_balance"]["mode"] == "auto"
+    assert balanced.summary["class_balance"]["applied"] == "sampler"
+    reason, score = _held_out_verdict(balanced, table, task)
+    assert reason == "" and score > 0.6
+    flat = balanced.summary["training_flags"]["flat_loss"]
+    assert flat["flagged"] is False and flat["late"] < 0.5 * flat["prior_loss"]
+
+    plain = train(imbalanced_config(imbalanced_data, tmp_path / "none", max_steps=150, class_balance="none"),
+                  progress=False)
+    reason, score = _held_out_verdict(plain, table, task)
+    assert reason.startswith("near-constant") and score == pytest.approx(0.5)
+    flat = plain.summary["training_flags"]["flat_loss"]
+    assert flat["flagged"] is True and "flat training loss" in flat["why"]
+    saved = json.loads((tmp_path / "none" / "run" / "train_summary.json").read_text())
+    assert saved["training_flags"] == plain.summary["training_flags"]

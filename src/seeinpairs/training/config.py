@@ -26,6 +26,7 @@ from ..configfile import ConfigFile, resolve_path
 from ..evaluation.config import (BankConfig, ConfigTask, DataConfig, ModelConfig, ReferenceCount, check_partial_task,
                                  partial_task_input)
 from ..siteshift.augment import AcquisitionAugment
+from .balance import ClassBalance
 
 #: LoRA targets by ``config.model_type``: the language model's attention projections (the vision
 #: tower is left frozen); other model types fall back to peft's ``"all-linear"``.
@@ -78,6 +79,14 @@ class SFTSettings(ConfigFile):
       the training objective): it is smooth and defined on any validation subset, whereas AUROC or
       accuracy move in coarse steps on small validation sets and saturate while calibration still
       improves. ``patience``: evaluations without improvement before stopping (``None``: never).
+    * ``class_balance`` (examples' classes: the gold class of a case, the gold answer of a generic
+      example): ``loss`` multiplies each example's answer loss by its inverse class frequency
+      (normalised to mean 1), ``sampler`` draws every class equally often in each epoch, ``none``
+      trains on the examples as they are, and ``auto`` (the default) applies ``sampler`` to cases (not to
+      generic examples, whose answers are not classes) when the
+      largest class has at least 1.5 times as many examples as the smallest, else ``none``. Without
+      it a small model on an imbalanced task can settle on answering the class shares for every
+      case. The summary records what was applied (``class_balance``). See :mod:`.balance`.
     """
 
     name: str = "sft"
@@ -102,6 +111,8 @@ class SFTSettings(ConfigFile):
     #: loss (the answer's tokens only) do not depend on it; off keeps earlier runs reproducible.
     end_of_turn: bool = False
 
+    class_balance: ClassBalance = "auto"
+
     seed: int = 0
     output_dir: Path = Path("runs/sft")
 
@@ -113,6 +124,19 @@ class SFTSettings(ConfigFile):
         if unknown:
             raise ValueError(f"unknown TinySpec field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         return value
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler):
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in self._omitted_fields():
+                data.pop(key, None)  # the resume check and the study compare dumps with older runs
+        return data
+
+    def _omitted_fields(self) -> list[str]:
+        """Fields left out of the dump at their default, so runs made before they existed still match
+        (``class_balance``: the study and resume check compare what was applied separately)."""
+        return ["class_balance"] if self.class_balance == "auto" else []
 
     def resolve_paths(self, base: Path) -> SFTSettings:
         return self.model_copy(update={"model": self.model.resolved(base),
@@ -126,7 +150,10 @@ class TrainConfig(SFTSettings):
     * ``k``: an int, or a list from which each example draws its k uniformly (one model for several k).
     * ``n_train``: train on a subset of that many cases, chosen by a seeded hash of case ids, so
       single and paired runs with the same ``n_train`` and ``seed`` see the same cases, and subsets
-      of growing size are nested; ``balance_labels`` interleaves the classes.
+      of growing size are nested. ``balance_labels`` interleaves the classes in that order, so an
+      ``n_train`` subset is as class-balanced as the data allow; it changes which cases are chosen,
+      never how often each is drawn or weighted (without ``n_train`` it has no effect on training).
+      Balancing the loss or the draws of an imbalanced training set is ``class_balance``.
     * Validation (see :class:`SFTSettings`) on up to ``max_val_cases`` cases of ``val_split``
       (``None``: no validation) with ``val_k`` references (default: the largest k).
     * ``augment``: optional acquisition augmentation of training examples (validation is never
@@ -160,12 +187,9 @@ class TrainConfig(SFTSettings):
         check_partial_task(self.task, self.data)
         return self
 
-    @model_serializer(mode="wrap")
-    def _omit_unset_augment(self, handler):
-        data = handler(self)
-        if self.augment is None and isinstance(data, dict):
-            data.pop("augment", None)  # the resume check and the study compare dumps with older runs
-        return data
+    def _omitted_fields(self) -> list[str]:
+        # the resume check and the study compare dumps with older runs
+        return super()._omitted_fields() + (["augment"] if self.augment is None else [])
 
     @field_validator("val_k")
     @classmethod

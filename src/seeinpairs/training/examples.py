@@ -68,13 +68,24 @@ class ExampleSource(Protocol):
     @property
     def ids(self) -> list[str]: ...
 
+    @property
+    def labels(self) -> list[str]:
+        """Each example's class (what ``class_balance`` balances over), in index order."""
+        ...
+
     def batch(self, indices: Sequence[int], epoch: int) -> AnswerBatch: ...
 
     def summary(self) -> dict[str, Any]: ...
 
+    #: whether ``class_balance: auto`` may balance these examples' classes
+    auto_balance: bool
+
 
 class CaseExamples:
     """Comparative examples: each case with references drawn per (seed, epoch, case), the class as answer."""
+
+    #: ``class_balance: auto`` balances classification cases when their classes are imbalanced
+    auto_balance = True
 
     def __init__(self, cases: Sequence[Case], builder: ExampleBuilder, classes: Sequence[str]) -> None:
         self.cases = list(cases)
@@ -87,6 +98,11 @@ class CaseExamples:
     @property
     def ids(self) -> list[str]:
         return [c.case_id for c in self.cases]
+
+    @property
+    def labels(self) -> list[str]:
+        """The gold class of each case."""
+        return [str(c.label) for c in self.cases]
 
     def batch(self, indices: Sequence[int], epoch: int) -> AnswerBatch:
         return self.builder.train_batch([self.cases[int(i)] for i in indices], epoch)
@@ -102,6 +118,10 @@ class RequestExamples:
     ``examples`` may be any sequence; items are fetched by index when a batch is
     built, so a lazy sequence keeps images out of memory between steps.
     """
+
+    #: ``class_balance: auto`` leaves generic examples as they are: their answers (option letters,
+    #: free text) are not classes whose shares a model could collapse to; ask for loss/sampler explicitly
+    auto_balance = False
 
     def __init__(self, examples: Sequence[ExampleLike], processor, end_of_turn: bool = False) -> None:
         self.examples = examples
@@ -120,6 +140,11 @@ class RequestExamples:
     @property
     def ids(self) -> list[str]:
         return self._ids
+
+    @property
+    def labels(self) -> list[str]:
+        """The gold answer of each example (its class, for class balancing)."""
+        return [self.get(i).answer for i in range(len(self))]
 
     def get(self, index: int) -> LabelledRequest:
         return as_labelled(self.examples[int(index)], int(index))

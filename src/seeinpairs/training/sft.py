@@ -73,6 +73,15 @@ from ..evaluation.metrics import compute_metrics
 from ..evaluation.runner import prepare_data, select_eval_cases
 from ..imaging import load_image
 from ..references.bank import ReferenceBank
+from .balance import (
+    answer_loss,
+    balanced_order,
+    class_weights,
+    example_weights,
+    flat_loss,
+    prior_entropy,
+    resolve_class_balance,
+)
 from .config import SFTSettings, TrainConfig
 from .data import ExampleBuilder, select_train_cases
 from .examples import (
@@ -382,6 +391,35 @@ def _progress_info(record: dict[str, Any], validated: bool) -> str:
     return text
 
 
+def _class_balance(config: SFTSettings, labels: list[str], saved: dict[str, Any] | None,
+                   auto_balance: bool = True) -> dict[str, Any]:
+    """What ``config.class_balance`` applies to these training labels: the mode (``applied``), the
+    per-class weights (``loss``) and each example's weight. ``auto`` applies nothing where the source
+    says its answers are not classes (``auto_balance``). A resumed run must apply what it started
+    with (a run saved before class balancing existed applied none)."""
+    mode = "none" if config.class_balance == "auto" and not auto_balance else config.class_balance
+    applied = resolve_class_balance(mode, labels)
+    if saved is not None:
+        before = saved["state"].get("class_balance", "none")
+        if before != applied:
+            raise ConfigError(f"cannot resume: the run started with class_balance '{before}' and would now apply "
+                              f"'{applied}' (field 'class_balance'); train afresh or set class_balance: {before}")
+    counts = {label: labels.count(label) for label in sorted(set(labels))}
+    return {"mode": config.class_balance, "applied": applied, "label_counts": counts,
+            "class_weights": class_weights(labels) if applied == "loss" else None,
+            "labels": labels, "weights": example_weights(labels) if applied == "loss" else None}
+
+
+def _flat_loss(state: dict[str, Any], balance: dict[str, Any]) -> dict[str, Any]:
+    """:func:`~.balance.flat_loss` of this run: the prior is the class shares trained towards (the
+    training shares, or uniform when balanced), per answer token as the loss is."""
+    counts = balance["label_counts"]
+    shares = list(counts.values()) if balance["applied"] == "none" else [1.0] * len(counts)
+    tokens_per_example = state["answer_tokens"] / max(1, state["answer_examples"])
+    prior = prior_entropy(shares) / tokens_per_example if tokens_per_example else 0.0
+    return flat_loss(state["step_losses"], prior)
+
+
 def _fit(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] | None,
          make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
          summary_extra: dict[str, Any], progress: bool, stop_after: int | None,
@@ -429,6 +467,7 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     n_total = sum(p.numel() for p in model.parameters())
 
     source, validator = make_data(processor)
+    balance = _class_balance(config, source.labels, saved, source.auto_balance)
 
     # schedule
     n = len(source)
@@ -439,7 +478,8 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total), total)
     state: dict[str, Any] = {"step": 0, "epoch": 0, "micro": 0, "best_val": math.inf, "best_step": None,
                              "bad_evals": 0, "window_loss": 0.0, "window_steps": 0, "history": [],
-                             "stopped_early": False, "seconds": 0.0}
+                             "stopped_early": False, "seconds": 0.0, "step_losses": [], "answer_tokens": 0,
+                             "answer_examples": 0, "drawn": {}, "class_balance": balance["applied"]}
     if resuming:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -464,7 +504,9 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
         epoch = state["epoch"]
         if epoch not in orders:
             orders.clear()
-            orders[epoch] = np.random.default_rng([config.seed, epoch]).permutation(n)
+            rng = np.random.default_rng([config.seed, epoch])
+            orders[epoch] = (balanced_order(balance["labels"], rng) if balance["applied"] == "sampler"
+                             else rng.permutation(n))
         chosen = orders[epoch][state["micro"] * config.batch_size:(state["micro"] + 1) * config.batch_size]
         state["micro"] += 1
         return [int(i) for i in chosen]
@@ -486,7 +528,13 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
             for _ in range(config.grad_accum):
                 indices = next_indices()
                 batch = source.batch(indices, state["epoch"]).to(device)
-                loss = -torch.cat(answer_log_probs(model, batch)).mean()
+                weights = None if balance["weights"] is None else torch.as_tensor(balance["weights"][indices])
+                loss = answer_loss(answer_log_probs(model, batch), weights)
+                state["answer_tokens"] += sum(len(ids) for ids in batch.answer_ids)
+                state["answer_examples"] += len(indices)
+                for i in indices:
+                    label = balance["labels"][i]
+                    state["drawn"][label] = state["drawn"].get(label, 0) + 1
                 (loss / config.grad_accum).backward()
                 step_loss += float(loss.detach()) / config.grad_accum
             if config.max_grad_norm is not None:
@@ -495,6 +543,7 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
             scheduler.step()
             state["step"] += 1
             state["window_loss"] += step_loss
+            state["step_losses"].append(step_loss)
             state["window_steps"] += 1
             bar.update(job, advance=1, info=f"loss {step_loss:.4f}")
             if state["step"] % config.eval_every == 0 or state["step"] == total:
@@ -555,6 +604,9 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
         "steps": state["step"], "total_steps": total, "epochs_started": state["epoch"] + 1,
         "steps_per_epoch": steps_per_epoch, "best_step": state["best_step"], "best": best_record,
         "stopped_early": state["stopped_early"], "seconds": seconds,
+        "class_balance": {**{k: v for k, v in balance.items() if k not in ("labels", "weights")},
+                          "drawn_label_counts": dict(sorted(state["drawn"].items()))},
+        "training_flags": {"flat_loss": _flat_loss(state, balance)},
         "checkpoint": str(final_dir), "adapter": str(adapter_dir) if adapter_dir else None,
         "config": config.model_dump(mode="json"),
         "environment": environment_record(),  # weights depend on the thread count and library versions
