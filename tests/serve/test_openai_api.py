@@ -207,3 +207,36 @@ def test_official_openai_client(live_server):
         client.chat.completions.create(model="tiny", messages=[])
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=live_server + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_a_stream_left_early_cancels_its_generation(served_backend):
+    """A client that goes away mid-stream does not keep the model lock for tokens nobody reads."""
+    import threading
+
+    from seeinpairs.backends.hf import chat_prompt, encode_prompts
+    from seeinpairs.prompts import Request
+    from seeinpairs.serve.chat import ChatSettings, LocalGeneration, Step
+
+    request = Request(messages=[{"role": "user", "content": [{"type": "text", "text": "hello"}]}], images=[],
+                      options=[])
+    encoded = encode_prompts(served_backend.processor, [chat_prompt(served_backend.processor, request)], [[]],
+                             "right")
+    settings = ChatSettings(max_tokens=256, temperature=0.0, top_p=1.0, seed=None, stop=(), logprobs=False,
+                            top_logprobs=0, stream=True, include_usage=False)
+    lock = threading.Lock()
+    generation = LocalGeneration(served_backend, lock, encoded, settings)
+    left, on_token = threading.Event(), generation.on_token
+
+    def first_token_waits(token):  # the worker waits after its first token until the reader has gone
+        on_token(token)
+        if generation.count == 1:
+            left.wait(timeout=60)
+
+    generation.on_token = first_token_waits
+    steps = iter(generation)
+    assert isinstance(next(steps), Step)
+    steps.close()  # what the server does when the client disconnects
+    left.set()
+    assert lock.acquire(timeout=120)  # a hang guard: the worker stops and lets go of the model
+    lock.release()
+    assert generation.count <= 2  # the token being generated when it left, not the 256 asked for

@@ -2,8 +2,9 @@
 and the OpenAI response and stream shapes.
 
 A local (``hf``) model generates in a worker thread that holds the model lock for the whole
-generation. Each token is detokenised there as it comes, so a stop string ends generation at the
-token that completes it, and is handed over a queue to the response: a stream sends one chunk per
+generation. Each token is detokenised there as it comes, so a stop string ends generation within a
+token of the one that completes it (anything after it is discarded, not counted), and is handed over a
+queue to the response: a stream sends one chunk per
 token as it is generated. Any other backend (``openai_compat`` fronting vLLM, ...) answers through its
 ``generate``: greedy, without log-probabilities; its text comes whole, and a stream carries it as one
 chunk.
@@ -224,7 +225,7 @@ class LocalGeneration:
             text = self.text.add(token)
             if self.text.stopped:
                 self.finish = "stop"
-                self.cancel.set()  # checked right after this token: nothing more is generated
+                self.cancel.set()  # generate stops at its next check; a token it computed meanwhile is dropped
         self.items.put(Step(text, entry))
 
     def entry(self, token: int) -> dict[str, Any]:

@@ -79,7 +79,8 @@ class ServeConfig(ConfigFile):
         data: {manifest: data/manifest.csv}
         bank: {split: train}
         selector: {name: embedding, k: 2, params: {embedder: pixel}}
-        model: {name: models/my-vlm}
+        model: {name: models/my-vlm}  # or a model served elsewhere (vLLM, ...): {backend: openai_compat,
+                                      #   name: served-name, options: {base_url: "http://gpu-host:8000/v1"}}
         auth_token: null            # or set SEEINPAIRS_API_TOKEN
         max_prompt_tokens: 8192     # longer chat prompts: 400, before the model runs
         max_concurrent_decodes: 2   # uploads decoded at once (each may take up to max_pixels x 3 bytes)
