@@ -97,12 +97,12 @@ BAD_REQUESTS = [
     ("text named dcm", "POST", DIAGNOSE, _image("q.dcm", b"not DICOM at all" * 20, "application/dicom"), 422,
      "DICOM"),
     ("json to diagnose", "POST", DIAGNOSE, {"json": {"image": "x"}, "headers": AUTH}, 400, "image"),
-    ("garbage json", "POST", CHAT, {"content": b"{not json", "headers": JSON_AUTH}, 422, "JSON"),
+    ("garbage json", "POST", CHAT, {"content": b"{not json", "headers": JSON_AUTH}, 400, "JSON"),
     ("chat as plain text", "POST", CHAT, {"content": b"hello", "headers": {**AUTH, "content-type": "text/plain"}},
-     422, "body"),
-    ("chat as form", "POST", CHAT, {"data": {"messages": "hi"}, "headers": AUTH}, 422, "body"),
-    ("no messages", "POST", CHAT, _chat(), 422, "messages"),
-    ("messages not a list", "POST", CHAT, {"json": {"messages": "hi"}, "headers": AUTH}, 422, "messages"),
+     400, "body"),
+    ("chat as form", "POST", CHAT, {"data": {"messages": "hi"}, "headers": AUTH}, 400, "body"),
+    ("no messages", "POST", CHAT, _chat(), 400, "messages"),
+    ("messages not a list", "POST", CHAT, {"json": {"messages": "hi"}, "headers": AUTH}, 400, "messages"),
     ("unknown role", "POST", CHAT, _chat({"role": "robot", "content": "hi"}), 400, "role"),
     ("content a number", "POST", CHAT, _chat({"role": "user", "content": 3}), 400, "content"),
     ("unknown content part", "POST", CHAT, _chat(_user({"type": "audio"})), 400, "content part"),
@@ -119,9 +119,26 @@ BAD_REQUESTS = [
      "max_prompt_tokens"),
     ("too many tokens asked", "POST", CHAT, _chat({"role": "user", "content": "hi"}, max_tokens=10**6), 400,
      "max_tokens"),
-    ("zero max_tokens", "POST", CHAT, _chat({"role": "user", "content": "hi"}, max_tokens=0), 422, "max_tokens"),
-    ("stream", "POST", CHAT, _chat({"role": "user", "content": "hi"}, stream=True), 400, "stream"),
-    ("n=2", "POST", CHAT, _chat({"role": "user", "content": "hi"}, n=2), 422, "n"),
+    ("zero max_tokens", "POST", CHAT, _chat({"role": "user", "content": "hi"}, max_tokens=0), 400, "max_tokens"),
+    ("stream_options without stream", "POST", CHAT,
+     _chat({"role": "user", "content": "hi"}, stream_options={"include_usage": True}), 400, "stream"),
+    ("unknown model", "POST", CHAT, _chat({"role": "user", "content": "hi"}, model="gpt-4o"), 404, "gpt-4o"),
+    ("unknown model retrieved", "GET", "/v1/models/gpt-4o", {"headers": AUTH}, 404, "gpt-4o"),
+    ("tools", "POST", CHAT, _chat({"role": "user", "content": "hi"}, tools=[{"type": "function"}]), 400, "tools"),
+    ("tool_choice", "POST", CHAT, _chat({"role": "user", "content": "hi"}, tool_choice="auto"), 400, "tool_choice"),
+    ("json response_format", "POST", CHAT,
+     _chat({"role": "user", "content": "hi"}, response_format={"type": "json_object"}), 400, "response_format"),
+    ("logit_bias", "POST", CHAT, _chat({"role": "user", "content": "hi"}, logit_bias={"5": 10}), 400, "logit_bias"),
+    ("presence_penalty", "POST", CHAT, _chat({"role": "user", "content": "hi"}, presence_penalty=1), 400,
+     "presence_penalty"),
+    ("unknown parameter", "POST", CHAT, _chat({"role": "user", "content": "hi"}, temprature=0.5), 400, "temprature"),
+    ("top_logprobs without logprobs", "POST", CHAT, _chat({"role": "user", "content": "hi"}, top_logprobs=2), 400,
+     "logprobs"),
+    ("temperature above 2", "POST", CHAT, _chat({"role": "user", "content": "hi"}, temperature=3), 400,
+     "temperature"),
+    ("five stop strings", "POST", CHAT, _chat({"role": "user", "content": "hi"}, stop=list("abcde")), 400, "stop"),
+    ("tool role", "POST", CHAT, _chat({"role": "tool", "content": "hi"}), 400, "role"),
+    ("n=2", "POST", CHAT, _chat({"role": "user", "content": "hi"}, n=2), 400, "n"),
     ("unknown reference", "GET", "/v1/references/not-a-case/image", {"headers": AUTH}, 404, "reference"),
     ("reference traversal", "GET", "/v1/references/..%2F..%2Fetc%2Fpasswd/image", {"headers": AUTH}, 404, ""),
 ]
@@ -163,7 +180,12 @@ def assert_clean_error(response, status: int, word: str, server_paths: list[str]
 @pytest.mark.parametrize(("name", "method", "path", "kwargs", "status", "word"), BAD_REQUESTS,
                          ids=[case[0] for case in BAD_REQUESTS])
 def test_bad_request_is_a_clear_4xx(client, server_paths, name, method, path, kwargs, status, word):
-    assert_clean_error(client.request(method, path, **kwargs), status, word, server_paths)
+    response = client.request(method, path, **kwargs)
+    assert_clean_error(response, status, word, server_paths)
+    error = response.json()["error"]
+    assert {"message", "type", "param", "code"} <= set(error)  # OpenAI's error shape
+    if path in (CHAT, "/v1/models/gpt-4o") and status in (400, 404) and word in kwargs.get("json", {}):
+        assert error["param"] == word  # a refused parameter is named where clients look for it
     assert client.get("/v1/models", headers=AUTH).status_code == 200  # still answering
 
 

@@ -134,9 +134,9 @@ def test_chat_completions_logprobs_and_generation(client, synthetic_data, served
     assert isinstance(text["choices"][0]["message"]["content"], str) and text["usage"]["completion_tokens"] <= 3
     assert_clean_error(client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://example.org/x.png"}}]}]}, headers=AUTH), 400)
-    assert_clean_error(client.post("/v1/chat/completions", json={"messages": []}, headers=AUTH), 422)
+    assert_clean_error(client.post("/v1/chat/completions", json={"messages": []}, headers=AUTH), 400)
     assert_clean_error(client.post("/v1/chat/completions", content=b"{not json", headers={
-        **AUTH, "content-type": "application/json"}), 422)
+        **AUTH, "content-type": "application/json"}), 400)
 
 
 def test_unexpected_errors_are_generic_500(synthetic_data, tiny_models, served_backend, caplog):

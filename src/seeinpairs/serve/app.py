@@ -37,8 +37,10 @@ import numpy as np
 from fastapi import FastAPI, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
+from fastapi.sse import EventSourceResponse
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request as StarletteRequest
 
 from ..backends.base import option_probabilities
 from ..cases import Case, CaseTable
@@ -46,9 +48,11 @@ from ..errors import ConfigError, ImageError, SeeInPairsError
 from ..imaging import load_image
 from ..prompts import PromptBuilder, Request
 from ..references import ReferenceBank, create_selector
+from . import chat as chatting
+from .errors import APIError
 from .guard import RequestGuard, error_response
-from .schemas import (TOKEN_ENV, ChatCompletionRequest, DiagnoseForm, DiagnoseResponse, ErrorResponse, Health,
-                      ServeConfig)
+from .schemas import (TOKEN_ENV, ChatCompletion, ChatCompletionRequest, DiagnoseForm, DiagnoseResponse, ErrorResponse,
+                      Health, ModelCard, ModelList, ServeConfig)
 
 logger = logging.getLogger("seeinpairs.serve")
 
@@ -56,14 +60,10 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 _ERRORS = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
            415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
-
-
-class APIError(Exception):
-    """A client error with its status code and a one-line message."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
+_OPENAI_ERRORS = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+                  413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}}
+#: paths that answer as OpenAI does: a request that fails validation is a 400 (elsewhere FastAPI's 422)
+OPENAI_PATHS = ("/v1/chat/", "/v1/models")
 
 
 #: an absolute file path (POSIX or Windows) inside an error message
@@ -195,13 +195,14 @@ class Service:
                                         **(config.selector.params if self.k > 0 else {}))
         if self.k > len(self.bank):
             raise ConfigError(f"selector k={self.k} is larger than the reference bank ({len(self.bank)} cases)")
-        if backend is None:
-            from ..backends.hf import HFBackend
+        if backend is None:  # any backend: a checkpoint loaded here, or a model served elsewhere
+            from ..backends import create_backend
 
-            m = config.model
-            backend = HFBackend(m.name, dtype=m.dtype, device=m.device, batch_size=m.batch_size)
+            backend = create_backend(config.model.backend, **config.model.backend_arguments())
         self.backend = backend
+        self.local = chatting.is_local(backend)
         self.model_name = config.model.label or config.model.name
+        self.created = int(time.time())
         self.lock = threading.Lock()
         self.decoder = ImageDecoder(config.max_upload_bytes, config.max_pixels, config.max_concurrent_decodes)
         self.token = config.auth_token or os.environ.get(TOKEN_ENV) or None
@@ -283,8 +284,10 @@ class Service:
         messages, images = [], []
         for number, message in enumerate(body.messages):
             role = message.get("role")
-            if role not in ("system", "user", "assistant"):
-                raise APIError(400, f"messages[{number}].role must be system, user or assistant")
+            if role not in ("system", "developer", "user", "assistant"):
+                raise APIError(400, f"messages[{number}].role must be system, developer, user or assistant",
+                               "invalid_value", f"messages[{number}].role")
+            role = "system" if role == "developer" else role  # OpenAI's newer name for the system message
             content = message.get("content")
             if isinstance(content, str):
                 messages.append({"role": role, "content": [{"type": "text", "text": content}]})
@@ -308,59 +311,77 @@ class Service:
             messages.append({"role": role, "content": parts})
         return Request(messages=messages, images=images, options=[])
 
-    def chat(self, body: ChatCompletionRequest) -> dict[str, Any]:
+    def model_card(self) -> dict[str, Any]:
+        return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "seeinpairs"}
+
+    def check_model(self, name: str | None) -> None:
+        """A request for another model is refused (404), not answered by the served one."""
+        if name is not None and name != self.model_name:
+            raise APIError(404, f"The model '{name}' does not exist (served: {self.model_name})", "model_not_found",
+                           "model")
+
+    def chat(self, body: ChatCompletionRequest) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        """A ``chat.completion``, or with ``stream`` the chunks of one. Everything a request can get wrong is
+        checked before the first chunk, so a stream that starts is a 200 with the model's answer."""
+        self.check_model(body.model)
+        settings = chatting.chat_settings(body, self.config.max_tokens_limit, self.config.max_top_logprobs)
+        if not self.local:
+            chatting.check_backend_can(settings, getattr(self.backend, "kind", type(self.backend).__name__))
+        request = self.chat_request(body)
+        completion = chatting.Completion(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.model_name)
+        if self.local:
+            encoded, n_prompt = self.encode_chat(request)
+            steps = iter(chatting.LocalGeneration(self.backend, self.lock, encoded, settings))
+        else:
+            steps, n_prompt = self.remote_steps(request, settings), None
+        if settings.stream:
+            return chatting.stream_chunks(completion, steps, settings, n_prompt)
+        text, entries, outcome = chatting.collect(steps)
+        return completion.body(text, outcome.finish_reason, entries if settings.logprobs else None,
+                               chatting.usage(n_prompt, outcome.completion_tokens))
+
+    def encode_chat(self, request: Request) -> tuple[dict[str, Any], int]:
+        """The local model's inputs for ``request`` and their length, refused if longer than allowed."""
         import torch
 
         from ..backends.hf import chat_prompt, encode_prompts
 
-        if body.stream:
-            raise APIError(400, "stream=true is not supported")
-        max_tokens = body.max_completion_tokens or body.max_tokens or 16
-        if max_tokens > self.config.max_tokens_limit:
-            raise APIError(400, f"max_tokens must be at most {self.config.max_tokens_limit}")
-        n_top = body.top_logprobs or 0
-        if n_top > self.config.max_top_logprobs:
-            raise APIError(400, f"top_logprobs must be at most {self.config.max_top_logprobs}")
-        request = self.chat_request(body)
         backend = self.backend
-        tokenizer = backend.tokenizer
         prompt = chat_prompt(backend.processor, request)
         self.check_prompt_length(self.count_text_tokens(prompt))
-        with self.lock, torch.inference_mode():
+        with self.lock:  # the processor's tokenizer is the model's
             # a text-only request has no image list at all (processors cannot take an empty one)
             encoded = encode_prompts(backend.processor, [prompt], [request.images], "right", backend.name_or_path)
-            encoded = {k: v.to(backend.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}
-            n_prompt = int(encoded["input_ids"].shape[1])
-            self.check_prompt_length(n_prompt)  # now with the image tokens, still before the model runs
-            if max_tokens == 1:  # one forward pass at the answer position
-                logits = backend.model(**encoded, use_cache=False).logits[0, -1].float()
-                steps = [torch.log_softmax(logits, -1)]
-                tokens = [int(torch.argmax(steps[0]))]
-            else:
-                output = backend.model.generate(**encoded, max_new_tokens=max_tokens, do_sample=False,
-                                                pad_token_id=tokenizer.pad_token_id, output_scores=True,
-                                                return_dict_in_generate=True)
-                tokens = output.sequences[0, n_prompt:].tolist()
-                steps = [torch.log_softmax(s[0].float(), -1) for s in output.scores][:len(tokens)]
-        eos = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-        finish = "length"
-        if tokens and tokens[-1] in eos:
-            finish = "stop"
-        text = tokenizer.decode([t for t in tokens if t not in eos], skip_special_tokens=True)
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                  "finish_reason": finish, "logprobs": None}
-        if body.logprobs:
-            content = []
-            for token, step in zip(tokens, steps):
-                entry = _token_entry(tokenizer, token, float(step[token]))
-                values, ids = torch.topk(step, min(n_top, step.shape[0])) if n_top else ([], [])
-                entry["top_logprobs"] = [_token_entry(tokenizer, int(i), float(v)) for v, i in zip(values, ids)]
-                content.append(entry)
-            choice["logprobs"] = {"content": content}
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": self.model_name, "choices": [choice],
-                "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(tokens),
-                          "total_tokens": n_prompt + len(tokens)}}
+        n_prompt = int(encoded["input_ids"].shape[1])
+        self.check_prompt_length(n_prompt)  # now with the image tokens, before the model runs
+        return {k: v.to(backend.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}, n_prompt
+
+    def remote_steps(self, request: Request, settings: chatting.ChatSettings) -> Iterator[Any]:
+        """A backend without token access: its greedy text in one step, cut at a stop string."""
+        with self.lock:
+            text = self.backend.generate([request], max_new_tokens=settings.max_tokens)[0]
+        text, stopped = chatting.cut_at_stop(text, settings.stop)
+        # the backend does not say why it ended: "stop" (it ended or met a stop string) is the honest default
+        yield chatting.Step(text)
+        yield chatting.Outcome("stop", None)
+
+
+def validation_param(error: dict[str, Any]) -> str | None:
+    """The request parameter a validation error is about (``messages``, ``stop``), if any."""
+    if error.get("type") == "json_invalid":
+        return None
+    location = [str(p) for p in error.get("loc", ())]
+    return ".".join(location[1:] if location[:1] == ["body"] else location) or None
+
+
+def stream_error(service: Service, exc: BaseException) -> dict[str, Any]:
+    """The error event of a stream that failed after it began: one line, no server paths."""
+    if isinstance(exc, APIError):
+        return {"error": {"message": exc.message, "type": "invalid_request_error", "param": exc.param,
+                          "code": exc.kind}}
+    logger.error("chat stream failed (%s)", type(exc).__name__)
+    message = service.public(exc) if isinstance(exc, SeeInPairsError) else "internal server error"
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
 
 
 def validation_problem(error: dict[str, Any]) -> str:
@@ -371,11 +392,6 @@ def validation_problem(error: dict[str, Any]) -> str:
         return f"request body is not valid JSON ({message} at character {location[-1]})"
     where = ".".join(location[1:] if location[:1] == ["body"] else location) or "request body"
     return f"{where}: {message}"
-
-
-def _token_entry(tokenizer, token_id: int, logprob: float) -> dict[str, Any]:
-    text = tokenizer.decode([token_id])
-    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
 
 
 # ----- the application -----------------------------------------------------------------------------
@@ -392,7 +408,7 @@ def create_app(config: ServeConfig, backend=None) -> FastAPI:
     @app.exception_handler(APIError)
     async def _api_error(_, exc: APIError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return error_response(exc.status, exc.message, exc.kind, headers)
+        return error_response(exc.status, exc.message, exc.kind, headers, exc.param)
 
     @app.exception_handler(ImageError)
     async def _image_error(_, exc: ImageError):
@@ -400,12 +416,15 @@ def create_app(config: ServeConfig, backend=None) -> FastAPI:
 
     @app.exception_handler(SeeInPairsError)
     async def _domain_error(_, exc: SeeInPairsError):
-        return error_response(400, service.public(exc), "invalid_request_error")
+        return error_response(400, service.public(exc), None)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_, exc: RequestValidationError):
-        message = "; ".join(validation_problem(error) for error in exc.errors()[:5])
-        return error_response(422, message or "invalid request", "invalid_request_error")
+    async def _validation(request: StarletteRequest, exc: RequestValidationError):
+        errors = exc.errors()
+        message = "; ".join(validation_problem(error) for error in errors[:5])
+        status = 400 if request.url.path.startswith(OPENAI_PATHS) else 422
+        param = validation_param(errors[0]) if errors else None
+        return error_response(status, message or "invalid request", "invalid_value", param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_, exc: StarletteHTTPException):
@@ -431,15 +450,31 @@ def create_app(config: ServeConfig, backend=None) -> FastAPI:
         return Response(service.reference_png(case_id), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.post("/v1/chat/completions", responses=_ERRORS, tags=["openai"])
-    def chat_completions(body: ChatCompletionRequest) -> dict[str, Any]:
-        """OpenAI-compatible chat completions for the hosted model (greedy; image_url data URLs;
-        ``logprobs``/``top_logprobs`` of the next tokens)."""
-        return service.chat(body)
+    @app.post("/v1/chat/completions", response_model=ChatCompletion, tags=["openai"],
+              responses={200: {"content": {"text/event-stream": {"description": "with stream=true: "
+                                                                 "chat.completion.chunk events, then [DONE]"}}},
+                         **_OPENAI_ERRORS})
+    def chat_completions(body: ChatCompletionRequest) -> Any:
+        """OpenAI-compatible chat completions for the served model: greedy unless temperature > 0
+        (a local model samples; seed repeats it), stop strings, image_url data URLs, ``logprobs`` /
+        ``top_logprobs`` (local models), and ``stream`` as server-sent events. Parameters that cannot
+        be honoured are refused by name."""
+        answer = service.chat(body)
+        if isinstance(answer, dict):
+            return answer
+        return EventSourceResponse(chatting.sse_events(answer, lambda exc: stream_error(service, exc)),
+                                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.get("/v1/models", tags=["openai"])
+    @app.get("/v1/models", response_model=ModelList, responses=_OPENAI_ERRORS, tags=["openai"])
     def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": service.model_name, "object": "model", "owned_by": "seeinpairs"}]}
+        """The served model (OpenAI's models.list)."""
+        return {"object": "list", "data": [service.model_card()]}
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=_OPENAI_ERRORS, tags=["openai"])
+    def model(model_id: str) -> dict[str, Any]:
+        """One model (OpenAI's models.retrieve): the served one, else 404."""
+        service.check_model(model_id)
+        return service.model_card()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:

@@ -17,6 +17,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from .errors import error_type
+
 logger = logging.getLogger("seeinpairs.serve")
 
 Message = MutableMapping[str, Any]
@@ -31,9 +33,12 @@ _CLOSE = {"Connection": "close"}
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 
-def error_response(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The API's error shape, ``{"error": {"message", "type"}}``, as OpenAI clients expect it."""
-    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
+def error_response(status: int, message: str, code: str | None, headers: dict[str, str] | None = None,
+                   param: str | None = None) -> JSONResponse:
+    """The API's error shape, ``{"error": {"message", "type", "param", "code"}}``, as OpenAI clients expect it
+    (``type`` is the broad class of the status, ``code`` the specific reason)."""
+    body = {"message": message, "type": error_type(status), "param": param, "code": code}
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 def bearer_matches(authorization: str, token: str) -> bool:
@@ -113,7 +118,7 @@ class RequestGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if self.token is not None and scope.get("path") not in PUBLIC_PATHS:
             if not bearer_matches(headers.get("authorization", ""), self.token):
-                return error_response(401, "missing or wrong bearer token", "unauthorized",
+                return error_response(401, "missing or wrong bearer token", "invalid_api_key",
                                       {"WWW-Authenticate": "Bearer", **_CLOSE})
         length = headers.get("content-length", "").strip()
         if length.isdigit() and int(length) > self.max_body_bytes:

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import UploadFile
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ..backend_options import BACKEND_OPTIONS, option_problem
 
 from ..cases import normalise_sex
 from ..configfile import ConfigFile, resolve_path
@@ -18,13 +20,42 @@ TOKEN_ENV = "SEEINPAIRS_API_TOKEN"
 
 
 class ServedModel(BaseModel):
+    """The served model: any backend (``hf`` loads a checkpoint here; ``openai_compat`` fronts a model
+    served elsewhere, e.g. by vLLM, with ``name`` its served name and ``options.base_url`` its server)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str  # hub id or local folder (HFBackend)
+    backend: str = "hf"
+    name: str  # hf: hub id or local folder; openai_compat: the served model name
     label: str | None = None  # the name clients send as "model" (default: the folder or hub id)
     dtype: str = "float32"
     device: str = "cpu"
     batch_size: int = Field(8, ge=1)
+    #: the backend's options (seeinpairs.backend_options), checked when the config is read
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, backend: str) -> str:
+        if backend not in BACKEND_OPTIONS:
+            raise ValueError(f"unknown backend '{backend}' (known: {', '.join(BACKEND_OPTIONS)})")
+        return backend
+
+    @field_validator("options")
+    @classmethod
+    def _backend_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "backend" in info.data:
+            problem = option_problem(info.data["backend"], options)
+            if problem is not None:
+                raise ValueError(f"{problem[0]}: {problem[1]}")
+        return options
+
+    def backend_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`seeinpairs.backends.create_backend` for this model."""
+        arguments = {**self.options, "model": self.name}
+        if self.backend == "hf":
+            arguments.update(dtype=self.dtype, device=self.device, batch_size=self.batch_size)
+        return arguments
 
 
 class SelectorSettings(BaseModel):
@@ -48,7 +79,8 @@ class ServeConfig(ConfigFile):
         data: {manifest: data/manifest.csv}
         bank: {split: train}
         selector: {name: embedding, k: 2, params: {embedder: pixel}}
-        model: {name: models/my-vlm}
+        model: {name: models/my-vlm}  # or a model served elsewhere (vLLM, ...): {backend: openai_compat,
+                                      #   name: served-name, options: {base_url: "http://gpu-host:8000/v1"}}
         auth_token: null            # or set SEEINPAIRS_API_TOKEN
         max_prompt_tokens: 8192     # longer chat prompts: 400, before the model runs
         max_concurrent_decodes: 2   # uploads decoded at once (each may take up to max_pixels x 3 bytes)
@@ -86,7 +118,7 @@ class ServeConfig(ConfigFile):
 
     def resolve_paths(self, base: Path) -> "ServeConfig":
         model = self.model
-        if (base / model.name).exists():
+        if model.backend == "hf" and (base / model.name).exists():
             model = model.model_copy(update={"name": str(resolve_path(Path(model.name), base))})
         return self.model_copy(update={"data": self.data.resolved(base), "bank": self.bank.resolved(base),
                                        "model": model})
@@ -116,7 +148,9 @@ class DiagnoseForm(BaseModel):
 
 class ProblemDetail(BaseModel):
     message: str
-    type: str
+    type: str = Field(description="invalid_request_error, authentication_error or server_error")
+    param: str | None = Field(None, description="the request parameter at fault, if one is")
+    code: str | None = Field(None, description="the specific reason, e.g. model_not_found")
 
 
 class ErrorResponse(BaseModel):
@@ -143,17 +177,117 @@ class Health(BaseModel):
     k: int
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
 class ChatCompletionRequest(BaseModel):
-    """The subset of OpenAI's chat-completions request that is honoured (other fields are accepted and ignored)."""
+    """OpenAI's chat-completions request as far as it is honoured. Other parameters are checked by
+    :func:`seeinpairs.serve.chat.unsupported_parameter`: harmless ones (``user``, ``metadata``) are
+    accepted, ones that would change the answer (``tools``, ``logit_bias``, ...) refused by name."""
 
     model_config = ConfigDict(extra="allow")
 
-    model: str | None = None
+    model: str | None = Field(None, description="the served model's id (GET /v1/models); default: it")
     messages: list[dict[str, Any]] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, description="default: the server's max_tokens_limit")
+    max_completion_tokens: int | None = Field(None, ge=1, description="the newer name of max_tokens")
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0)
-    temperature: float | None = None
-    n: int = Field(1, ge=1, le=1)
+    temperature: float | None = Field(None, ge=0, le=2, description="0 or absent: greedy (this server's default)")
+    top_p: float | None = Field(None, ge=0, le=1, description="nucleus sampling, with temperature > 0")
+    seed: int | None = Field(None, description="makes sampling repeatable")
+    stop: str | list[str] | None = Field(None, description="up to 4 strings; the text ends before the first")
+    n: int = Field(1, ge=1, description="only 1")
     stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        strings = [value] if isinstance(value, str) else value or []
+        if len(strings) > 4 or any(not s for s in strings):
+            raise ValueError("at most 4 stop strings, none empty")
+        return value
+
+    @property
+    def stop_strings(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: ChoiceLogprobs | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = Field(None, description="absent when the backend does not count tokens")
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed completion (``data: {...}``; the stream ends with ``data: [DONE]``)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
