@@ -89,7 +89,8 @@ def test_auth_then_png_answer_with_bars_and_single_beside_paired(page, synthetic
     _, _, task = synthetic_data
     # without the token the page says so, instead of failing silently
     page.wait_for_selector("#status.error")
-    assert "API token" in page.text_content("#status")
+    assert "API token" in page.text_content("#status") and "settings load" in page.text_content("#question")
+    assert page.is_hidden("#query-preview")  # no broken-image icon before a query is chosen
     page.screenshot(path=str(tmp_path / "1-token-needed.png"), full_page=True)
     sign_in(page)
     assert page.text_content("#question") == task.question
@@ -160,6 +161,7 @@ def test_overlays_toggle_with_the_share_on_the_references(page, query_png, tmp_p
     assert page.get_attribute("#query-preview", "src").startswith("data:image/png")
     shares = page.locator("#references .share")
     assert shares.count() == 2 and all("Attribution share" in shares.nth(i).text_content() for i in range(2))
+    assert "Attribution share" in page.text_content("#query-share")
     page.screenshot(path=str(tmp_path / "5-overlays.png"), full_page=True)
     page.uncheck("#overlay")
     assert page.get_attribute("#query-preview", "src") == plain and page.text_content("#overlay-share") == ""

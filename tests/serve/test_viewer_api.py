@@ -53,6 +53,7 @@ def test_config_says_question_options_limits_and_which_fields_each_selector_uses
     assert config["default_selector"] == "random" and config["default_k"] == 2 and config["max_k"] == 4
     uses = {s["name"]: s["uses"] for s in config["selectors"]}
     assert uses["random"] == [] and uses["demographic"] == ["sex", "age"] and uses["same_center"] == ["site"]
+    assert all(s["description"] and "``" not in s["description"] for s in config["selectors"])
     assert set(config["windows"]) == {"lung", "soft_tissue", "bone", "brain"}
     assert "closed set" in config["normalisation"]
     bank = client.get("/v1/viewer/bank", headers=AUTH).json()

@@ -136,7 +136,7 @@ class Viewer:
                 "default_selector": self.default, "default_k": min(service.k, self.max_k),
                 "max_k": self.max_k, "bank_size": len(service.bank),
                 "selectors": [{"name": name, "uses": selector_uses(name, selector),
-                               "description": (type(selector).__doc__ or "").strip().split("\n")[0]}
+                               "description": summary(type(selector).__doc__)}
                               for name, selector in self.selectors.items()],
                 "windows": list(NAMED_WINDOWS), "explain_method": self.settings.explain_method,
                 "normalisation": NORMALISATION}
@@ -291,6 +291,11 @@ class Viewer:
         return {"method": method, "option": explanation.option, "reference_share": explanation.reference_share(method)
                 if len(images) > 1 else 0.0, "images": images, "selector": selection["selector"],
                 "references": selection["references"]}
+
+
+def summary(docstring: str | None) -> str:
+    """A docstring's first line as plain text (no reStructuredText literals) for the page."""
+    return (docstring or "").strip().split("\n")[0].replace("``", "")
 
 
 def answer(options: list[str], scores: list[float]) -> dict[str, Any]:
