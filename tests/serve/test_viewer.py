@@ -19,9 +19,13 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CT = pydicom.data.get_testdata_file("CT_small.dcm")
 #: the sum of an image's pixels as drawn (same-origin blob and data URLs, so the canvas is readable)
-PIXEL_SUM = """img => { const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+PIXEL_SUM = """img => { const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
   const g = c.getContext('2d'); g.drawImage(img, 0, 0); let s = 0;
   for (const v of g.getImageData(0, 0, c.width, c.height).data) s += v; return s; }"""
+
+#: the zoom each image is drawn at (the scale of its CSS transform)
+SCALES = "all => all.map(i => new DOMMatrix(getComputedStyle(i).transform).a)"
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +203,8 @@ def test_keyboard_focus_and_synchronised_zoom(page, query_png):
     reached, styles = set(), set()
     for _ in range(60):
         page.keyboard.press("Tab")
-        focused = page.evaluate("(() => { const e = document.activeElement; const s = getComputedStyle(e);"
-                                " return [e.id || e.className || e.tagName, s.outlineStyle + ' ' + s.outlineWidth]; })()")
+        focused = page.evaluate("(() => { const e = document.activeElement; const s = getComputedStyle(e); return "
+                                "[e.id || e.className || e.tagName, s.outlineStyle + ' ' + s.outlineWidth]; })()")
         reached.add(focused[0])
         styles.add((focused[0], focused[1]))
     wanted = {"image", "age", "sex", "site", "selector", "k", "token", "submit", "zoom-out", "zoom", "zoom-in",
@@ -210,11 +214,11 @@ def test_keyboard_focus_and_synchronised_zoom(page, query_png):
     page.focus("#zoom-in")
     page.keyboard.press("Enter")
     page.keyboard.press("Enter")
-    scales = page.eval_on_selector_all("#viewer img", "all => all.map(i => new DOMMatrix(getComputedStyle(i).transform).a)")
+    scales = page.eval_on_selector_all("#viewer img", SCALES)
     assert len(scales) == 3 and set(scales) == {1.5}
     page.focus("#zoom-reset")
     page.keyboard.press("Space")
-    assert set(page.eval_on_selector_all("#viewer img", "all => all.map(i => new DOMMatrix(getComputedStyle(i).transform).a)")) == {1}
+    assert set(page.eval_on_selector_all("#viewer img", SCALES)) == {1}
 
 
 def test_phone_width_has_no_horizontal_scroll(page, query_png, tmp_path):
@@ -225,5 +229,6 @@ def test_phone_width_has_no_horizontal_scroll(page, query_png, tmp_path):
     page.wait_for_function("document.getElementById('overlay-share').textContent.includes('on the references')",
                            timeout=30_000)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    assert page.evaluate("Math.max(...[...document.querySelectorAll('body *')].map(e => e.getBoundingClientRect().right))") <= 390
+    assert page.evaluate("Math.max(...[...document.querySelectorAll('body *')]"
+                         ".map(e => e.getBoundingClientRect().right))") <= 390
     page.screenshot(path=str(tmp_path / "7-phone.png"), full_page=True)

@@ -115,8 +115,8 @@ def test_embedding_selector_reports_the_cosine_distance(synthetic_data, tiny_mod
 
     _, table, _ = synthetic_data
     case, data = query
-    app = create_app(serve_config(synthetic_data, tiny_models, viewer={"selectors": {"embedding": {"embedder": "pixel"}}}),
-                     backend=served_backend)
+    viewer = {"selectors": {"embedding": {"embedder": "pixel"}}}
+    app = create_app(serve_config(synthetic_data, tiny_models, viewer=viewer), backend=served_backend)
     client = TestClient(app, raise_server_exceptions=False)
     config = client.get("/v1/viewer/config", headers=AUTH).json()
     assert [s["name"] for s in config["selectors"]] == ["embedding", "random"]
@@ -155,7 +155,8 @@ def test_dicom_preview_in_each_window_and_png_as_it_is(client, query):
     native = pixels(post(client, "/v1/viewer/preview", data, name="ct.dcm"))
     lung = post(client, "/v1/viewer/preview", data, {"window": "lung"}, name="ct.dcm")
     assert lung.headers["x-window"] == "lung"
-    bone, brain = (pixels(post(client, "/v1/viewer/preview", data, {"window": w}, name="ct.dcm")) for w in ("bone", "brain"))
+    bone, brain = (pixels(post(client, "/v1/viewer/preview", data, {"window": w}, name="ct.dcm"))
+                   for w in ("bone", "brain"))
     assert native.shape == pixels(lung).shape == (128, 128)
     assert len({a.tobytes() for a in (native, pixels(lung), bone, brain)}) == 4  # each window shows other pixels
     assert brain.std() > 0 and (brain == 255).mean() > (bone == 255).mean()  # the narrow window saturates more
@@ -198,3 +199,22 @@ def test_overlays_per_image_with_the_share_on_the_references(client, synthetic_d
         header, payload = item["overlay"].split(",", 1)
         assert header == "data:image/png;base64"
         assert Image.open(io.BytesIO(base64.b64decode(payload))).size == image.size
+
+
+class FixedScores:
+    """A backend without a model in this process (e.g. one behind an HTTP API): it scores, it cannot explain."""
+
+    def score_options(self, requests):
+        return [[-1.0 - 0.1 * request.n_images, -2.0] for request in requests]
+
+
+def test_overlays_need_a_local_model_and_say_so(synthetic_data, tiny_models, query):
+    from seeinpairs.serve.app import create_app
+
+    _, data = query
+    client = TestClient(create_app(serve_config(synthetic_data, tiny_models), backend=FixedScores()),
+                        raise_server_exceptions=False)
+    result = post(client, "/v1/viewer/diagnose", data).json()
+    assert result["paired"]["log_likelihoods"]["normal"] == pytest.approx(-1.3)  # two references and the query
+    assert result["single"]["log_likelihoods"]["normal"] == pytest.approx(-1.1)
+    assert "need a model loaded in this server" in error(post(client, "/v1/viewer/explain", data), 501)

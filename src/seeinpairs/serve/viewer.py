@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import logging
 import tempfile
 import time
 import uuid
@@ -47,6 +48,7 @@ SELECTOR_USES = {"random": [], "same_center": ["site"], "cross_center": ["site"]
                  "none": []}
 #: the bank cases the page may list for a swap (a longer bank is still searchable by id)
 BANK_LISTING = 1000
+logger = logging.getLogger("seeinpairs.serve")
 WindowName = Literal["lung", "soft_tissue", "bone", "brain"]
 
 
@@ -166,12 +168,16 @@ class Viewer:
             return png_bytes(self.load_window(path, window), self.settings.image_size), applied
 
     def reference_png(self, case_id: str, window: str | None) -> bytes:
+        """A bank reference as PNG at the viewer's size; a DICOM one in ``window``."""
         case = self.case(case_id)
+        if not (window and is_dicom(case.image)):
+            return png_bytes(self.service.load_reference(case.image), self.settings.image_size)
         try:
             with self.service.decoder.slot():
-                image = load_image(case.image, window if window and is_dicom(case.image) else None)
-        except ImageError:
-            return self.service.reference_png(case_id)  # the service's own error (500 naming no path)
+                image = load_image(case.image, window)
+        except ImageError as exc:  # a broken bank file is the server's fault: the log names it, the answer not
+            logger.error("reference image unreadable: %s", exc)
+            raise APIError(500, "a reference image cannot be read (the server log names it)", "server_error") from None
         return png_bytes(image, self.settings.image_size)
 
     def case(self, case_id: str) -> Case:
@@ -223,9 +229,10 @@ class Viewer:
         if distance is not None:
             return f"nearest by the '{name}' selector: cosine distance {distance:.3f} to the query"
         if isinstance(selector, DemographicSelector):
-            parts = [f"{a} {attribute(case, a)!s} ({'matches' if attribute(case, a) == attribute(query, a) else 'query'}"
-                     f"{'' if attribute(case, a) == attribute(query, a) else ' ' + str(attribute(query, a))})"
-                     for a in selector.match]
+            parts = []
+            for name_ in selector.match:
+                mine, wanted = attribute(case, name_), attribute(query, name_)
+                parts.append(f"{name_} {mine} ({'matches' if mine == wanted else f'query {wanted}'})")
             if query.age is not None and case.age is not None:
                 parts.append(f"age {case.age:g} ({abs(case.age - query.age):g} years from the query)")
             return "demographic match: " + ", ".join(parts)
@@ -274,13 +281,16 @@ class Viewer:
         from ..explain.overlay import overlay_image
 
         method = self.settings.explain_method
+        backend = self.service.backend
+        if not (hasattr(backend, "model") and hasattr(backend, "processor")):
+            raise APIError(501, "attribution overlays need a model loaded in this server (the hf backend)",
+                           "not_supported")
         with tempfile.TemporaryDirectory(prefix="seeinpairs-") as folder:
             _, selection, paired, _ = self.requests(form, data, folder)
             try:
                 with self.service.lock:
-                    explainer = RequestExplainer.from_backend(self.service.backend)
-                    explanation = explainer.explain(paired, methods=(method,))
-            except (ExplainError, AttributeError) as exc:
+                    explanation = RequestExplainer.from_backend(backend).explain(paired, methods=(method,))
+            except ExplainError as exc:
                 raise APIError(501, f"this model cannot be explained here: {self.service.public(exc)}",
                                "not_supported") from None
         shares = explanation.image_mass[method]
@@ -288,9 +298,9 @@ class Viewer:
         images = [{"case_id": case_id, "share": share,
                    "overlay": data_url(png_bytes(overlay_image(image, values), self.settings.image_size))}
                   for case_id, share, image, values in zip(ids, shares, paired.images, explanation.maps[method])]
-        return {"method": method, "option": explanation.option, "reference_share": explanation.reference_share(method)
-                if len(images) > 1 else 0.0, "images": images, "selector": selection["selector"],
-                "references": selection["references"]}
+        on_references = explanation.reference_share(method) if len(images) > 1 else 0.0
+        return {"method": method, "option": explanation.option, "reference_share": on_references, "images": images,
+                "selector": selection["selector"], "references": selection["references"]}
 
 
 def summary(docstring: str | None) -> str:
