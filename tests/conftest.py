@@ -21,6 +21,7 @@ from shared_helpers import (  # noqa: F401
     TASK_TEXTS,
     random_image,
     serve_config,
+    serve_in_thread,
 )
 
 
@@ -60,24 +61,5 @@ def served_app(synthetic_data, tiny_models, served_backend):
 @pytest.fixture(scope="session")
 def live_server(served_app):
     """The app on a free loopback port, run by a real uvicorn server in a thread; yields its base URL."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(served_app, host="127.0.0.1", port=port, log_level="error",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(served_app) as url:
+        yield url

@@ -5,7 +5,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from seeinpairs.explain.overlay import COLOUR_MEANING, overlay_figure, overlay_png
+import pytest
+
+from seeinpairs.explain.overlay import COLOUR_MEANING, overlay_figure, overlay_image, overlay_png
 
 
 def _inputs():
@@ -41,3 +43,16 @@ def test_overlay_png_is_readable_size():
     png = overlay_png(images, rows, titles, mask=mask)
     width, height = Image.open(io.BytesIO(png)).size
     assert width >= 700 and height >= 300
+
+
+def test_overlay_image_keeps_the_image_size_and_colours_where_the_map_is_high():
+    image = Image.fromarray(np.full((20, 30), 128, dtype=np.uint8))
+    values = np.zeros((20, 30))
+    values[5:10, 5:10] = 1.0
+    shown = np.asarray(overlay_image(image, values)).astype(int)
+    assert shown.shape == (20, 30, 3)
+    # the high region takes the colour map's bright end (inferno: pale yellow), the rest its dark end
+    assert shown[7, 7, 0] > 180 and shown[7, 7, 0] - shown[7, 7, 2] > 30
+    assert shown[15, 20].max() < 120
+    with pytest.raises(ValueError, match="does not match"):
+        overlay_image(image, np.zeros((10, 10)))

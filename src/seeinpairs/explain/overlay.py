@@ -78,3 +78,16 @@ def overlay_png(images: Sequence[Image.Image], rows: Sequence[tuple[str, Sequenc
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
+
+
+def overlay_image(image: Image.Image, values: np.ndarray, alpha: float = 0.55) -> Image.Image:
+    """One map over its image (greyscale under the colour map, as in :func:`overlay_figure`), as RGB:
+    the web viewer shows each image of a prompt with its own overlay, at the image's size."""
+    import matplotlib
+
+    grey = np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0
+    if values.shape != grey.shape[:2]:
+        raise ValueError(f"map of shape {values.shape} does not match the image's {grey.shape[:2]}")
+    colours = matplotlib.colormaps[CMAP](_normalised(values))[..., :3]
+    blended = (1 - alpha) * grey + alpha * colours
+    return Image.fromarray(np.clip(blended * 255 + 0.5, 0, 255).astype(np.uint8), mode="RGB")

@@ -405,6 +405,10 @@ def create_app(config: ServeConfig, backend=None) -> FastAPI:
     # auth and the body limit come before FastAPI reads a body; unexpected errors become a bare 500
     app.add_middleware(RequestGuard, token=service.token, max_body_bytes=config.max_request_bytes)
 
+    from .viewer import viewer_router  # imported here: the viewer builds on this module's Service
+
+    app.include_router(viewer_router(service))
+
     @app.exception_handler(APIError)
     async def _api_error(_, exc: APIError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None

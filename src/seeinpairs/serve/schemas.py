@@ -67,6 +67,26 @@ class SelectorSettings(BaseModel):
     seed: int = 0
 
 
+#: the selectors the page offers by default (each leakage-free; ``prior_study`` needs a patient history)
+DEFAULT_VIEWER_SELECTORS: dict[str, dict[str, Any]] = {
+    "random": {}, "demographic": {"match": ["sex"], "fallback": True}, "same_center": {}, "cross_center": {}}
+
+
+class ViewerSettings(BaseModel):
+    """What the comparative viewer (the web page) may ask for, beyond the configured selector and k."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: selector name -> its parameters; the configured selector is always offered with its own
+    selectors: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_VIEWER_SELECTORS))
+    #: the most references a page request may ask for (each one lengthens the model call)
+    max_k: int = Field(4, ge=0, le=16)
+    #: the longest side of images the viewer sends back (query preview, references, overlays)
+    image_size: int = Field(512, ge=64, le=2048)
+    #: the attribution method behind the overlay toggle (grad_x_input: one backward pass, fine on CPU)
+    explain_method: Literal["grad_x_input", "integrated_gradients", "attention", "rollout"] = "grad_x_input"
+
+
 class ServeConfig(ConfigFile):
     """What ``seeinpairs serve`` hosts: one model, one task, one reference bank and its selector.
 
@@ -103,6 +123,8 @@ class ServeConfig(ConfigFile):
     max_prompt_tokens: int = Field(8192, ge=1)
     #: images decoded at the same time: each decode may take ``max_pixels`` x 3 bytes of memory
     max_concurrent_decodes: int = Field(2, ge=1)
+    #: what the web page may choose (selectors, k) and the size of the images it shows
+    viewer: ViewerSettings = Field(default_factory=ViewerSettings)
 
     _partial_task = model_validator(mode="before")(partial_task_input)
 
