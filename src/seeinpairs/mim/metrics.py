@@ -14,6 +14,7 @@ differently; none is the paper's.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError
 from ..registry import Registry
 from .format import LETTERS
 
@@ -80,9 +82,18 @@ OpenMetric = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 OPEN_METRICS: Registry[OpenMetric] = Registry("open-ended metric")
 
 
+def _text_extra(module: str):
+    """Import a module of the ``text`` extra, or a one-line error saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"open-ended metrics need the text extra: pip install 'seeinpairs[text]' "
+                          f"({module} is missing)") from None
+
+
 @OPEN_METRICS.register("bleu")
 def _bleu(**_: Any) -> OpenMetric:
-    import sacrebleu
+    sacrebleu = _text_extra("sacrebleu")
 
     def score(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
         return np.array([sacrebleu.sentence_bleu(p, [r]).score for p, r in zip(predictions, references)])
@@ -91,8 +102,7 @@ def _bleu(**_: Any) -> OpenMetric:
 
 @OPEN_METRICS.register("rouge_l")
 def _rouge_l(**_: Any) -> OpenMetric:
-    from rouge_score import rouge_scorer
-
+    rouge_scorer = _text_extra("rouge_score.rouge_scorer")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
     def score(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
