@@ -350,3 +350,6 @@ def deduplicate(texts: Sequence[str], embedder: Any = None, threshold: float = 0
         if not duplicate:
             kept.append(i)
     return [unique[i] for i in kept]
+
+
+from . import report_proposers as _report_proposers  # noqa: E402,F401  (registers reports_lm, report_contrast)
