@@ -195,3 +195,23 @@ def test_no_report_text_in_logs_or_outputs(raddiff_files, tmp_path, caplog):
     written = " ".join(p.read_text() for p in (tmp_path / "out").iterdir())
     for sentence in (SECRET, "Moderate left pleural effusion", "MRN 1234567"):
         assert sentence not in caplog.text and sentence not in written and sentence not in repr(pairs[0])
+
+
+def test_later_rounds_score_only_their_new_hypotheses(small_pairs):
+    from seeinpairs.setdiff.rankers import Ranker
+
+    class Counting(Ranker):
+        name = "counting"
+
+        def __init__(self):
+            self.scored: list[str] = []
+
+        def score(self, hypotheses, images, metadata):
+            self.scored += list(hypotheses)
+            return np.array([[float(len(h) % 3 == i % 2) for i in range(len(images))] for h in hypotheses])
+
+    ranker = Counting()
+    run = run_setdiff(small_pairs[:1], create_proposer("report_contrast", n_hypotheses=4), {"c": ranker},
+                      create_judge("embedding"), rounds=3)
+    assert len(ranker.scored) == len(set(ranker.scored)) == run.outcomes[0].rounds[-1]["n_hypotheses"]
+    assert run.settings["rankers"] == {"c": "counting"}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..atomic import FileSet
@@ -176,6 +177,25 @@ def propose_candidates(pair: SetPair, proposer: Proposer, seed: int = 0, dedup_t
     return proposal
 
 
+class _RoundScoreCache(Ranker):
+    """Scores each hypothesis once per pair across refinement rounds: a later round scores only its new
+    hypotheses (a VLM ranker's cost grows with the new ones, not with the pool)."""
+
+    def __init__(self, ranker: Ranker) -> None:
+        self.inner = ranker
+        self.name = ranker.name
+        self._images: tuple[str, ...] = ()
+        self._rows: dict[str, np.ndarray] = {}
+
+    def score(self, hypotheses, images, metadata) -> np.ndarray:
+        if tuple(images) != self._images:
+            self._images, self._rows = tuple(images), {}
+        missing = [h for h in dict.fromkeys(hypotheses) if h not in self._rows]
+        if missing:
+            self._rows.update(zip(missing, np.asarray(self.inner.score(missing, images, metadata), dtype=np.float64)))
+        return np.array([self._rows[h] for h in hypotheses])
+
+
 def _round_record(number: int, ranked: Sequence[RankedHypothesis], judgements: Sequence[Judgement],
                   new: Sequence[str]) -> dict[str, Any]:
     scores = [j.score for j in judgements]
@@ -202,6 +222,9 @@ def run_setdiff(pairs: Sequence[SetPair], proposer: Proposer, rankers: Mapping[s
     if rounds > 1 and not isinstance(proposer, RefiningProposer):
         raise SetDiffError(f"proposer '{proposer.name}' does not refine; rounds > 1 need one of: reports_lm, "
                            "report_contrast")
+    names = {m: r.name for m, r in rankers.items()}
+    if rounds > 1:
+        rankers = {m: _RoundScoreCache(r) for m, r in rankers.items()}
     outcomes: list[PairOutcome] = []
     for pair in pairs:
         proposal = propose_candidates(pair, proposer, seed, dedup_threshold, embedder)
@@ -235,7 +258,7 @@ def run_setdiff(pairs: Sequence[SetPair], proposer: Proposer, rankers: Mapping[s
                                         len(proposal.hypotheses), proposal.parse_failures, history[method]))
         if progress is not None:
             progress(pair)
-    settings = {"proposer": proposer.name, "rankers": {m: r.name for m, r in rankers.items()},
+    settings = {"proposer": proposer.name, "rankers": names,
                 "refiner": refiner.name if refiner is not None else None, "seed": seed,
                 "dedup_threshold": dedup_threshold, "pairs": len(pairs), "rounds": rounds}
     return SetDiffRun(outcomes, judge.describe(), settings)

@@ -8,7 +8,9 @@ Registered by name (``create_proposer``):
   model (any backend that generates) for differences as JSON;
 * ``image_grid`` -- one multi-image prompt with a 4x5 grid of sampled images per set;
 * ``zoom`` -- the refinement iteration around another proposer: the model names
-  boxes to zoom into, sees crop grids of those regions for both sets, and refines.
+  boxes to zoom into, sees crop grids of those regions for both sets, and refines;
+* ``reports_lm`` and ``report_contrast`` -- guided by clinical reports, with refinement
+  rounds (:mod:`.report_proposers`).
 
 Sampling is seeded per (seed, pair, round, set), so a rerun proposes the same
 hypotheses. Replies are parsed tolerantly and unparseable ones are counted.
