@@ -124,6 +124,9 @@ def run_command(
     elif proposer == "report_contrast":
         chosen_proposer = create_proposer(proposer)
     elif proposer == "reports_lm":
+        if backend != "hf":
+            console.print(f"note: report text (findings and impression) is sent to the {backend} server "
+                          f"{base_url or '(default endpoint)'}", highlight=False, soft_wrap=True, markup=False)
         chosen_proposer = create_proposer(proposer, model=generator, budget=report_budget)
     elif proposer == "captions_lm":
         chosen_proposer = create_proposer(proposer, captioner=generator)

@@ -127,3 +127,25 @@ def test_benchmark_reports_option_measures_conditions_per_round(tmp_path, monkey
     assert sorted(set(table[table.condition == "noisy reports"]["round"])) == [1, 2]
     assert (table["n_pairs"] == 2).all() and (tmp_path / "data" / "reports.csv").is_file()
     assert "ranker: ground-truth attributes" in result.output
+
+
+def test_reports_lm_run_says_where_report_text_goes(tmp_path, monkeypatch):
+    from setdiff_helpers import ScriptedBackend
+
+    import seeinpairs.cli_setdiff as cli
+
+    jsonl = _bench(tmp_path)
+    files = tmp_path / "files"
+    for study in files.glob("p*/p*/s*"):
+        study.with_suffix(".txt").write_text("FINDINGS: Focal right lung opacity.")
+    backend = ScriptedBackend(reply=lambda r: '["focal right lung opacity"]')
+    monkeypatch.setattr(cli, "_backend", lambda *a, **k: backend)
+    result = CliRunner().invoke(app, ["setdiff", "run", str(jsonl), "--image-root", str(files), "--ranker", "random",
+                                      "--proposer", "reports_lm", "--reports", "mimic", "--backend", "openai_compat",
+                                      "--base-url", "http://example.invalid/v1", "--proposer-model", "m",
+                                      "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "report text (findings and impression) is sent to the openai_compat server http://example.invalid/v1" \
+        in result.output
+    assert backend.generated and "Focal right lung opacity" in " ".join(
+        p.get("text", "") for p in backend.generated[0].messages[0]["content"])

@@ -55,7 +55,8 @@ def _size_words(radius: float | None, rng: np.random.Generator) -> str:
 def write_report(truth: Mapping[str, Any], rng: np.random.Generator, noise: ReportNoise = ReportNoise()) -> str:
     """One report (INDICATION / TECHNIQUE / FINDINGS / IMPRESSION) of an image with ground truth ``truth``."""
     age = truth.get("age")
-    sex = {"F": str(rng.choice(["woman", "female"])), "M": str(rng.choice(["man", "male"]))}.get(truth.get("sex"), "patient")
+    words = {"F": ["woman", "female"], "M": ["man", "male"]}.get(truth.get("sex"), ["patient"])
+    sex = str(rng.choice(words))
     shown_age = "___" if age is None or rng.random() < noise.deidentified_age else str(int(age))
     indication = f"INDICATION: {shown_age}-year-old {sex} with {rng.choice(COMPLAINTS)}."
     technique = f"TECHNIQUE: {rng.choice(['PA and lateral views of the chest.', 'Portable AP view of the chest.'])}"
