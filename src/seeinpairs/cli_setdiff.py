@@ -61,7 +61,15 @@ def run_command(
     manifest: Path | None = typer.Option(None, help="A case table instead of a benchmark file."),
     set1: str | None = typer.Option(None, help="Filter for set 1, e.g. 'label == pneumonia'."),
     set2: str | None = typer.Option(None, help="Filter for set 2, e.g. 'label == normal'."),
-    proposer: str = typer.Option("concept_vocabulary", help="concept_vocabulary, captions_lm or image_grid."),
+    proposer: str = typer.Option("concept_vocabulary", help="concept_vocabulary, captions_lm, image_grid, "
+                                 "reports_lm or report_contrast (the last two need --reports)."),
+    reports: str | None = typer.Option(None, help="Clinical reports: 'mimic' (sXXXXXXXX.txt beside each study "
+                                       "folder), 'mimic:FOLDER' (a files folder of reports), 'csv:FILE' (columns "
+                                       "image or study, and report) or 'column:NAME' (a --manifest column)."),
+    rounds: int = typer.Option(1, min=1, help="Refinement rounds of reports_lm/report_contrast: round r+1 sees "
+                               "round r's top hypotheses, their AUROC and counter-examples."),
+    report_budget: int = typer.Option(400, min=50, help="Characters kept of each report's findings and "
+                                      "impression (reports_lm)."),
     concepts: Path | None = typer.Option(None, help="YAML vocabulary for concept_vocabulary."),
     zoom: bool = typer.Option(False, help="Second iteration: zoom-in refinement by --proposer-model."),
     proposer_model: str | None = typer.Option(None, help="Generating model for captions_lm/image_grid/zoom."),
@@ -105,10 +113,21 @@ def run_command(
         console.print("warning: the default concept vocabulary holds chest-radiograph findings; for other images "
                       "give --concepts FILE or use --proposer captions_lm", highlight=False, soft_wrap=True)
     pairs = pairs[:max_pairs]
+    coverage = _attach_reports(pairs, reports, image_root) if reports else None
+    if proposer in ("reports_lm", "report_contrast") and coverage is None:
+        raise ConfigError(f"option '--reports': proposer '{proposer}' needs reports (mimic, mimic:FOLDER, "
+                          "csv:FILE or column:NAME)")
     generator = (_backend(backend, proposer_model, device, base_url, "proposer-model")
-                 if proposer != "concept_vocabulary" or zoom else None)
+                 if proposer not in ("concept_vocabulary", "report_contrast") or zoom else None)
     if proposer == "concept_vocabulary":
         chosen_proposer = create_proposer(proposer, concepts=concepts)
+    elif proposer == "report_contrast":
+        chosen_proposer = create_proposer(proposer)
+    elif proposer == "reports_lm":
+        if backend != "hf":
+            console.print(f"note: report text (findings and impression) is sent to the {backend} server "
+                          f"{base_url or '(default endpoint)'}", highlight=False, soft_wrap=True, markup=False)
+        chosen_proposer = create_proposer(proposer, model=generator, budget=report_budget)
     elif proposer == "captions_lm":
         chosen_proposer = create_proposer(proposer, captioner=generator)
     else:
@@ -127,7 +146,10 @@ def run_command(
                     if judge == "lm" else create_judge(judge))
     if not judged:
         chosen_judge = _NoTruthJudge()
-    run = run_setdiff(pairs, chosen_proposer, {ranker: chosen_ranker}, chosen_judge, refiner=refiner, seed=seed)
+    run = run_setdiff(pairs, chosen_proposer, {ranker: chosen_ranker}, chosen_judge, refiner=refiner, seed=seed,
+                      rounds=rounds)
+    if coverage is not None:
+        run.settings["reports"] = coverage.to_dict()  # counts and image paths only, never report text
     run.write(output)
     report = write_setdiff_report(output / "report.html", setdiff_section(run, pairs))
     for outcome in run.outcomes[:5]:
@@ -135,7 +157,32 @@ def run_command(
         console.print(f"{outcome.pair_id}: {top}")
     if judged:
         console.print(_summary_table(run.summary(), "acc@k (95% bootstrap CI over pairs)"))
+        if rounds > 1:
+            console.print(_rounds_table(run.round_summary(), "acc@k per refinement round (95% bootstrap CI)"))
     console.print(f"outcomes, summary and report in {output} ({report.name})")
+
+
+def _attach_reports(pairs, spec: str, image_root: Path | None):
+    """Join reports to the pairs' images; print how many were found (never their text)."""
+    from .setdiff.reports import attach_reports, load_report_source
+
+    kind, _, location = spec.partition(":")
+    source = load_report_source(kind, location or None, image_root)
+    coverage = attach_reports(pairs, source)
+    console.print(coverage.describe(), highlight=False, soft_wrap=True, markup=False)
+    return coverage
+
+
+def _rounds_table(frame, title: str) -> Table:
+    table = Table(title=title)
+    metrics = [c for c in frame.columns if c.startswith("acc@") and not c.endswith(("_lo", "_hi"))]
+    lead = [c for c in ("condition", "method", "round") if c in frame.columns]
+    for column in [*lead, "pairs", "hypotheses", *metrics]:
+        table.add_column(column)
+    for _, row in frame.iterrows():
+        table.add_row(*[str(row[c]) for c in lead], str(int(row["n_pairs"])), f"{row['mean_hypotheses']:.1f}",
+                      *[f"{row[m]:.2f} [{row[m + '_lo']:.2f}, {row[m + '_hi']:.2f}]" for m in metrics])
+    return table
 
 
 def _radiology(benchmark: Path | None, fmt: str) -> bool:
@@ -208,9 +255,26 @@ def benchmark_command(
     train_steps: int = typer.Option(2400, min=1, help="Optimizer steps of the VLM ranker."),
     seed: int = typer.Option(0, min=0),
     progress: bool = typer.Option(True, help="Show the training progress bar."),
+    reports: bool = typer.Option(False, help="Measure report guidance instead: concept vocabulary (no reports) vs "
+                                 "report_contrast on noisy and on clean generated reports, per round."),
+    rounds: int = typer.Option(3, min=1, help="Refinement rounds of the report conditions (with --reports)."),
+    ranker: str = typer.Option("attributes", help="With --reports: attributes (ground truth, no training) or vlm "
+                               "(the tiny VLM, trained with --train-images/--train-steps)."),
 ) -> None:
     """The offline benchmark: 24 generated set pairs, VLM ranker vs random vs ground-truth attributes."""
     from .setdiff.benchmark import run_setdiff_benchmark
+
+    if reports:
+        from .setdiff.report_benchmark import RANKER_NAMES, run_report_benchmark
+
+        if ranker not in RANKER_NAMES:
+            raise ConfigError(f"option '--ranker': '{ranker}' (use {' or '.join(RANKER_NAMES)})")
+        table = run_report_benchmark(output, images_per_set=images_per_set, rounds=rounds, seed=seed, ranker=ranker,
+                                     train_images=train_images, train_steps=train_steps)
+        console.print(_rounds_table(table, f"acc@k with and without reports, per round (ranker: "
+                                           f"{RANKER_NAMES[ranker]}; 95% bootstrap CI over pairs)"))
+        console.print(f"results in {output} (report_rounds.csv)")
+        return
 
     result, _ = run_setdiff_benchmark(output, images_per_set=images_per_set, train_images=train_images,
                                       train_steps=train_steps, seed=seed, progress=progress)

@@ -89,3 +89,63 @@ def test_the_default_vocabulary_is_named_radiology_only_on_photo_sets(tmp_path):
     radiology = CliRunner().invoke(app, ["setdiff", "run", str(_bench(tmp_path)), "--ranker", "random",
                                          "--image-root", str(tmp_path / "files"), "--output", str(tmp_path / "o2")])
     assert radiology.exit_code == 0 and "chest-radiograph" not in radiology.output
+
+
+def test_run_with_reports_and_rounds_counts_missing_reports(tmp_path):
+    jsonl = _bench(tmp_path)
+    files = tmp_path / "files"
+    for n, study in enumerate(sorted(files.glob("p*/p*/s*"))):
+        if n:  # the first study has no report
+            study.with_suffix(".txt").write_text("FINDINGS: Focal right lung opacity." if "1" in study.parent.name[-1]
+                                                 else "FINDINGS: Degenerative changes of the spine.")
+    result = CliRunner().invoke(app, ["setdiff", "run", str(jsonl), "--image-root", str(files), "--ranker", "random",
+                                      "--proposer", "report_contrast", "--reports", "mimic", "--rounds", "2",
+                                      "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "reports (mimic): 15 of 16 images have one, 1 missing" in result.output
+    assert "per refinement round" in result.output and (tmp_path / "out" / "rounds.csv").is_file()
+    settings = json.loads((tmp_path / "out" / "run.json").read_text())["settings"]
+    assert settings["rounds"] == 2 and settings["reports"]["missing"] == 1
+    needs = CliRunner().invoke(app, ["setdiff", "run", str(jsonl), "--image-root", str(files), "--ranker", "random",
+                                     "--proposer", "report_contrast", "--output", str(tmp_path / "o2")])
+    assert needs.exit_code != 0 and "--reports" in str(needs.exception or needs.output)
+
+
+def test_benchmark_reports_option_measures_conditions_per_round(tmp_path, monkeypatch):
+    import seeinpairs.setdiff.report_benchmark as module
+    from seeinpairs.setdiff.benchmark import PAIR_DESIGNS
+
+    original = module.run_report_benchmark
+    monkeypatch.setattr(module, "run_report_benchmark",
+                        lambda *a, **k: original(*a, **{**k, "designs": PAIR_DESIGNS[:1] + PAIR_DESIGNS[8:9]}))
+    result = CliRunner().invoke(app, ["setdiff", "benchmark", "--reports", "--rounds", "2", "--images-per-set", "6",
+                                      "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "report_rounds.csv")
+    assert set(table.condition) == {"no reports", "noisy reports", "clean reports"}
+    assert set(table.method) == {"ground-truth attributes", "chance (exact)"}
+    assert sorted(set(table[table.condition == "noisy reports"]["round"])) == [1, 2]
+    assert (table["n_pairs"] == 2).all() and (tmp_path / "data" / "reports.csv").is_file()
+    assert "ranker: ground-truth attributes" in result.output
+
+
+def test_reports_lm_run_says_where_report_text_goes(tmp_path, monkeypatch):
+    from setdiff_helpers import ScriptedBackend
+
+    import seeinpairs.cli_setdiff as cli
+
+    jsonl = _bench(tmp_path)
+    files = tmp_path / "files"
+    for study in files.glob("p*/p*/s*"):
+        study.with_suffix(".txt").write_text("FINDINGS: Focal right lung opacity.")
+    backend = ScriptedBackend(reply=lambda r: '["focal right lung opacity"]')
+    monkeypatch.setattr(cli, "_backend", lambda *a, **k: backend)
+    result = CliRunner().invoke(app, ["setdiff", "run", str(jsonl), "--image-root", str(files), "--ranker", "random",
+                                      "--proposer", "reports_lm", "--reports", "mimic", "--backend", "openai_compat",
+                                      "--base-url", "http://example.invalid/v1", "--proposer-model", "m",
+                                      "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "report text (findings and impression) is sent to the openai_compat server http://example.invalid/v1" \
+        in result.output
+    assert backend.generated and "Focal right lung opacity" in " ".join(
+        p.get("text", "") for p in backend.generated[0].messages[0]["content"])

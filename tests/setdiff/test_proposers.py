@@ -37,6 +37,9 @@ def _factories():
         "image_grid": lambda: create_proposer("image_grid", model=ScriptedBackend(reply=_reply), sample_size=5,
                                               rounds=2, cell=16),
         "zoom": lambda: create_proposer("zoom", model=ScriptedBackend(reply=_reply), sample_size=5, rounds=2, cell=16),
+        "reports_lm": lambda: create_proposer("reports_lm", model=ScriptedBackend(reply=_reply), sample_size=5,
+                                              rounds=2),
+        "report_contrast": lambda: create_proposer("report_contrast"),  # the generated pairs carry reports
     }
 
 
@@ -48,7 +51,7 @@ def test_every_proposer_returns_parsed_hypotheses_deterministically(name, small_
     assert proposal.hypotheses and all(isinstance(h, str) and h.strip() == h for h in proposal.hypotheses)
     assert proposal.parse_failures == 0
     assert _factories()[name]().propose(pair, seed=4).hypotheses == proposal.hypotheses
-    if name != "concept_vocabulary":
+    if name not in ("concept_vocabulary", "report_contrast"):
         assert "larger opacity" in proposal.hypotheses and "left lung lesion" in proposal.hypotheses
     if name == "zoom":
         assert "brighter left lower zone" in proposal.hypotheses

@@ -4,7 +4,9 @@ Propose candidate differences (:mod:`.proposers`), rank them by how well an
 image-text scorer separates the sets (:mod:`.rankers`), judge the top ones
 against the known difference (:mod:`.judges`); :func:`run_setdiff` ties them
 together and :func:`run_setdiff_benchmark` runs the offline benchmark.
-Inputs: RadDiffBench and VisDiffBench files or case-table filters (:mod:`.inputs`).
+Inputs: RadDiffBench and VisDiffBench files or case-table filters (:mod:`.inputs`), with
+clinical reports joined by study (:mod:`.reports`) for the report-guided proposers and refinement
+rounds (:mod:`.report_proposers`).
 """
 
 from .inputs import (
@@ -27,6 +29,8 @@ from .proposers import (
     deduplicate,
     list_proposers,
 )
+from .report_proposers import RefiningProposer, RoundFeedback
+from .reports import ReportCoverage, attach_reports, load_report_source
 from .rankers import (
     RANKERS,
     RankedHypothesis,
@@ -55,11 +59,15 @@ __all__ = [
     "Proposal",
     "Proposer",
     "RankedHypothesis",
+    "RefiningProposer",
+    "ReportCoverage",
+    "RoundFeedback",
     "Ranker",
     "SetDiffError",
     "SetDiffRun",
     "SetPair",
     "acc_at",
+    "attach_reports",
     "create_judge",
     "create_proposer",
     "create_ranker",
@@ -68,6 +76,7 @@ __all__ = [
     "list_proposers",
     "list_rankers",
     "load_pairs",
+    "load_report_source",
     "load_raddiff",
     "load_visdiff_csv",
     "load_visdiff_jsonl",

@@ -43,6 +43,7 @@ from .judges import EmbeddingJudge
 from .pipeline import SetDiffRun, run_setdiff
 from .proposers import ConceptVocabularyProposer
 from .rankers import AttributeRanker, RandomRanker, VLMRanker, attribute_request
+from .synthetic_reports import ReportNoise, write_report
 
 #: lesions twice as conspicuous as the generator default, as in the demo: a tiny model trained
 #: from scratch on a CPU budget does not learn the default contrast; 84 px is the tiny model's largest
@@ -133,8 +134,11 @@ def _specs(rng: np.random.Generator, config: SyntheticConfig, fixed: Mapping[str
 
 
 def build_benchmark_pairs(out_dir: str | Path, images_per_set: int = 20, seed: int = 0,
-                          designs: Sequence[PairDesign] = PAIR_DESIGNS) -> list[SetPair]:
-    """Render every pair's images under ``out_dir/pairs`` and return the pairs (metadata = ground truth)."""
+                          designs: Sequence[PairDesign] = PAIR_DESIGNS,
+                          report_noise: ReportNoise | None = ReportNoise()) -> list[SetPair]:
+    """Render every pair's images under ``out_dir/pairs`` and return the pairs (metadata = ground truth),
+    with a report per image written from its ground truth with ``report_noise`` (``None``: no reports).
+    Reports draw from their own random stream, so the images do not depend on them."""
     config = SyntheticConfig(seed=seed, **BENCHMARK_CONFIG)
     pairs = []
     for index, design in enumerate(designs):
@@ -145,8 +149,12 @@ def build_benchmark_pairs(out_dir: str | Path, images_per_set: int = 20, seed: i
             specs = _specs(rng, config, fixed, images_per_set)
             records = write_images(Path(out_dir) / "pairs" / pair_id / f"set{side}", specs, config,
                                    seed=int(rng.integers(2**31)), prefix=f"set{side}")
+            reports: list[str | None] = [None] * len(records)
+            if report_noise is not None:
+                report_rng = np.random.default_rng([seed, index, side, 7])
+                reports = [write_report(r, report_rng, report_noise) for r in records]
             sets.append(ImageSet(design.set1_condition if side == 1 else design.set2_condition,
-                                 [r["path"] for r in records], records))
+                                 [r["path"] for r in records], records, reports))
         pairs.append(SetPair(pair_id, sets[0], sets[1], set1_condition=design.set1_condition,
                              set2_condition=design.set2_condition, difficulty=design.difficulty,
                              extra={"family": design.family}))
@@ -166,6 +174,18 @@ def write_raddiff_files(pairs: Sequence[SetPair], out_dir: str | Path) -> tuple[
         files.path(csv.name).write_text("set1,set2,difficulty\n" + "".join(
             f"\"{p.set1_condition}\",\"{p.set2_condition}\",{p.difficulty}\n" for p in pairs))
     return jsonl, csv
+
+
+def write_report_csv(pairs: Sequence[SetPair], out_dir: str | Path) -> Path:
+    """``reports.csv`` (``image`` relative to ``out_dir``, ``report``): the pairs' reports in the CSV
+    form that ``setdiff run --reports`` reads."""
+    import pandas as pd
+
+    rows = [{"image": str(Path(p).relative_to(Path(out_dir))), "report": r}
+            for pair in pairs for s in (pair.set1, pair.set2) for p, r in zip(s.images, s.reports) if r is not None]
+    path = Path(out_dir) / "reports.csv"
+    pd.DataFrame(rows, columns=["image", "report"]).to_csv(path, index=False)
+    return path
 
 
 # ----- the attribute-question training set ------------------------------------------------------------------------

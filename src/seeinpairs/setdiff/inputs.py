@@ -36,15 +36,22 @@ class SetDiffError(SeeInPairsError):
 
 @dataclass
 class ImageSet:
-    """One side of a comparison: image paths and, per image, optional metadata (ground truth)."""
+    """One side of a comparison: image paths and, per image, optional metadata (ground truth) and
+    report text (``None`` where an image has none; kept apart from metadata, which reports render,
+    because report text may hold patient data -- see :mod:`.reports`)."""
 
     name: str
     images: list[str]
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[str | None] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if not self.metadata:
             self.metadata = [{} for _ in self.images]
+        if not self.reports:
+            self.reports = [None for _ in self.images]
+        if len(self.reports) != len(self.images):
+            raise SetDiffError(f"set '{self.name}': {len(self.images)} images but {len(self.reports)} reports")
         if len(self.metadata) != len(self.images):
             raise SetDiffError(f"set '{self.name}': {len(self.images)} images but {len(self.metadata)} metadata rows")
 

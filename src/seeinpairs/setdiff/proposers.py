@@ -8,7 +8,9 @@ Registered by name (``create_proposer``):
   model (any backend that generates) for differences as JSON;
 * ``image_grid`` -- one multi-image prompt with a 4x5 grid of sampled images per set;
 * ``zoom`` -- the refinement iteration around another proposer: the model names
-  boxes to zoom into, sees crop grids of those regions for both sets, and refines.
+  boxes to zoom into, sees crop grids of those regions for both sets, and refines;
+* ``reports_lm`` and ``report_contrast`` -- guided by clinical reports, with refinement
+  rounds (:mod:`.report_proposers`).
 
 Sampling is seeded per (seed, pair, round, set), so a rerun proposes the same
 hypotheses. Replies are parsed tolerantly and unparseable ones are counted.
@@ -350,3 +352,6 @@ def deduplicate(texts: Sequence[str], embedder: Any = None, threshold: float = 0
         if not duplicate:
             kept.append(i)
     return [unique[i] for i in kept]
+
+
+from . import report_proposers as _report_proposers  # noqa: E402,F401  (registers reports_lm, report_contrast)
