@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic_core import PydanticCustomError
 
 
 class BackendOptions(BaseModel):
@@ -96,3 +97,23 @@ def prediction_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
         return dict(options)
     defaults = {name: schema.model_fields[name].default for name in sorted(schema.KEYED_DEFAULTS)}
     return {**defaults, **{name: value for name, value in options.items() if name not in schema.OPERATIONAL}}
+
+
+def known_backend(backend: str) -> str:
+    """A config field validator: ``backend`` names a backend with declared options."""
+    if backend not in BACKEND_OPTIONS:
+        raise ValueError(f"unknown backend '{backend}' (known: {', '.join(BACKEND_OPTIONS)})")
+    return backend
+
+
+def checked_options(options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """A config field validator: ``options`` are valid for the config's ``backend`` (checked when the
+    config is read, not when the model loads). The error names the option as a sub-field, so the
+    one-line message reads ``field 'models.0.options.prefix_cach': ...``; the dict is kept as written."""
+    if "backend" not in info.data:  # the backend itself is invalid; that error is reported
+        return options
+    problem = option_problem(info.data["backend"], options)
+    if problem is not None:
+        name, message = problem
+        raise PydanticCustomError("backend_option", "{message}", {"message": message, "subfield": name})
+    return options

@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, WrapSerializer,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapSerializer,
                       WrapValidator, field_validator, model_validator)
-from pydantic_core import PydanticCustomError
 
-from ..backend_options import BACKEND_OPTIONS, option_problem
+from ..backend_options import checked_options, known_backend
 from ..cases import CaseTable
 from ..configfile import ConfigFile, resolve_path
 from ..errors import ConfigError
@@ -220,25 +219,8 @@ class ModelConfig(_Strict):
     #: conditions for this model only (default: the experiment's eval.conditions)
     conditions: list[ConditionConfig] | None = None
 
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, backend: str) -> str:
-        if backend not in BACKEND_OPTIONS:
-            raise ValueError(f"unknown backend '{backend}' (known: {', '.join(BACKEND_OPTIONS)})")
-        return backend
-
-    @field_validator("options")
-    @classmethod
-    def _backend_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        """Checked against the backend's declared options now, not when the model is loaded; the
-        dict is kept as written (it is part of the prediction store's key)."""
-        if "backend" not in info.data:  # the backend itself is invalid; that error is reported
-            return options
-        problem = option_problem(info.data["backend"], options)
-        if problem is not None:
-            name, message = problem
-            raise PydanticCustomError("backend_option", "{message}", {"message": message, "subfield": name})
-        return options
+    _known_backend = field_validator("backend")(known_backend)
+    _backend_options = field_validator("options")(checked_options)
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":

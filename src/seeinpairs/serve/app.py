@@ -43,7 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as StarletteRequest
 
 from ..backends.base import option_probabilities
-from ..cases import Case, CaseTable
+from ..cases import Case
 from ..errors import ConfigError, ImageError, SeeInPairsError
 from ..imaging import load_image
 from ..prompts import PromptBuilder, Request

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import UploadFile
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..backend_options import BACKEND_OPTIONS, option_problem
+from ..backend_options import checked_options, known_backend
 
 from ..cases import normalise_sex
 from ..configfile import ConfigFile, resolve_path
@@ -34,21 +34,8 @@ class ServedModel(BaseModel):
     #: the backend's options (seeinpairs.backend_options), checked when the config is read
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, backend: str) -> str:
-        if backend not in BACKEND_OPTIONS:
-            raise ValueError(f"unknown backend '{backend}' (known: {', '.join(BACKEND_OPTIONS)})")
-        return backend
-
-    @field_validator("options")
-    @classmethod
-    def _backend_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        if "backend" in info.data:
-            problem = option_problem(info.data["backend"], options)
-            if problem is not None:
-                raise ValueError(f"{problem[0]}: {problem[1]}")
-        return options
+    _known_backend = field_validator("backend")(known_backend)
+    _backend_options = field_validator("options")(checked_options)
 
     def backend_arguments(self) -> dict[str, Any]:
         """The keyword arguments of :func:`seeinpairs.backends.create_backend` for this model."""
