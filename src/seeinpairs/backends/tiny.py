@@ -41,8 +41,12 @@ improved worsened stable larger smaller new resolved difference between set imag
 
 
 def train_tokenizer(special_tokens: list[str], texts: Iterable[str] = (), vocab_size: int = 1000,
-                    eos_token: str = "<|im_end|>", pad_token: str = "<|endoftext|>") -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on the base corpus plus ``texts`` (class names, questions)."""
+                    eos_token: str = "<|im_end|>", pad_token: str = "<|endoftext|>",
+                    **tokenizer_kwargs) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on the base corpus plus ``texts`` (class names, questions).
+
+    ``tokenizer_kwargs`` (e.g. ``bos_token``, ``extra_special_tokens`` naming a family's image tokens)
+    go to :class:`PreTrainedTokenizerFast`."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -59,6 +63,7 @@ def train_tokenizer(special_tokens: list[str], texts: Iterable[str] = (), vocab_
         eos_token=eos_token,
         pad_token=pad_token,
         additional_special_tokens=[t for t in special_tokens if t not in (eos_token, pad_token)],
+        **tokenizer_kwargs,
     )
 
 
@@ -225,3 +230,6 @@ def built_tiny_vlm(folder: str | Path, marker: dict | None = None) -> bool:
 
 def list_tiny_families() -> list[str]:
     return TINY_FAMILIES.list_names()
+
+
+from . import tiny_families  # noqa: E402,F401  (registers the other families)

@@ -1,0 +1,137 @@
+"""Tiny builders of the VLM families beyond Qwen2-VL and Idefics3.
+
+Each builder makes a small random model of the real architecture, a tokenizer
+with the family's own special tokens, the family's PIL image processor and
+processor class (without a video processor, :func:`.processors.image_only_class`),
+and a chat template written in the family's documented prompt format
+(``templates/<family>.jinja``). Families that cannot be built or run without
+torchvision are listed in :data:`UNSUPPORTED_FAMILIES` with the reason.
+"""
+
+from __future__ import annotations
+
+import transformers
+
+from .processors import image_only_class
+from .tiny import TINY_FAMILIES, TinySpec, chat_template, train_tokenizer
+
+#: families that are not registered, with the reason (shown by ``seeinpairs list``)
+UNSUPPORTED_FAMILIES: dict[str, str] = {
+    "mistral3": "PixtralProcessor is declared torchvision-only in transformers 5.x, so no processor builds without "
+                "torchvision",
+}
+
+
+def _text_config(spec: TinySpec, tokenizer, ids: dict, eos: str, pad: str, **extra) -> dict:
+    return dict(vocab_size=len(tokenizer), hidden_size=spec.text_width, intermediate_size=spec.intermediate,
+                num_hidden_layers=spec.text_layers, num_attention_heads=spec.text_heads,
+                num_key_value_heads=spec.text_kv_heads, max_position_embeddings=8192,
+                eos_token_id=ids[eos], pad_token_id=ids[pad], **extra)
+
+
+def _tokens(specials: list[str], texts: list[str], spec: TinySpec, eos: str, pad: str, **kwargs):
+    tokenizer = train_tokenizer(specials, texts, spec.vocab_size, eos_token=eos, pad_token=pad, **kwargs)
+    return tokenizer, {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+
+
+def _mrope(spec: TinySpec) -> list[int]:
+    half = spec.text_width // spec.text_heads // 2  # (temporal, height, width) sections sum to head_dim / 2
+    return [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+
+
+_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+
+
+@TINY_FAMILIES.register("qwen2_5_vl")
+def _build_qwen2_5_vl(spec: TinySpec, texts: list[str]):
+    tokenizer, ids = _tokens(_QWEN_SPECIALS, texts, spec, "<|im_end|>", "<|endoftext|>")
+    config = transformers.Qwen2_5_VLConfig(
+        text_config=_text_config(spec, tokenizer, ids, "<|im_end|>", "<|endoftext|>", bos_token_id=None,
+                                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                  "mrope_section": _mrope(spec)}),
+        vision_config=dict(depth=spec.vision_layers, hidden_size=spec.vision_width, out_hidden_size=spec.text_width,
+                           intermediate_size=spec.vision_width * 2, num_heads=spec.vision_heads, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    model = transformers.Qwen2_5_VLForConditionalGeneration(config)
+    image_processor = transformers.Qwen2VLImageProcessorPil(
+        size={"shortest_edge": spec.image_size ** 2, "longest_edge": spec.max_image_size ** 2},
+        patch_size=14, merge_size=2, temporal_patch_size=2)
+    processor = image_only_class(transformers.Qwen2_5_VLProcessor)(
+        image_processor, tokenizer, chat_template=chat_template("qwen2_5_vl"))
+    return model, processor
+
+
+@TINY_FAMILIES.register("qwen3_vl")
+def _build_qwen3_vl(spec: TinySpec, texts: list[str]):
+    tokenizer, ids = _tokens(_QWEN_SPECIALS, texts, spec, "<|im_end|>", "<|endoftext|>")
+    config = transformers.Qwen3VLConfig(
+        text_config=_text_config(spec, tokenizer, ids, "<|im_end|>", "<|endoftext|>", bos_token_id=None,
+                                 head_dim=spec.text_width // spec.text_heads,
+                                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                  "mrope_section": _mrope(spec), "mrope_interleaved": True}),
+        vision_config=dict(depth=spec.vision_layers, hidden_size=spec.vision_width, out_hidden_size=spec.text_width,
+                           intermediate_size=spec.vision_width * 2, num_heads=spec.vision_heads, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                           deepstack_visual_indexes=[0]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    model = transformers.Qwen3VLForConditionalGeneration(config)
+    image_processor = transformers.Qwen2VLImageProcessorPil(
+        size={"shortest_edge": 64 ** 2, "longest_edge": 96 ** 2}, patch_size=16, merge_size=2,
+        temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = image_only_class(transformers.Qwen3VLProcessor)(
+        image_processor, tokenizer, chat_template=chat_template("qwen3_vl"))
+    return model, processor
+
+
+@TINY_FAMILIES.register("gemma3")
+def _build_gemma3(spec: TinySpec, texts: list[str]):
+    specials = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                "<end_of_image>", "<image_soft_token>"]
+    tokenizer, ids = _tokens(specials, texts, spec, "<eos>", "<pad>", bos_token="<bos>", extra_special_tokens={
+        "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"})
+    image_size, patch, tokens_per_image = 56, 14, 4
+    config = transformers.Gemma3Config(
+        text_config=_text_config(spec, tokenizer, ids, "<end_of_turn>", "<pad>", bos_token_id=ids["<bos>"],
+                                 head_dim=spec.text_width // spec.text_heads, sliding_window=64,
+                                 layer_types=["sliding_attention"] + ["full_attention"] * (spec.text_layers - 1)),
+        vision_config=dict(hidden_size=spec.vision_width, intermediate_size=spec.vision_width * 2,
+                           num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
+                           image_size=image_size, patch_size=patch),
+        mm_tokens_per_image=tokens_per_image, image_token_id=ids["<image_soft_token>"],
+        boi_token_id=ids["<start_of_image>"], eoi_token_id=ids["<end_of_image>"],
+    )
+    model = transformers.Gemma3ForConditionalGeneration(config)
+    image_processor = transformers.Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size},
+                                                           do_pan_and_scan=False)
+    processor = transformers.Gemma3Processor(image_processor, tokenizer, image_seq_length=tokens_per_image,
+                                             chat_template=chat_template("gemma3"))
+    return model, processor
+
+
+@TINY_FAMILIES.register("llava")
+def _build_llava(spec: TinySpec, texts: list[str]):
+    specials = ["<unk>", "<s>", "</s>", "<image>"]
+    tokenizer, ids = _tokens(specials, texts, spec, "</s>", "<unk>", bos_token="<s>")
+    image_size, patch = 56, 14
+    config = transformers.LlavaConfig(
+        text_config=dict(model_type="llama", **_text_config(spec, tokenizer, ids, "</s>", "<unk>",
+                                                             bos_token_id=ids["<s>"])),
+        vision_config=dict(model_type="clip_vision_model", hidden_size=spec.vision_width,
+                           intermediate_size=spec.vision_width * 2, num_hidden_layers=spec.vision_layers,
+                           num_attention_heads=spec.vision_heads, image_size=image_size, patch_size=patch,
+                           projection_dim=spec.vision_width),
+        image_token_id=ids["<image>"], vision_feature_layer=-1, vision_feature_select_strategy="default",
+    )
+    model = transformers.LlavaForConditionalGeneration(config)
+    image_processor = transformers.CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                                         crop_size={"height": image_size, "width": image_size})
+    processor = transformers.LlavaProcessor(image_processor, tokenizer, patch_size=patch,
+                                            vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                            chat_template=chat_template("llava"))
+    return model, processor
