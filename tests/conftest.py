@@ -25,13 +25,23 @@ from shared_helpers import (  # noqa: F401
 )
 
 
+class _TinyModels(dict):
+    """Tiny model folders by family, each built the first time a test asks for it (once per session)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, family: str) -> Path:
+        from seeinpairs.backends.tiny import build_tiny_vlm
+
+        self[family] = build_tiny_vlm(family, self.root / family, texts=TASK_TEXTS, seed=0)
+        return self[family]
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from seeinpairs.backends.tiny import build_tiny_vlm, list_tiny_families
-
-    root = tmp_path_factory.mktemp("tiny")
-    return {family: build_tiny_vlm(family, root / family, texts=TASK_TEXTS, seed=0)
-            for family in list_tiny_families()}
+    return _TinyModels(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")

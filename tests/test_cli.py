@@ -105,3 +105,15 @@ def test_help_texts_carry_no_docstring_markup():
 def test_shell_completion_script_is_offered():
     result = run_cli("--show-completion", "bash")  # named after the program as run (here python -m ...)
     assert result.returncode == 0 and "_completion()" in result.stdout and "complete " in result.stdout
+
+
+def test_list_shows_every_tiny_family_and_the_unsupported_ones_with_their_reason():
+    from seeinpairs.backends.tiny import list_tiny_families
+    from seeinpairs.backends.tiny_families import UNSUPPORTED_FAMILIES
+
+    result = run_cli("list")
+    assert result.returncode == 0
+    for family in list_tiny_families():
+        assert family in result.stdout
+    for family in UNSUPPORTED_FAMILIES:
+        assert f"not supported: {family}:" in result.stdout

@@ -330,6 +330,10 @@ def list_components() -> None:
     console.print("embedders: " + ", ".join(list_embedders()))
     console.print("backends: " + ", ".join(BACKENDS.list_names()))
     console.print("tiny model families: " + ", ".join(list_tiny_families()))
+    from .backends.tiny_families import UNSUPPORTED_FAMILIES
+
+    for family, reason in sorted(UNSUPPORTED_FAMILIES.items()):
+        console.print(f"  not supported: {family}: {reason}", markup=False)
     console.print("data set adapters and the class names they give (a config with data.dataset may leave "
                   "task.classes and task.healthy_class out to use them):")
     for name in list_datasets():

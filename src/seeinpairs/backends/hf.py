@@ -92,17 +92,28 @@ def answer_token_ids(tokenizer, prompt: str, option: str) -> list[int]:
     return list(ids)
 
 
+def template_adds_bos(tokenizer, texts: list[str]) -> bool:
+    """True when the rendered prompts already start with the BOS token (Gemma 3, Llama templates emit it):
+    tokenizing them must not add a second one."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return bool(bos) and bool(texts) and all(text.startswith(bos) for text in texts)
+
+
 def encode_prompts(processor, texts: list[str], images: list[list], padding_side: str,
                    name: str = "model") -> dict[str, torch.Tensor]:
-    """Run the processor on prompts and their images with the given padding side."""
+    """Run the processor on prompts and their images with the given padding side.
+
+    Prompts whose chat template already wrote the BOS token are tokenized without special tokens,
+    as transformers' own ``apply_chat_template(tokenize=True)`` does, so they start with one BOS."""
     tokenizer = processor.tokenizer
+    special = {"add_special_tokens": False} if template_adds_bos(tokenizer, texts) else {}
     previous = tokenizer.padding_side
     tokenizer.padding_side = padding_side
     try:
         # text-only prompts (a language-model judge, a proposer reading captions): no image input at all,
         # since processors cannot concatenate an empty image list
         encoded = processor(text=texts, images=images if any(len(i) for i in images) else None, padding=True,
-                            return_tensors="pt")
+                            return_tensors="pt", **special)
     except Exception as exc:  # processors raise ValueError/TypeError/IndexError on mismatched inputs
         raise BackendError(f"{name}: the processor rejected the request ({str(exc).splitlines()[0]})") from None
     finally:
@@ -147,6 +158,9 @@ def append_answers(encoded: dict[str, Any], answer_ids: list[list[int]], pad_id:
     """Append each row's answer tokens after its last real token (rows must be right padded).
 
     Per-token tensors other than ids and mask (e.g. ``mm_token_type_ids``) are extended with zeros.
+    Per-token masks over images (Mllama's ``cross_attention_mask``, batch x seq x images x tiles) are
+    extended with the row's last prompt position, as generation does: answer tokens see the images
+    the end of the prompt sees.
     """
     input_ids, attention = encoded["input_ids"], encoded["attention_mask"]
     lengths = attention.sum(dim=1).tolist()
@@ -162,6 +176,14 @@ def append_answers(encoded: dict[str, Any], answer_ids: list[list[int]], pad_id:
         grown["attention_mask"][row, :length + len(ids)] = 1
     result = dict(encoded)
     result.update(grown)
+    for key, value in encoded.items():
+        if isinstance(value, torch.Tensor) and value.ndim > 2 and value.shape[:2] == input_ids.shape \
+                and not torch.is_floating_point(value):
+            wide = torch.zeros((rows, width, *value.shape[2:]), dtype=value.dtype)
+            for row, (length, ids) in enumerate(zip(lengths, answer_ids)):
+                wide[row, :length] = value[row, :length]
+                wide[row, length:length + len(ids)] = value[row, length - 1]
+            result[key] = wide
     return AnswerBatch(result, [int(n) for n in lengths], [list(ids) for ids in answer_ids])
 
 

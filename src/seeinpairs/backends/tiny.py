@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from ..atomic import atomic_dir
@@ -56,8 +56,13 @@ def train_tokenizer(special_tokens: list[str], texts: Iterable[str] = (), vocab_
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
+    bos = tokenizer_kwargs.get("bos_token")
     corpus = [BASE_CORPUS] * 4 + [t for t in texts for _ in range(4)]
     tokenizer.train_from_iterator(corpus, trainer)
+    if bos:  # like the family's real tokenizer, which starts every encoded text with BOS
+        bos_id = tokenizer.token_to_id(bos)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token=eos_token,

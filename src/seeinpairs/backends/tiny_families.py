@@ -19,6 +19,8 @@ from .tiny import TINY_FAMILIES, TinySpec, chat_template, train_tokenizer
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "mistral3": "PixtralProcessor is declared torchvision-only in transformers 5.x, so no processor builds without "
                 "torchvision",
+    "smolvlm": "no tiny builder yet (checkpoints load: SmolVLMProcessor with a num_frames stand-in, needs num2words); "
+               "untested here",
 }
 
 
@@ -34,8 +36,9 @@ def _tokens(specials: list[str], texts: list[str], spec: TinySpec, eos: str, pad
     return tokenizer, {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
 
 
-def _mrope(spec: TinySpec) -> list[int]:
-    half = spec.text_width // spec.text_heads // 2  # (temporal, height, width) sections sum to head_dim / 2
+def _mrope(spec: TinySpec, rotary_fraction: float = 1.0) -> list[int]:
+    # (temporal, height, width) sections sum to the rotary half of head_dim
+    half = int(spec.text_width // spec.text_heads * rotary_fraction) // 2
     return [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
 
 
@@ -134,4 +137,107 @@ def _build_llava(spec: TinySpec, texts: list[str]):
     processor = transformers.LlavaProcessor(image_processor, tokenizer, patch_size=patch,
                                             vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                             chat_template=chat_template("llava"))
+    return model, processor
+
+
+@TINY_FAMILIES.register("llava_onevision")
+def _build_llava_onevision(spec: TinySpec, texts: list[str]):
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+    tokenizer, ids = _tokens(specials, texts, spec, "<|im_end|>", "<|endoftext|>")
+    image_size, patch = 56, 14
+    config = transformers.LlavaOnevisionConfig(
+        text_config=dict(model_type="qwen2", **_text_config(spec, tokenizer, ids, "<|im_end|>", "<|endoftext|>",
+                                                             bos_token_id=None)),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=spec.vision_width,
+                           intermediate_size=spec.vision_width * 2, num_hidden_layers=spec.vision_layers,
+                           num_attention_heads=spec.vision_heads, image_size=image_size, patch_size=patch),
+        image_token_index=ids["<image>"], video_token_index=ids["<video>"], vision_feature_layer=-1,
+        vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
+        image_grid_pinpoints=[[image_size, image_size], [image_size, 2 * image_size], [2 * image_size, image_size]],
+    )
+    model = transformers.LlavaOnevisionForConditionalGeneration(config)
+    image_processor = transformers.LlavaOnevisionImageProcessorPil(
+        size={"height": image_size, "width": image_size}, image_grid_pinpoints=config.image_grid_pinpoints)
+    processor = image_only_class(transformers.LlavaOnevisionProcessor)(
+        image_processor, tokenizer, chat_template=chat_template("llava_onevision"),
+        num_image_tokens=(image_size // patch) ** 2, vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9")
+    return model, processor
+
+
+@TINY_FAMILIES.register("internvl")
+def _build_internvl(spec: TinySpec, texts: list[str]):
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+    tokenizer, ids = _tokens(specials, texts, spec, "<|im_end|>", "<|endoftext|>", extra_special_tokens={
+        "start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+        "video_token": "<video>"})
+    image_size, patch = 56, 14
+    config = transformers.InternVLConfig(
+        text_config=dict(model_type="qwen2", **_text_config(spec, tokenizer, ids, "<|im_end|>", "<|endoftext|>",
+                                                             bos_token_id=None)),
+        vision_config=dict(hidden_size=spec.vision_width, intermediate_size=spec.vision_width * 2,
+                           num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
+                           image_size=[image_size, image_size], patch_size=[patch, patch]),
+        image_token_id=ids["<IMG_CONTEXT>"], downsample_ratio=0.5, vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    model = transformers.InternVLForConditionalGeneration(config)
+    image_processor = transformers.GotOcr2ImageProcessorPil(size={"height": image_size, "width": image_size},
+                                                            crop_to_patches=False)
+    processor = image_only_class(transformers.InternVLProcessor)(
+        image_processor, tokenizer, chat_template=chat_template("internvl"),
+        image_seq_length=(image_size // patch // 2) ** 2)
+    return model, processor
+
+
+@TINY_FAMILIES.register("glm4v")
+def _build_glm4v(spec: TinySpec, texts: list[str]):
+    specials = ["<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>",
+                "<|begin_of_image|>", "<|end_of_image|>", "<|image|>", "<|begin_of_video|>", "<|end_of_video|>",
+                "<|video|>"]
+    tokenizer, ids = _tokens(specials, texts, spec, "<|user|>", "<|endoftext|>")
+    config = transformers.Glm4vConfig(
+        text_config=_text_config(spec, tokenizer, ids, "<|user|>", "<|endoftext|>",
+                                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                  "mrope_section": _mrope(spec, 0.5), "partial_rotary_factor": 0.5}),
+        vision_config=dict(depth=spec.vision_layers, hidden_size=spec.vision_width, out_hidden_size=spec.text_width,
+                           intermediate_size=spec.text_width, num_heads=spec.vision_heads, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, image_size=56),
+        image_token_id=ids["<|image|>"], video_token_id=ids["<|video|>"],
+        image_start_token_id=ids["<|begin_of_image|>"], image_end_token_id=ids["<|end_of_image|>"],
+        video_start_token_id=ids["<|begin_of_video|>"], video_end_token_id=ids["<|end_of_video|>"],
+    )
+    model = transformers.Glm4vForConditionalGeneration(config)
+    image_processor = transformers.Glm4vImageProcessorPil(
+        size={"shortest_edge": spec.image_size ** 2, "longest_edge": spec.max_image_size ** 2},
+        patch_size=14, merge_size=2, temporal_patch_size=2)
+    processor = image_only_class(transformers.Glm4vProcessor)(
+        image_processor, tokenizer, chat_template=chat_template("glm4v"))
+    return model, processor
+
+
+@TINY_FAMILIES.register("mllama")
+def _build_mllama(spec: TinySpec, texts: list[str]):
+    specials = ["<|finetune_right_pad_id|>", "<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>",
+                "<|end_header_id|>", "<|image|>", "<|python_tag|>"]
+    tokenizer, ids = _tokens(specials, texts, spec, "<|eot_id|>", "<|finetune_right_pad_id|>",
+                             bos_token="<|begin_of_text|>")
+    image_size = 56
+    config = transformers.MllamaConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=spec.text_width, intermediate_size=spec.intermediate,
+                         num_hidden_layers=spec.text_layers + 1, num_attention_heads=spec.text_heads,
+                         num_key_value_heads=spec.text_kv_heads, cross_attention_layers=[1],
+                         max_position_embeddings=8192, bos_token_id=ids["<|begin_of_text|>"],
+                         eos_token_id=ids["<|eot_id|>"], pad_token_id=ids["<|finetune_right_pad_id|>"]),
+        vision_config=dict(hidden_size=spec.vision_width, intermediate_size=spec.vision_width * 2,
+                           num_hidden_layers=spec.vision_layers, num_global_layers=1,
+                           num_attention_heads=spec.vision_heads, image_size=image_size, patch_size=14,
+                           max_num_tiles=2, intermediate_layers_indices=[0], vision_output_dim=spec.vision_width * 2,
+                           supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]]),
+        image_token_index=ids["<|image|>"],
+    )
+    model = transformers.MllamaForConditionalGeneration(config)
+    image_processor = transformers.MllamaImageProcessorPil(size={"height": image_size, "width": image_size},
+                                                           max_image_tiles=2)
+    processor = transformers.MllamaProcessor(image_processor, tokenizer, chat_template=chat_template("mllama"))
     return model, processor

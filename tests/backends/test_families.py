@@ -1,0 +1,124 @@
+"""Every registered tiny family builds, loads through the backend and scores one- and two-image requests."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from seeinpairs.backends import create_backend
+from seeinpairs.backends.hf import HFBackend
+from seeinpairs.backends.processors import load_processor
+from seeinpairs.backends.tiny import TINY_FAMILIES
+from seeinpairs.backends.tiny_families import UNSUPPORTED_FAMILIES
+from seeinpairs.prompts import Request
+from shared_helpers import random_image
+
+FAMILIES = TINY_FAMILIES.list_names()
+_BACKENDS: dict = {}
+
+
+def backend(tiny_models, family) -> HFBackend:
+    if family not in _BACKENDS:
+        _BACKENDS[family] = create_backend("hf", model=str(tiny_models[family]), device="cpu")
+    return _BACKENDS[family]
+
+
+def requests(seed=0):
+    rng = np.random.default_rng(seed)
+
+    def text(t):
+        return {"type": "text", "text": t}
+
+    one = Request([{"role": "user", "content": [text("Query:"), {"type": "image"}, text("Is it normal?")]}],
+                  [random_image(rng)], ["normal", "abnormal"])
+    two = Request([{"role": "user", "content": [text("Reference 1:"), {"type": "image"}, text("Query:"),
+                                                {"type": "image"}, text("Is it normal?")]}],
+                  [random_image(rng), random_image(rng)], ["normal", "abnormal", "pneumonia opacity"])
+    return one, two
+
+
+def test_the_registry_holds_the_families_and_says_why_others_are_missing():
+    assert {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "llava", "llava_onevision", "idefics3", "internvl",
+            "glm4v", "mllama"} <= set(FAMILIES)
+    assert not set(UNSUPPORTED_FAMILIES) & set(FAMILIES)
+    assert all(reason for reason in UNSUPPORTED_FAMILIES.values())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_scores_one_and_two_image_requests_with_finite_log_likelihoods(tiny_models, family):
+    b = backend(tiny_models, family)
+    one, two = requests()
+    scores = b.score_options([one, two])
+    assert [len(s) for s in scores] == [2, 3]
+    assert all(math.isfinite(v) and v < 0 for row in scores for v in row)
+    b.shared_prompt = False  # the per-option reference path agrees with the shared-prompt path
+    try:
+        reference = b.score_options([two])[0]
+    finally:
+        b.shared_prompt = True
+    assert np.allclose(reference, scores[1], atol=1e-4)
+    assert len(b.generate([one], max_new_tokens=2)) == 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_label_stands_next_to_its_own_image_in_the_tokens(tiny_models, family):
+    b = backend(tiny_models, family)
+    _, two = requests()
+    encoded = b._encode([b.prompt_text(two)], [two.images], "right")
+    ids = encoded["input_ids"][0].tolist()
+    image_id = b.tokenizer.convert_tokens_to_ids(b.processor.image_token)
+    text = b.tokenizer.decode(ids)
+    ref, query, question = text.index("Reference 1:"), text.index("Query:"), text.index("Is it normal?")
+    # image tokens lie between "Reference 1:" and "Query:" and between "Query:" and the question, none before
+    between = [b.tokenizer.decode(ids[:i]) for i, t in enumerate(ids) if t == image_id]
+    assert between, "no image tokens"
+    positions = [len(prefix) for prefix in between]
+    assert min(positions) > ref
+    assert any(ref < p < query for p in positions) and any(query < p < question for p in positions)
+    assert max(positions) < question
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_prompt_starts_with_exactly_one_bos(tiny_models, family):
+    b = backend(tiny_models, family)
+    one, _ = requests()
+    ids = b._encode([b.prompt_text(one)], [one.images], "right")["input_ids"][0].tolist()
+    bos = b.tokenizer.bos_token_id
+    if bos is None:
+        pytest.skip(f"{family} has no BOS token")
+    assert ids[0] == bos and ids.count(bos) == 1
+
+
+@pytest.mark.parametrize("family", ["gemma3", "mllama"])
+def test_families_whose_template_writes_bos_have_a_tokenizer_that_adds_one_too(tiny_models, family):
+    """The case the single-BOS rule is for: both the template and the tokenizer would add BOS."""
+    b = backend(tiny_models, family)
+    assert b.tokenizer("x")["input_ids"][0] == b.tokenizer.bos_token_id
+    assert b.prompt_text(requests()[0]).startswith(b.tokenizer.bos_token)
+
+
+def test_llava_onevision_keeps_its_saved_processor_settings(tiny_models):
+    processor = load_processor(tiny_models["llava_onevision"])
+    assert processor.num_image_tokens == 16
+    assert processor.vision_feature_select_strategy == "full"
+    assert processor.vision_aspect_ratio == "anyres_max_9"
+    saved = json.loads((tiny_models["llava_onevision"] / "processor_config.json").read_text())
+    assert saved["processor_class"] == "LlavaOnevisionProcessor" and "video_processor" not in saved
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_onevision", "qwen3_vl"])
+def test_chat_template_saved_in_the_earlier_hub_layout_loads(tiny_models, tmp_path, family):
+    """Before transformers 5 the template lived in chat_template.json next to the processor files."""
+    folder = tmp_path / family
+    shutil.copytree(tiny_models[family], folder)
+    template = (folder / "chat_template.jinja").read_text()
+    (folder / "chat_template.jinja").unlink()
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    processor = load_processor(folder)
+    assert processor.chat_template == template
+    assert type(processor.image_processor).__name__.endswith("Pil")
