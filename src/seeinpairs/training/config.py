@@ -113,6 +113,15 @@ class SFTSettings(ConfigFile):
 
     class_balance: ClassBalance = "auto"
 
+    #: autocast of the forward pass (accelerate's ``mixed_precision``): weights and optimizer states
+    #: stay in ``model.dtype`` (float32 by default), so small updates are not rounded away as they are
+    #: with ``model.dtype: bfloat16``. ``fp16`` scales the loss (a GradScaler) and needs a CUDA device.
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    #: recompute activations in the backward pass instead of keeping them (transformers'
+    #: ``gradient_checkpointing_enable``, non-reentrant): much less activation memory for some extra
+    #: compute; the loss and gradients are those of the run without it.
+    gradient_checkpointing: bool = False
+
     seed: int = 0
     output_dir: Path = Path("runs/sft")
 
@@ -136,7 +145,12 @@ class SFTSettings(ConfigFile):
     def _omitted_fields(self) -> list[str]:
         """Fields left out of the dump at their default, so runs made before they existed still match
         (``class_balance``: the study and resume check compare what was applied separately)."""
-        return ["class_balance"] if self.class_balance == "auto" else []
+        omitted = ["class_balance"] if self.class_balance == "auto" else []
+        if self.mixed_precision == "no":
+            omitted.append("mixed_precision")
+        if not self.gradient_checkpointing:
+            omitted.append("gradient_checkpointing")
+        return omitted
 
     def resolve_paths(self, base: Path) -> SFTSettings:
         return self.model_copy(update={"model": self.model.resolved(base),

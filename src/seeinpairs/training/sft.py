@@ -35,6 +35,7 @@ import math
 import shutil
 import time
 import warnings
+from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -63,6 +64,7 @@ from ..backends.hf import (
     chat_prompt,
     resolve_device,
 )
+from ..backends.modeling import base_model as unwrapped_base_model
 from ..backends.processors import load_processor
 from ..atomic import atomic_dir, atomic_write_text, folder_lock
 from ..runtime import environment_record
@@ -427,17 +429,45 @@ def _fit(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] 
     """The training loop shared by :func:`train` and :func:`train_on_examples`.
 
     The output folder is locked for the run: a second training there would clear
-    and overwrite the checkpoints of the first.
+    and overwrite the checkpoints of the first. Under ``accelerate launch``/``torchrun`` only the
+    main process locks it and writes there; the others train on their shards alongside it.
     """
+    accelerator = _accelerator(config)
+    if not accelerator.is_main_process:
+        return _fit_locked(config, comparable, saved, make_data, tiny_texts, summary_extra, progress, stop_after,
+                           console, accelerator)
     with folder_lock(config.output_dir):
         return _fit_locked(config, comparable, saved, make_data, tiny_texts, summary_extra, progress, stop_after,
-                           console)
+                           console, accelerator)
+
+
+def _accelerator(config: SFTSettings):
+    """The run's :class:`accelerate.Accelerator`: one process (a plain run) or those started by
+    ``accelerate launch``/``torchrun`` (DDP; FSDP or DeepSpeed from accelerate's config), with the
+    config's ``mixed_precision``.
+
+    The accelerator state is reset first: accelerate keeps it per Python process and refuses a
+    second run with another ``mixed_precision`` otherwise (the process group itself is kept).
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+
+    device = resolve_device(config.model.device)
+    if config.mixed_precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"field 'mixed_precision': fp16 needs a CUDA device (loss scaling), not {device.type}; "
+                          f"use bf16 or no")
+    AcceleratorState._reset_state()
+    # examples without images leave the vision tower unused in a step: DDP must not wait for its gradients
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu", kwargs_handlers=[ddp])
 
 
 def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] | None,
                 make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
                 summary_extra: dict[str, Any], progress: bool, stop_after: int | None,
-                console: Console | None) -> TrainResult:
+                console: Console | None, accelerator) -> TrainResult:
+    from accelerate.utils import broadcast_object_list
+
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     console = console or Console(stderr=True)
@@ -446,15 +476,20 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     out.mkdir(parents=True, exist_ok=True)
     last_dir, best_dir = out / "last", out / "best"
     resuming = saved is not None
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
 
-    if not resuming:  # a fresh run: clear the outputs of an earlier one (only now that the inputs are valid)
+    if not resuming and main:  # a fresh run: clear the outputs of an earlier one (only now that the inputs are valid)
         for name in ("last", "best", "final", "adapter", "history.json", "train_summary.json"):
             target = out / name
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
 
-    # model
-    device = resolve_device(config.model.device)
-    base = base_model_path(config, tiny_texts)
+    accelerator.wait_for_everyone()
+
+    # model (several processes: each on its own device, e.g. cuda:<local rank>, or the CPU)
+    device = accelerator.device if world > 1 else resolve_device(config.model.device)
+    with accelerator.main_process_first():  # a tiny base model is built once, by the main process
+        base = base_model_path(config, tiny_texts)
     lora = uses_lora(config, base)
     processor = load_processor(base, **_load_kwargs(config))
     torch.manual_seed(config.seed)
@@ -462,6 +497,10 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
         model = _wrap_lora(_load_model(base, config, device), config, base, last_dir if resuming else None)
     else:
         model = _load_model(str(last_dir) if resuming else base, config, device)
+    if config.gradient_checkpointing:
+        # non-reentrant: gradients reach LoRA weights without inputs that require grad, and dropout's
+        # random state is restored for the recomputation, so the loss is that of a run without it
+        unwrapped_base_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
@@ -469,9 +508,9 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     source, validator = make_data(processor)
     balance = _class_balance(config, source.labels, saved, source.auto_balance)
 
-    # schedule
+    # schedule: batch_size examples per process and micro step (each process its own slice of the order)
     n = len(source)
-    micro_per_epoch = math.ceil(n / config.batch_size)
+    micro_per_epoch = math.ceil(n / (config.batch_size * world))
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
     total = config.max_steps if config.max_steps is not None else config.epochs * steps_per_epoch
     optimizer = _optimizer(model, config)
@@ -485,10 +524,19 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
         scheduler.load_state_dict(saved["scheduler"])
         state.update(saved["state"])
         _set_rng_state(saved["rng"])
+    # the scheduler stays on the plain optimizer (stepped once per optimizer step, whatever the process count);
+    # devices are placed above
+    model, optimizer = accelerator.prepare(model, optimizer, device_placement=[False, False])
+
+    def plain_model():
+        """The model without the DDP wrapper (autocast kept), to validate and save."""
+        return accelerator.unwrap_model(model)
 
     def save_last() -> None:
+        if not main:
+            return
         with atomic_dir(last_dir) as tmp:
-            model.save_pretrained(tmp)
+            plain_model().save_pretrained(tmp)
             torch.save({"config": comparable, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "rng": _rng_state(),
                         "state": {**state, "seconds": state["seconds"] + time.perf_counter() - started}},
@@ -507,7 +555,11 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
             rng = np.random.default_rng([config.seed, epoch])
             orders[epoch] = (balanced_order(balance["labels"], rng) if balance["applied"] == "sampler"
                              else rng.permutation(n))
-        chosen = orders[epoch][state["micro"] * config.batch_size:(state["micro"] + 1) * config.batch_size]
+        start = state["micro"] * config.batch_size * world + rank * config.batch_size
+        if world == 1:
+            chosen = orders[epoch][start:start + config.batch_size]
+        else:  # every process needs a batch: the last one of an epoch is filled from the epoch's start
+            chosen = orders[epoch][np.arange(start, start + config.batch_size) % n]
         state["micro"] += 1
         return [int(i) for i in chosen]
 
@@ -515,7 +567,7 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False),
                   console=console,
-                  disable=not progress) as bar:
+                  disable=not (progress and main)) as bar:
         job = bar.add_task(f"training {config.name} ({'lora' if lora else 'full'})", total=total,
                            completed=state["step"], info="")
         while state["step"] < total and not state["stopped_early"]:
@@ -525,20 +577,23 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
                 break
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
-            for _ in range(config.grad_accum):
+            for micro in range(config.grad_accum):
                 indices = next_indices()
                 batch = source.batch(indices, state["epoch"]).to(device)
                 weights = None if balance["weights"] is None else torch.as_tensor(balance["weights"][indices])
-                loss = answer_loss(answer_log_probs(model, batch), weights)
+                # gradients are synchronised across processes on the last micro step only
+                with accelerator.no_sync(model) if micro < config.grad_accum - 1 else nullcontext():
+                    loss = answer_loss(answer_log_probs(model, batch), weights)
+                    accelerator.backward(loss / config.grad_accum)
                 state["answer_tokens"] += sum(len(ids) for ids in batch.answer_ids)
                 state["answer_examples"] += len(indices)
                 for i in indices:
                     label = balance["labels"][i]
                     state["drawn"][label] = state["drawn"].get(label, 0) + 1
-                (loss / config.grad_accum).backward()
-                step_loss += float(loss.detach()) / config.grad_accum
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
+                reported = loss.detach() if world == 1 else accelerator.reduce(loss.detach(), "mean")
+                step_loss += float(reported) / config.grad_accum
+            if config.max_grad_norm is not None:  # after unscaling fp16 gradients
+                accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             state["step"] += 1
@@ -552,25 +607,33 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
                                           "train_loss": state["window_loss"] / max(1, state["window_steps"])}
                 state["window_loss"], state["window_steps"] = 0.0, 0
                 if validator is not None:
-                    record.update(validator(model))
+                    record.update(validator(plain_model()))
+                    if world > 1:  # every process decides on the main process's figures (best step, stopping)
+                        record = broadcast_object_list([record])[0]
                     if record["val_loss"] < state["best_val"]:
                         state["best_val"], state["best_step"], state["bad_evals"] = record["val_loss"], state["step"], 0
-                        _save_weights(model, processor, best_dir, lora)
+                        if main:
+                            _save_weights(plain_model(), processor, best_dir, lora)
                     else:
                         state["bad_evals"] += 1
                         if (config.patience is not None and state["bad_evals"] >= config.patience
                                 and state["step"] < total):
                             state["stopped_early"] = True
                 state["history"].append(record)
-                _write_json(out / "history.json", state["history"])
+                if main:
+                    _write_json(out / "history.json", state["history"])
                 bar.update(job, info=_progress_info(record, validator is not None))
                 save_last()
 
     seconds = state["seconds"] + time.perf_counter() - started
     train_ids = source.ids
-    if interrupted:
-        return TrainResult(last_dir, out, state["history"], train_ids, seconds, state["step"], state["best_step"],
-                           False, "lora" if lora else "full")
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # the plain model (no autocast wrapper)
+    accelerator.free_memory()
+    if interrupted or not main:  # the other processes leave the final model to the main process
+        return TrainResult(last_dir if interrupted else out / "final", out, state["history"], train_ids, seconds,
+                           state["step"], state["best_step"], False if interrupted else state["stopped_early"],
+                           "lora" if lora else "full")
 
     # final model: the best validation checkpoint, else the last weights
     final_dir, adapter_dir = out / "final", (out / "adapter" if lora else None)
@@ -604,6 +667,8 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
         "steps": state["step"], "total_steps": total, "epochs_started": state["epoch"] + 1,
         "steps_per_epoch": steps_per_epoch, "best_step": state["best_step"], "best": best_record,
         "stopped_early": state["stopped_early"], "seconds": seconds,
+        "engine": {"processes": world, "mixed_precision": config.mixed_precision,
+                   "gradient_checkpointing": config.gradient_checkpointing},
         "class_balance": {**{k: v for k, v in balance.items() if k not in ("labels", "weights")},
                           "drawn_label_counts": dict(sorted(state["drawn"].items()))},
         "training_flags": {"flat_loss": _flat_loss(state, balance)},

@@ -1,0 +1,82 @@
+"""The training engine's options: mixed-precision autocast, gradient checkpointing, several processes."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from seeinpairs.errors import ConfigError
+from seeinpairs.training import TrainConfig, train
+
+def make_config(synthetic_data, tiny_models, tmp_path, **overrides) -> TrainConfig:
+    root, _, task = synthetic_data
+    data = {"task": task.model_dump(), "data": {"manifest": str(root / "manifest.csv")},
+            "model": {"name": str(tiny_models["qwen2_vl"]), "device": "cpu", "batch_size": 16},
+            "batch_size": 4, "max_val_cases": 6, "output_dir": str(tmp_path / "run"), **overrides}
+    return TrainConfig.from_dict(data)
+
+
+FAST = dict(k=1, max_steps=3, eval_every=3, lr=1e-2, val_split=None, lora={"enabled": False})
+
+
+def test_bf16_autocast_trains_with_float32_weights(synthetic_data, tiny_models, tmp_path, monkeypatch):
+    seen: list[bool] = []
+    original = torch.nn.Linear.forward
+
+    def spy(self, x):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return original(self, x)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", spy)
+    overrides = {**FAST, "max_steps": 6, "eval_every": 1}
+    result = train(make_config(synthetic_data, tiny_models, tmp_path, mixed_precision="bf16", **overrides),
+                   progress=False)
+    assert seen and all(seen)  # every projection ran under bf16 autocast
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    weights = load_file(result.checkpoint / "model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.float32}  # weights stay float32 with autocast
+    assert result.summary["engine"]["mixed_precision"] == "bf16"
+    assert result.summary["config"]["mixed_precision"] == "bf16"
+    seen.clear()
+    plain = train(make_config(synthetic_data, tiny_models, tmp_path / "plain", **overrides), progress=False)
+    assert seen and not any(seen)
+    assert "mixed_precision" not in plain.summary["config"]  # the default leaves older runs' dumps unchanged
+    # bf16 changes the figures a little, not the course of training
+    assert [h["train_loss"] for h in plain.history] == pytest.approx(losses, rel=0.05)
+
+
+def test_fp16_is_refused_without_cuda(synthetic_data, tiny_models, tmp_path):
+    with pytest.raises(ConfigError, match="field 'mixed_precision': fp16 needs a CUDA device") as info:
+        train(make_config(synthetic_data, tiny_models, tmp_path, mixed_precision="fp16", **FAST), progress=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        make_config(synthetic_data, tiny_models, tmp_path, mixed_precision="fp8")
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_gives_the_same_loss(synthetic_data, tiny_models, tmp_path, monkeypatch, lora):
+    calls: list[dict] = []
+    original = torch.utils.checkpoint.checkpoint
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    import transformers.modeling_utils
+
+    # transformers binds torch's checkpoint function when gradient checkpointing is enabled
+    monkeypatch.setattr(transformers.modeling_utils, "checkpoint", spy)
+    overrides = {**FAST, "eval_every": 1, "lora": {"enabled": lora, "r": 4, "dropout": 0.1}}
+    plain = train(make_config(synthetic_data, tiny_models, tmp_path / "plain", **overrides), progress=False)
+    assert not calls
+    checkpointed = train(make_config(synthetic_data, tiny_models, tmp_path / "gc", gradient_checkpointing=True,
+                                     **overrides), progress=False)
+    assert calls and all(c.get("use_reentrant") is False for c in calls)  # activations were recomputed
+    assert [h["train_loss"] for h in checkpointed.history] == pytest.approx(
+        [h["train_loss"] for h in plain.history], rel=1e-5, abs=1e-6)
+    a, b = load_file(plain.checkpoint / "model.safetensors"), load_file(checkpointed.checkpoint / "model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+    assert checkpointed.summary["engine"]["gradient_checkpointing"] is True
+    assert json.loads((checkpointed.output_dir / "train_summary.json").read_text())["config"]["gradient_checkpointing"]
