@@ -80,3 +80,45 @@ def test_gradient_checkpointing_gives_the_same_loss(synthetic_data, tiny_models,
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
     assert checkpointed.summary["engine"]["gradient_checkpointing"] is True
     assert json.loads((checkpointed.output_dir / "train_summary.json").read_text())["config"]["gradient_checkpointing"]
+
+
+def test_two_processes_train_on_disjoint_shards_into_one_loadable_checkpoint(synthetic_data, tiny_models, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from seeinpairs.backends import create_backend
+    from seeinpairs.training import ExampleBuilder
+    from seeinpairs.references.bank import ReferenceBank
+
+    config = make_config(synthetic_data, tiny_models, tmp_path, k=1, max_steps=6, eval_every=3, lr=1e-2,
+                         lora={"enabled": False}, class_balance="none")
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config.model_dump(mode="json")))
+    script = Path(__file__).with_name("distributed_train.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(config_file)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = Path(config.output_dir)
+    shards = [json.loads((out / f"drawn_{rank}.json").read_text()) for rank in (0, 1)]
+    assert shards[0]["steps"] == shards[1]["steps"] == 6
+    n = len([c for c in synthetic_data[1] if c.split == "train"])
+    for first, second in zip(shards[0]["drawn"], shards[1]["drawn"]):  # each step: two disjoint batches of 4
+        assert len(first) == len(second) == 4 and not set(first) & set(second)
+    first_epoch = [i for shard in shards for batch in shard["drawn"][:n // 8] for i in batch]
+    assert len(set(first_epoch)) == len(first_epoch) == 8 * (n // 8)  # no example twice within an epoch
+    history = json.loads((out / "history.json").read_text())
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["engine"]["processes"] == 2 and summary["steps"] == 6
+    _, table, task = synthetic_data
+    backend = create_backend("hf", model=str(out / "final"), device="cpu")
+    bank = ReferenceBank.from_table(table, task, split="train")
+    builder = ExampleBuilder(task, backend.processor, bank, "random", [1], seed=0)
+    requests = [builder.eval_request(c, 1) for c in [c for c in table if c.split == "val"][:4]]
+    scores = backend.score_options(requests)
+    assert len(scores) == len(requests) > 0 and all(len(s) == len(task.classes) for s in scores)
+    base, final = load_file(tiny_models["qwen2_vl"] / "model.safetensors"), load_file(out / "final" / "model.safetensors")
+    assert max(float((base[k] - final[k]).abs().max()) for k in base) > 1e-3  # the processes' training is saved
