@@ -122,3 +122,31 @@ def test_two_processes_train_on_disjoint_shards_into_one_loadable_checkpoint(syn
     assert len(scores) == len(requests) > 0 and all(len(s) == len(task.classes) for s in scores)
     base, final = load_file(tiny_models["qwen2_vl"] / "model.safetensors"), load_file(out / "final" / "model.safetensors")
     assert max(float((base[k] - final[k]).abs().max()) for k in base) > 1e-3  # the processes' training is saved
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"lora": {"enabled": True, "quantize": 4}}, "field 'lora.quantize': 4-bit bitsandbytes needs a CUDA device"),
+    ({"lora": {"enabled": False, "quantize": 8}}, "field 'lora.quantize': a quantised base trains an adapter only"),
+    ({"lora": {"enabled": True, "quantize": 3}}, "lora.quantize"),
+])
+def test_quantised_lora_is_refused_where_it_cannot_run(synthetic_data, tiny_models, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        train(make_config(synthetic_data, tiny_models, tmp_path, **{**FAST, **overrides}), progress=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run" / "last").exists()
+
+
+@pytest.mark.parametrize("tracker, package", [("tensorboard", "tensorboard"), ("wandb", "wandb")])
+def test_report_to_needs_its_package_or_logs_every_evaluation(synthetic_data, tiny_models, tmp_path, tracker, package):
+    import importlib.util
+
+    with pytest.raises(ConfigError, match="report_to"):
+        make_config(synthetic_data, tiny_models, tmp_path, report_to="mlflow")
+    config = make_config(synthetic_data, tiny_models, tmp_path, report_to=tracker, **FAST)
+    if importlib.util.find_spec(package) is None:
+        with pytest.raises(ConfigError, match=f"field 'report_to': {tracker} needs the {package} package") as info:
+            train(config, progress=False)
+        assert "\n" not in str(info.value)
+        return
+    train(config, progress=False)  # pragma: no cover - where the tracker is installed
+    assert any((tmp_path / "run" / "logs").rglob("*"))

@@ -57,6 +57,16 @@ class LoraConfig(_Strict):
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | str | None = None
+    #: QLoRA: load the frozen base in 4 or 8 bits (bitsandbytes, CUDA only) and train the adapter on it;
+    #: ``final/`` merges the adapter into the base reloaded at ``model.dtype``, not into the rounded weights.
+    quantize: Literal[4, 8] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_default_quantize(self, handler):
+        data = handler(self)
+        if isinstance(data, dict) and self.quantize is None:
+            data.pop("quantize", None)  # runs made before the field existed still match on resume
+        return data
 
     def targets(self, model_type: str) -> list[str] | str:
         """Explicit ``target_modules``, else the default for the model type, else ``"all-linear"``."""
@@ -121,6 +131,10 @@ class SFTSettings(ConfigFile):
     #: ``gradient_checkpointing_enable``, non-reentrant): much less activation memory for some extra
     #: compute; the loss and gradients are those of the run without it.
     gradient_checkpointing: bool = False
+    #: an experiment tracker through accelerate's trackers, logging every evaluation's record into
+    #: ``output_dir/logs``: ``tensorboard`` (needs the tensorboard package) or ``wandb`` (offline unless
+    #: ``WANDB_MODE`` says otherwise; needs wandb).
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
 
     seed: int = 0
     output_dir: Path = Path("runs/sft")
@@ -150,6 +164,8 @@ class SFTSettings(ConfigFile):
             omitted.append("mixed_precision")
         if not self.gradient_checkpointing:
             omitted.append("gradient_checkpointing")
+        if self.report_to == "none":
+            omitted.append("report_to")
         return omitted
 
     def resolve_paths(self, base: Path) -> SFTSettings:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 import warnings
@@ -173,11 +174,54 @@ def _load_kwargs(config: SFTSettings) -> dict[str, Any]:
     return {k: v for k, v in config.model.options.items() if k in ("revision", "trust_remote_code", "cache_dir")}
 
 
-def _load_model(path: str, config: SFTSettings, device: torch.device):
+def _load_model(path: str, config: SFTSettings, device: torch.device, quantize: int | None = None):
+    """The model at ``model.dtype`` on ``device``; ``quantize``: its linear layers in 4 or 8 bits
+    (bitsandbytes, placed by ``device_map``), prepared for training an adapter on top (peft's
+    ``prepare_model_for_kbit_training``: norms in float32, inputs that carry gradients)."""
     if config.model.dtype not in _DTYPES:
         raise ConfigError(f"field 'model.dtype': unknown dtype '{config.model.dtype}' (use {', '.join(_DTYPES)})")
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=_DTYPES[config.model.dtype], **_load_kwargs(config))
-    return model.to(device)
+    dtype = _DTYPES[config.model.dtype]
+    if quantize is None:
+        return AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, **_load_kwargs(config)).to(device)
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16 if config.mixed_precision == "fp16" else dtype
+    bnb = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute) if quantize == 4 else BitsAndBytesConfig(load_in_8bit=True))
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, quantization_config=bnb,
+                                                        device_map={"": device}, **_load_kwargs(config))
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # enabled by the loop if asked
+
+
+def _check_quantize(config: SFTSettings, device: torch.device) -> None:
+    """A one-line error before anything is loaded where ``lora.quantize`` cannot run."""
+    if config.lora.quantize is None:
+        return
+    if config.lora.enabled is False:
+        raise ConfigError("field 'lora.quantize': a quantised base trains an adapter only; set lora.enabled: true")
+    if device.type != "cuda":
+        raise ConfigError(f"field 'lora.quantize': {config.lora.quantize}-bit bitsandbytes needs a CUDA device, "
+                          f"not {device.type}; leave lora.quantize unset")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("field 'lora.quantize': needs the bitsandbytes package (pip install bitsandbytes)")
+
+
+def _check_report_to(config: SFTSettings) -> None:
+    """A one-line error naming the missing package of ``report_to``, before training starts."""
+    if config.report_to == "tensorboard":
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError("field 'report_to': tensorboard needs the tensorboard package "
+                              "(pip install tensorboard)") from None
+    elif config.report_to == "wandb":
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError("field 'report_to': wandb needs the wandb package (pip install wandb)")
 
 
 def _wrap_lora(model, config: SFTSettings, base: str, adapter: Path | None = None):
@@ -220,6 +264,16 @@ def _save_weights(model, processor, folder: Path, lora: bool, extra: dict[str, A
             processor.save_pretrained(tmp)
         for name, data in (extra or {}).items():
             _write_json(tmp / name, data)
+
+
+def _tracker_config(config: SFTSettings) -> dict[str, Any]:
+    """The config as flat scalars (what tensorboard's hparams and wandb's config accept)."""
+    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): value if isinstance(value, (int, float, str, bool)) else str(value)}
+
+    return flat(config.model_dump(mode="json"))
 
 
 def _comparable(config: SFTSettings) -> dict[str, Any]:
@@ -456,10 +510,16 @@ def _accelerator(config: SFTSettings):
     if config.mixed_precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"field 'mixed_precision': fp16 needs a CUDA device (loss scaling), not {device.type}; "
                           f"use bf16 or no")
+    _check_quantize(config, device)
+    _check_report_to(config)
+    if config.report_to == "wandb":
+        os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine unless asked
     AcceleratorState._reset_state()
     # examples without images leave the vision tower unused in a step: DDP must not wait for its gradients
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu", kwargs_handlers=[ddp])
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu", kwargs_handlers=[ddp],
+                       log_with=None if config.report_to == "none" else config.report_to,
+                       project_dir=Path(config.output_dir) / "logs")
 
 
 def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] | None,
@@ -491,10 +551,13 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     with accelerator.main_process_first():  # a tiny base model is built once, by the main process
         base = base_model_path(config, tiny_texts)
     lora = uses_lora(config, base)
+    if config.lora.quantize is not None and not lora:
+        raise ConfigError("field 'lora.quantize': a quantised base trains an adapter only; set lora.enabled: true")
     processor = load_processor(base, **_load_kwargs(config))
     torch.manual_seed(config.seed)
     if lora:
-        model = _wrap_lora(_load_model(base, config, device), config, base, last_dir if resuming else None)
+        model = _wrap_lora(_load_model(base, config, device, config.lora.quantize), config, base,
+                           last_dir if resuming else None)
     else:
         model = _load_model(str(last_dir) if resuming else base, config, device)
     if config.gradient_checkpointing:
@@ -527,6 +590,8 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     # the scheduler stays on the plain optimizer (stepped once per optimizer step, whatever the process count);
     # devices are placed above
     model, optimizer = accelerator.prepare(model, optimizer, device_placement=[False, False])
+    if config.report_to != "none":
+        accelerator.init_trackers(config.name, config=_tracker_config(config))
 
     def plain_model():
         """The model without the DDP wrapper (autocast kept), to validate and save."""
@@ -620,6 +685,8 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
                                 and state["step"] < total):
                             state["stopped_early"] = True
                 state["history"].append(record)
+                if config.report_to != "none":
+                    accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=state["step"])
                 if main:
                     _write_json(out / "history.json", state["history"])
                 bar.update(job, info=_progress_info(record, validator is not None))
@@ -628,6 +695,8 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     seconds = state["seconds"] + time.perf_counter() - started
     train_ids = source.ids
     accelerator.wait_for_everyone()
+    if config.report_to != "none":
+        accelerator.end_training()
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # the plain model (no autocast wrapper)
     accelerator.free_memory()
     if interrupted or not main:  # the other processes leave the final model to the main process
@@ -639,7 +708,17 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     final_dir, adapter_dir = out / "final", (out / "adapter" if lora else None)
     best_is_current = state["best_step"] is None or state["best_step"] == state["step"]
     optimizer.state.clear()  # free the optimizer moments before the final model is assembled
-    if best_is_current:
+    if lora and config.lora.quantize is not None:  # merge into the base at model.dtype, not the rounded one
+        from peft import PeftModel
+
+        if best_is_current:
+            _save_weights(model, processor, adapter_dir, lora=True)
+        else:
+            with atomic_dir(adapter_dir) as tmp:
+                shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
+        del model
+        model = PeftModel.from_pretrained(_load_model(base, config, device), str(adapter_dir)).merge_and_unload()
+    elif best_is_current:
         if lora:
             _save_weights(model, processor, adapter_dir, lora=True)
             model = model.merge_and_unload()
