@@ -150,3 +150,41 @@ def test_report_to_needs_its_package_or_logs_every_evaluation(synthetic_data, ti
         return
     train(config, progress=False)  # pragma: no cover - where the tracker is installed
     assert any((tmp_path / "run" / "logs").rglob("*"))
+
+
+def test_max_image_tokens_bounds_every_image_and_travels_with_the_checkpoint(synthetic_data, tiny_models, tmp_path):
+    from seeinpairs.backends.processors import load_processor
+    from seeinpairs.training.examples import CaseExamples
+
+    def image_tokens_per_image(budget: int | None) -> list[int]:
+        counts: list[int] = []
+        original = CaseExamples.batch
+
+        def recording(self, indices, epoch):
+            batch = original(self, indices, epoch)
+            grid = batch.inputs["image_grid_thw"]
+            counts.extend(int(t * h * w) // 4 for t, h, w in grid.tolist())  # merged 2x2 patches
+            return batch
+
+        CaseExamples.batch = recording
+        try:
+            overrides = {**FAST, "max_steps": 1, **({"max_image_tokens": budget} if budget else {})}
+            result = train(make_config(synthetic_data, tiny_models, tmp_path / str(budget), **overrides),
+                           progress=False)
+        finally:
+            CaseExamples.batch = original
+        if budget:
+            assert load_processor(result.checkpoint).image_processor.size.longest_edge == budget * 28 * 28
+        return counts
+
+    unbounded = image_tokens_per_image(None)
+    assert max(unbounded) > 2
+    bounded = image_tokens_per_image(2)
+    assert bounded and max(bounded) <= 2
+
+
+def test_max_image_tokens_is_refused_for_other_processors(synthetic_data, tiny_models, tmp_path):
+    config = make_config(synthetic_data, tiny_models, tmp_path, max_image_tokens=4, **FAST)
+    config = config.model_copy(update={"model": config.model.model_copy(update={"name": str(tiny_models["idefics3"])})})
+    with pytest.raises(ConfigError, match="field 'max_image_tokens': supported for Qwen2-VL-style processors"):
+        train(config, progress=False)

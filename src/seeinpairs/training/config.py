@@ -135,6 +135,11 @@ class SFTSettings(ConfigFile):
     #: ``output_dir/logs``: ``tensorboard`` (needs the tensorboard package) or ``wandb`` (offline unless
     #: ``WANDB_MODE`` says otherwise; needs wandb).
     report_to: Literal["none", "tensorboard", "wandb"] = "none"
+    #: at most this many visual tokens per image (the processor's pixel budget, kept in ``final/``'s
+    #: processor so evaluation sees what training saw): an example with k references then costs at most
+    #: (k + 1) x ``max_image_tokens`` image tokens, so memory is predictable whatever the image sizes.
+    #: Qwen2-VL / Qwen2.5-VL processors (``max_pixels``); ``None`` keeps the processor's own limit.
+    max_image_tokens: int | None = Field(None, ge=1)
 
     seed: int = 0
     output_dir: Path = Path("runs/sft")
@@ -166,6 +171,8 @@ class SFTSettings(ConfigFile):
             omitted.append("gradient_checkpointing")
         if self.report_to == "none":
             omitted.append("report_to")
+        if self.max_image_tokens is None:
+            omitted.append("max_image_tokens")
         return omitted
 
     def resolve_paths(self, base: Path) -> SFTSettings:

@@ -194,6 +194,21 @@ def _load_model(path: str, config: SFTSettings, device: torch.device, quantize: 
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # enabled by the loop if asked
 
 
+def limit_image_tokens(processor, tokens: int) -> None:
+    """Bound every image of ``processor`` to at most ``tokens`` visual tokens (field
+    ``max_image_tokens``): a Qwen2-VL-style processor's ``max_pixels`` (its ``size.longest_edge``) is
+    ``tokens`` merged patches, so larger images are scaled down and smaller ones kept."""
+    image_processor = getattr(processor, "image_processor", None)
+    patch, merge = getattr(image_processor, "patch_size", None), getattr(image_processor, "merge_size", None)
+    size = getattr(image_processor, "size", None)
+    if not patch or not merge or size is None or getattr(size, "longest_edge", None) is None:
+        name = type(image_processor).__name__
+        raise ConfigError(f"field 'max_image_tokens': supported for Qwen2-VL-style processors (max_pixels), not {name}")
+    max_pixels = tokens * (patch * merge) ** 2
+    shortest = min(size.shortest_edge or max_pixels, max_pixels)
+    image_processor.size = type(size)(shortest_edge=shortest, longest_edge=max_pixels)
+
+
 def _check_quantize(config: SFTSettings, device: torch.device) -> None:
     """A one-line error before anything is loaded where ``lora.quantize`` cannot run."""
     if config.lora.quantize is None:
@@ -554,6 +569,8 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     if config.lora.quantize is not None and not lora:
         raise ConfigError("field 'lora.quantize': a quantised base trains an adapter only; set lora.enabled: true")
     processor = load_processor(base, **_load_kwargs(config))
+    if config.max_image_tokens is not None:
+        limit_image_tokens(processor, config.max_image_tokens)
     torch.manual_seed(config.seed)
     if lora:
         model = _wrap_lora(_load_model(base, config, device, config.lora.quantize), config, base,
