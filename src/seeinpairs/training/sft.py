@@ -194,6 +194,22 @@ def _load_model(path: str, config: SFTSettings, device: torch.device, quantize: 
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # enabled by the loop if asked
 
 
+def set_activation_checkpointing(model, enabled: bool) -> None:
+    """Turn transformers' activation (gradient) checkpointing on, non-reentrant, or off; the
+    ``activation_checkpointing_*`` names where the installed transformers has them (the older
+    ``gradient_checkpointing_*`` ones are deprecated there)."""
+    if enabled:
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    elif hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def limit_image_tokens(processor, tokens: int) -> None:
     """Bound every image of ``processor`` to at most ``tokens`` visual tokens (field
     ``max_image_tokens``): a Qwen2-VL-style processor's ``max_pixels`` (its ``size.longest_edge``) is
@@ -580,7 +596,7 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     if config.gradient_checkpointing:
         # non-reentrant: gradients reach LoRA weights without inputs that require grad, and dropout's
         # random state is restored for the recomputation, so the loss is that of a run without it
-        unwrapped_base_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_activation_checkpointing(unwrapped_base_model(model), True)
     model.train()
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
