@@ -7,7 +7,10 @@ import torch
 
 
 def base_model(model):
-    """The transformers model under a PEFT wrapper (the model itself when unwrapped)."""
+    """The transformers model under a PEFT and/or DistributedDataParallel wrapper (the model itself
+    when unwrapped), e.g. to read its ``forward`` signature."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 

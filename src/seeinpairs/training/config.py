@@ -57,6 +57,16 @@ class LoraConfig(_Strict):
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | str | None = None
+    #: QLoRA: load the frozen base in 4 or 8 bits (bitsandbytes, CUDA only) and train the adapter on it;
+    #: ``final/`` merges the adapter into the base reloaded at ``model.dtype``, not into the rounded weights.
+    quantize: Literal[4, 8] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_default_quantize(self, handler):
+        data = handler(self)
+        if isinstance(data, dict) and self.quantize is None:
+            data.pop("quantize", None)  # runs made before the field existed still match on resume
+        return data
 
     def targets(self, model_type: str) -> list[str] | str:
         """Explicit ``target_modules``, else the default for the model type, else ``"all-linear"``."""
@@ -113,6 +123,24 @@ class SFTSettings(ConfigFile):
 
     class_balance: ClassBalance = "auto"
 
+    #: autocast of the forward pass (accelerate's ``mixed_precision``): weights and optimizer states
+    #: stay in ``model.dtype`` (float32 by default), so small updates are not rounded away as they are
+    #: with ``model.dtype: bfloat16``. ``fp16`` scales the loss (a GradScaler) and needs a CUDA device.
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    #: recompute activations in the backward pass instead of keeping them (transformers'
+    #: ``gradient_checkpointing_enable``, non-reentrant): much less activation memory for some extra
+    #: compute; the loss and gradients are those of the run without it.
+    gradient_checkpointing: bool = False
+    #: an experiment tracker through accelerate's trackers, logging every evaluation's record into
+    #: ``output_dir/logs``: ``tensorboard`` (needs the tensorboard package) or ``wandb`` (offline unless
+    #: ``WANDB_MODE`` says otherwise; needs wandb).
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
+    #: at most this many visual tokens per image (the processor's pixel budget, kept in ``final/``'s
+    #: processor so evaluation sees what training saw): an example with k references then costs at most
+    #: (k + 1) x ``max_image_tokens`` image tokens, so memory is predictable whatever the image sizes.
+    #: Qwen2-VL / Qwen2.5-VL processors (``max_pixels``); ``None`` keeps the processor's own limit.
+    max_image_tokens: int | None = Field(None, ge=1)
+
     seed: int = 0
     output_dir: Path = Path("runs/sft")
 
@@ -136,7 +164,16 @@ class SFTSettings(ConfigFile):
     def _omitted_fields(self) -> list[str]:
         """Fields left out of the dump at their default, so runs made before they existed still match
         (``class_balance``: the study and resume check compare what was applied separately)."""
-        return ["class_balance"] if self.class_balance == "auto" else []
+        omitted = ["class_balance"] if self.class_balance == "auto" else []
+        if self.mixed_precision == "no":
+            omitted.append("mixed_precision")
+        if not self.gradient_checkpointing:
+            omitted.append("gradient_checkpointing")
+        if self.report_to == "none":
+            omitted.append("report_to")
+        if self.max_image_tokens is None:
+            omitted.append("max_image_tokens")
+        return omitted
 
     def resolve_paths(self, base: Path) -> SFTSettings:
         return self.model_copy(update={"model": self.model.resolved(base),

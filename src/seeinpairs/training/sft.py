@@ -32,10 +32,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -63,6 +65,7 @@ from ..backends.hf import (
     chat_prompt,
     resolve_device,
 )
+from ..backends.modeling import base_model as unwrapped_base_model
 from ..backends.processors import load_processor
 from ..atomic import atomic_dir, atomic_write_text, folder_lock
 from ..runtime import environment_record
@@ -171,11 +174,85 @@ def _load_kwargs(config: SFTSettings) -> dict[str, Any]:
     return {k: v for k, v in config.model.options.items() if k in ("revision", "trust_remote_code", "cache_dir")}
 
 
-def _load_model(path: str, config: SFTSettings, device: torch.device):
+def _load_model(path: str, config: SFTSettings, device: torch.device, quantize: int | None = None):
+    """The model at ``model.dtype`` on ``device``; ``quantize``: its linear layers in 4 or 8 bits
+    (bitsandbytes, placed by ``device_map``), prepared for training an adapter on top (peft's
+    ``prepare_model_for_kbit_training``: norms in float32, inputs that carry gradients)."""
     if config.model.dtype not in _DTYPES:
         raise ConfigError(f"field 'model.dtype': unknown dtype '{config.model.dtype}' (use {', '.join(_DTYPES)})")
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=_DTYPES[config.model.dtype], **_load_kwargs(config))
-    return model.to(device)
+    dtype = _DTYPES[config.model.dtype]
+    if quantize is None:
+        return AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, **_load_kwargs(config)).to(device)
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16 if config.mixed_precision == "fp16" else dtype
+    bnb = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute) if quantize == 4 else BitsAndBytesConfig(load_in_8bit=True))
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, quantization_config=bnb,
+                                                        device_map={"": device}, **_load_kwargs(config))
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # enabled by the loop if asked
+
+
+def set_activation_checkpointing(model, enabled: bool) -> None:
+    """Turn transformers' activation (gradient) checkpointing on, non-reentrant, or off; the
+    ``activation_checkpointing_*`` names where the installed transformers has them (the older
+    ``gradient_checkpointing_*`` ones are deprecated there)."""
+    if enabled:
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    elif hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def limit_image_tokens(processor, tokens: int) -> None:
+    """Bound every image of ``processor`` to at most ``tokens`` visual tokens (field
+    ``max_image_tokens``): a Qwen2-VL-style processor's ``max_pixels`` (its ``size.longest_edge``) is
+    ``tokens`` merged patches, so larger images are scaled down and smaller ones kept."""
+    image_processor = getattr(processor, "image_processor", None)
+    patch, merge = getattr(image_processor, "patch_size", None), getattr(image_processor, "merge_size", None)
+    size = getattr(image_processor, "size", None)
+    if not patch or not merge or size is None or getattr(size, "longest_edge", None) is None:
+        name = type(image_processor).__name__
+        raise ConfigError(f"field 'max_image_tokens': supported for Qwen2-VL-style processors (max_pixels), not {name}")
+    max_pixels = tokens * (patch * merge) ** 2
+    shortest = min(size.shortest_edge or max_pixels, max_pixels)
+    image_processor.size = type(size)(shortest_edge=shortest, longest_edge=max_pixels)
+
+
+def _check_quantize(config: SFTSettings, device: torch.device) -> None:
+    """A one-line error before anything is loaded where ``lora.quantize`` cannot run."""
+    if config.lora.quantize is None:
+        return
+    if config.lora.enabled is False:
+        raise ConfigError("field 'lora.quantize': a quantised base trains an adapter only; set lora.enabled: true")
+    if device.type != "cuda":
+        raise ConfigError(f"field 'lora.quantize': {config.lora.quantize}-bit bitsandbytes needs a CUDA device, "
+                          f"not {device.type}; leave lora.quantize unset")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("field 'lora.quantize': needs the bitsandbytes package (pip install bitsandbytes)")
+
+
+def _check_report_to(config: SFTSettings) -> None:
+    """A one-line error naming the missing package of ``report_to``, before training starts."""
+    if config.report_to == "tensorboard":
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError("field 'report_to': tensorboard needs the tensorboard package "
+                              "(pip install tensorboard)") from None
+    elif config.report_to == "wandb":
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError("field 'report_to': wandb needs the wandb package (pip install wandb)")
 
 
 def _wrap_lora(model, config: SFTSettings, base: str, adapter: Path | None = None):
@@ -218,6 +295,16 @@ def _save_weights(model, processor, folder: Path, lora: bool, extra: dict[str, A
             processor.save_pretrained(tmp)
         for name, data in (extra or {}).items():
             _write_json(tmp / name, data)
+
+
+def _tracker_config(config: SFTSettings) -> dict[str, Any]:
+    """The config as flat scalars (what tensorboard's hparams and wandb's config accept)."""
+    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): value if isinstance(value, (int, float, str, bool)) else str(value)}
+
+    return flat(config.model_dump(mode="json"))
 
 
 def _comparable(config: SFTSettings) -> dict[str, Any]:
@@ -427,17 +514,51 @@ def _fit(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] 
     """The training loop shared by :func:`train` and :func:`train_on_examples`.
 
     The output folder is locked for the run: a second training there would clear
-    and overwrite the checkpoints of the first.
+    and overwrite the checkpoints of the first. Under ``accelerate launch``/``torchrun`` only the
+    main process locks it and writes there; the others train on their shards alongside it.
     """
+    accelerator = _accelerator(config)
+    if not accelerator.is_main_process:
+        return _fit_locked(config, comparable, saved, make_data, tiny_texts, summary_extra, progress, stop_after,
+                           console, accelerator)
     with folder_lock(config.output_dir):
         return _fit_locked(config, comparable, saved, make_data, tiny_texts, summary_extra, progress, stop_after,
-                           console)
+                           console, accelerator)
+
+
+def _accelerator(config: SFTSettings):
+    """The run's :class:`accelerate.Accelerator`: one process (a plain run) or those started by
+    ``accelerate launch``/``torchrun`` (DDP; FSDP or DeepSpeed from accelerate's config), with the
+    config's ``mixed_precision``.
+
+    The accelerator state is reset first: accelerate keeps it per Python process and refuses a
+    second run with another ``mixed_precision`` otherwise (the process group itself is kept).
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+
+    device = resolve_device(config.model.device)
+    if config.mixed_precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"field 'mixed_precision': fp16 needs a CUDA device (loss scaling), not {device.type}; "
+                          f"use bf16 or no")
+    _check_quantize(config, device)
+    _check_report_to(config)
+    if config.report_to == "wandb":
+        os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine unless asked
+    AcceleratorState._reset_state()
+    # examples without images leave the vision tower unused in a step: DDP must not wait for its gradients
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu", kwargs_handlers=[ddp],
+                       log_with=None if config.report_to == "none" else config.report_to,
+                       project_dir=Path(config.output_dir) / "logs")
 
 
 def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] | None,
                 make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
                 summary_extra: dict[str, Any], progress: bool, stop_after: int | None,
-                console: Console | None) -> TrainResult:
+                console: Console | None, accelerator) -> TrainResult:
+    from accelerate.utils import broadcast_object_list
+
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     console = console or Console(stderr=True)
@@ -446,22 +567,36 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     out.mkdir(parents=True, exist_ok=True)
     last_dir, best_dir = out / "last", out / "best"
     resuming = saved is not None
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
 
-    if not resuming:  # a fresh run: clear the outputs of an earlier one (only now that the inputs are valid)
+    if not resuming and main:  # a fresh run: clear the outputs of an earlier one (only now that the inputs are valid)
         for name in ("last", "best", "final", "adapter", "history.json", "train_summary.json"):
             target = out / name
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
 
-    # model
-    device = resolve_device(config.model.device)
-    base = base_model_path(config, tiny_texts)
+    accelerator.wait_for_everyone()
+
+    # model (several processes: each on its own device, e.g. cuda:<local rank>, or the CPU)
+    device = accelerator.device if world > 1 else resolve_device(config.model.device)
+    with accelerator.main_process_first():  # a tiny base model is built once, by the main process
+        base = base_model_path(config, tiny_texts)
     lora = uses_lora(config, base)
+    if config.lora.quantize is not None and not lora:
+        raise ConfigError("field 'lora.quantize': a quantised base trains an adapter only; set lora.enabled: true")
     processor = load_processor(base, **_load_kwargs(config))
+    if config.max_image_tokens is not None:
+        limit_image_tokens(processor, config.max_image_tokens)
     torch.manual_seed(config.seed)
     if lora:
-        model = _wrap_lora(_load_model(base, config, device), config, base, last_dir if resuming else None)
+        model = _wrap_lora(_load_model(base, config, device, config.lora.quantize), config, base,
+                           last_dir if resuming else None)
     else:
         model = _load_model(str(last_dir) if resuming else base, config, device)
+    if config.gradient_checkpointing:
+        # non-reentrant: gradients reach LoRA weights without inputs that require grad, and dropout's
+        # random state is restored for the recomputation, so the loss is that of a run without it
+        set_activation_checkpointing(unwrapped_base_model(model), True)
     model.train()
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
@@ -469,9 +604,9 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     source, validator = make_data(processor)
     balance = _class_balance(config, source.labels, saved, source.auto_balance)
 
-    # schedule
+    # schedule: batch_size examples per process and micro step (each process its own slice of the order)
     n = len(source)
-    micro_per_epoch = math.ceil(n / config.batch_size)
+    micro_per_epoch = math.ceil(n / (config.batch_size * world))
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
     total = config.max_steps if config.max_steps is not None else config.epochs * steps_per_epoch
     optimizer = _optimizer(model, config)
@@ -485,10 +620,21 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
         scheduler.load_state_dict(saved["scheduler"])
         state.update(saved["state"])
         _set_rng_state(saved["rng"])
+    # the scheduler stays on the plain optimizer (stepped once per optimizer step, whatever the process count);
+    # devices are placed above
+    model, optimizer = accelerator.prepare(model, optimizer, device_placement=[False, False])
+    if config.report_to != "none":
+        accelerator.init_trackers(config.name, config=_tracker_config(config))
+
+    def plain_model():
+        """The model without the DDP wrapper (autocast kept), to validate and save."""
+        return accelerator.unwrap_model(model)
 
     def save_last() -> None:
+        if not main:
+            return
         with atomic_dir(last_dir) as tmp:
-            model.save_pretrained(tmp)
+            plain_model().save_pretrained(tmp)
             torch.save({"config": comparable, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "rng": _rng_state(),
                         "state": {**state, "seconds": state["seconds"] + time.perf_counter() - started}},
@@ -507,7 +653,11 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
             rng = np.random.default_rng([config.seed, epoch])
             orders[epoch] = (balanced_order(balance["labels"], rng) if balance["applied"] == "sampler"
                              else rng.permutation(n))
-        chosen = orders[epoch][state["micro"] * config.batch_size:(state["micro"] + 1) * config.batch_size]
+        start = state["micro"] * config.batch_size * world + rank * config.batch_size
+        if world == 1:
+            chosen = orders[epoch][start:start + config.batch_size]
+        else:  # every process needs a batch: the last one of an epoch is filled from the epoch's start
+            chosen = orders[epoch][np.arange(start, start + config.batch_size) % n]
         state["micro"] += 1
         return [int(i) for i in chosen]
 
@@ -515,7 +665,7 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False),
                   console=console,
-                  disable=not progress) as bar:
+                  disable=not (progress and main)) as bar:
         job = bar.add_task(f"training {config.name} ({'lora' if lora else 'full'})", total=total,
                            completed=state["step"], info="")
         while state["step"] < total and not state["stopped_early"]:
@@ -525,20 +675,23 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
                 break
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
-            for _ in range(config.grad_accum):
+            for micro in range(config.grad_accum):
                 indices = next_indices()
                 batch = source.batch(indices, state["epoch"]).to(device)
                 weights = None if balance["weights"] is None else torch.as_tensor(balance["weights"][indices])
-                loss = answer_loss(answer_log_probs(model, batch), weights)
+                # gradients are synchronised across processes on the last micro step only
+                with accelerator.no_sync(model) if micro < config.grad_accum - 1 else nullcontext():
+                    loss = answer_loss(answer_log_probs(model, batch), weights)
+                    accelerator.backward(loss / config.grad_accum)
                 state["answer_tokens"] += sum(len(ids) for ids in batch.answer_ids)
                 state["answer_examples"] += len(indices)
                 for i in indices:
                     label = balance["labels"][i]
                     state["drawn"][label] = state["drawn"].get(label, 0) + 1
-                (loss / config.grad_accum).backward()
-                step_loss += float(loss.detach()) / config.grad_accum
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
+                reported = loss.detach() if world == 1 else accelerator.reduce(loss.detach(), "mean")
+                step_loss += float(reported) / config.grad_accum
+            if config.max_grad_norm is not None:  # after unscaling fp16 gradients
+                accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             state["step"] += 1
@@ -552,31 +705,53 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
                                           "train_loss": state["window_loss"] / max(1, state["window_steps"])}
                 state["window_loss"], state["window_steps"] = 0.0, 0
                 if validator is not None:
-                    record.update(validator(model))
+                    record.update(validator(plain_model()))
+                    if world > 1:  # every process decides on the main process's figures (best step, stopping)
+                        record = broadcast_object_list([record])[0]
                     if record["val_loss"] < state["best_val"]:
                         state["best_val"], state["best_step"], state["bad_evals"] = record["val_loss"], state["step"], 0
-                        _save_weights(model, processor, best_dir, lora)
+                        if main:
+                            _save_weights(plain_model(), processor, best_dir, lora)
                     else:
                         state["bad_evals"] += 1
                         if (config.patience is not None and state["bad_evals"] >= config.patience
                                 and state["step"] < total):
                             state["stopped_early"] = True
                 state["history"].append(record)
-                _write_json(out / "history.json", state["history"])
+                if config.report_to != "none":
+                    accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=state["step"])
+                if main:
+                    _write_json(out / "history.json", state["history"])
                 bar.update(job, info=_progress_info(record, validator is not None))
                 save_last()
 
     seconds = state["seconds"] + time.perf_counter() - started
     train_ids = source.ids
-    if interrupted:
-        return TrainResult(last_dir, out, state["history"], train_ids, seconds, state["step"], state["best_step"],
-                           False, "lora" if lora else "full")
+    accelerator.wait_for_everyone()
+    if config.report_to != "none":
+        accelerator.end_training()
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # the plain model (no autocast wrapper)
+    accelerator.free_memory()
+    if interrupted or not main:  # the other processes leave the final model to the main process
+        return TrainResult(last_dir if interrupted else out / "final", out, state["history"], train_ids, seconds,
+                           state["step"], state["best_step"], False if interrupted else state["stopped_early"],
+                           "lora" if lora else "full")
 
     # final model: the best validation checkpoint, else the last weights
     final_dir, adapter_dir = out / "final", (out / "adapter" if lora else None)
     best_is_current = state["best_step"] is None or state["best_step"] == state["step"]
     optimizer.state.clear()  # free the optimizer moments before the final model is assembled
-    if best_is_current:
+    if lora and config.lora.quantize is not None:  # merge into the base at model.dtype, not the rounded one
+        from peft import PeftModel
+
+        if best_is_current:
+            _save_weights(model, processor, adapter_dir, lora=True)
+        else:
+            with atomic_dir(adapter_dir) as tmp:
+                shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
+        del model
+        model = PeftModel.from_pretrained(_load_model(base, config, device), str(adapter_dir)).merge_and_unload()
+    elif best_is_current:
         if lora:
             _save_weights(model, processor, adapter_dir, lora=True)
             model = model.merge_and_unload()
@@ -604,6 +779,8 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
         "steps": state["step"], "total_steps": total, "epochs_started": state["epoch"] + 1,
         "steps_per_epoch": steps_per_epoch, "best_step": state["best_step"], "best": best_record,
         "stopped_early": state["stopped_early"], "seconds": seconds,
+        "engine": {"processes": world, "mixed_precision": config.mixed_precision,
+                   "gradient_checkpointing": config.gradient_checkpointing},
         "class_balance": {**{k: v for k, v in balance.items() if k not in ("labels", "weights")},
                           "drawn_label_counts": dict(sorted(state["drawn"].items()))},
         "training_flags": {"flat_loss": _flat_loss(state, balance)},
