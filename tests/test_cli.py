@@ -74,16 +74,26 @@ def test_list_shows_registries():
 
 
 def test_version_and_log_level_options():
+    import logging
+
+    from typer.testing import CliRunner
+
     from seeinpairs import __version__
+    from seeinpairs.cli import app
 
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"seeinpairs {__version__}"
-    bad = run_cli("--log-level", "loud", "list")
-    assert bad.returncode == 2 and "'loud' is not one of debug, info, warning, error" in bad.stderr
-    verbose = run_cli("-v", "list")
-    assert verbose.returncode == 0 and "INFO " in verbose.stderr  # info lines now reach the log
-    quiet = run_cli("list")
-    assert quiet.returncode == 0 and "INFO " not in quiet.stderr
+    runner, root = CliRunner(), logging.getLogger()
+    level = root.level
+    try:
+        bad = runner.invoke(app, ["--log-level", "loud", "list"])
+        assert bad.exit_code == 2 and "'loud' is not one of" in " ".join(bad.output.replace("│", " ").split())
+        for args, expected in ((["-v"], logging.INFO), (["-vv"], logging.DEBUG), (["-q"], logging.ERROR),
+                               ([], logging.WARNING), (["--log-level", "debug"], logging.DEBUG)):
+            assert runner.invoke(app, [*args, "list"]).exit_code == 0
+            assert root.level == expected, args
+    finally:
+        root.setLevel(level)
 
 
 def test_help_texts_carry_no_docstring_markup():

@@ -39,13 +39,33 @@ def _threads_in_child(args: list[str], env: dict[str, str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_cli_sets_threads_from_available_cores_and_lets_waits_sleep():
+def test_a_fresh_cli_process_sets_threads_from_available_cores_and_lets_waits_sleep():
     assert _threads_in_child([], {}) == {"threads": available_cores(), "policy": "PASSIVE"}
-    assert _threads_in_child(["--threads", "1"], {}) == {"threads": 1, "policy": "PASSIVE"}
-    assert _threads_in_child([], {"SEEINPAIRS_THREADS": "1"})["threads"] == 1
-    # what the user set is kept
-    assert _threads_in_child([], {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"}) == {"threads": 1,
-                                                                                        "policy": "ACTIVE"}
+
+
+@pytest.mark.parametrize("argument, env, threads, policy", [
+    (None, {}, None, "PASSIVE"),  # None: available_cores()
+    (1, {}, 1, "PASSIVE"),
+    (None, {"SEEINPAIRS_THREADS": "1"}, 1, "PASSIVE"),
+    (None, {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"}, 1, "ACTIVE"),  # what the user set is kept
+])
+def test_configure_threads_sources_and_precedence(monkeypatch, argument, env, threads, policy):
+    import torch
+
+    from seeinpairs.runtime import configure_threads
+
+    before = torch.get_num_threads()
+    for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "SEEINPAIRS_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        expected = threads if threads is not None else available_cores()
+        assert configure_threads(argument) == expected
+        assert torch.get_num_threads() == expected  # torch was loaded: its pool is resized directly
+        assert os.environ["OMP_NUM_THREADS"] == str(expected) and os.environ["OMP_WAIT_POLICY"] == policy
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_environment_record_names_threads_cpu_and_versions():
