@@ -98,6 +98,13 @@ TinyBuilder = Callable[[TinySpec, list[str]], tuple[torch.nn.Module, object]]
 TINY_FAMILIES: Registry[TinyBuilder] = Registry("tiny model family")
 
 
+def merged_patch_settings(spec: TinySpec) -> dict:
+    """Image-processor settings of the families that merge 2x2 patches of 14 px over two frames
+    (Qwen2-VL, Qwen2.5-VL, GLM-4V): a pixel budget between ``image_size`` and ``max_image_size`` squared."""
+    return {"size": {"shortest_edge": spec.image_size ** 2, "longest_edge": spec.max_image_size ** 2},
+            "patch_size": 14, "merge_size": 2, "temporal_patch_size": 2}
+
+
 @TINY_FAMILIES.register("qwen2_vl")
 def _build_qwen2_vl(spec: TinySpec, texts: list[str]):
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -124,10 +131,7 @@ def _build_qwen2_vl(spec: TinySpec, texts: list[str]):
         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
     )
     model = transformers.Qwen2VLForConditionalGeneration(config)
-    image_processor = transformers.Qwen2VLImageProcessorPil(
-        size={"shortest_edge": spec.image_size ** 2, "longest_edge": spec.max_image_size ** 2},
-        patch_size=14, merge_size=2, temporal_patch_size=2,
-    )
+    image_processor = transformers.Qwen2VLImageProcessorPil(**merged_patch_settings(spec))
     processor = ImageOnlyQwen2VLProcessor(image_processor, tokenizer, chat_template=chat_template("qwen2_vl"))
     return model, processor
 

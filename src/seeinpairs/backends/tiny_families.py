@@ -13,7 +13,7 @@ from __future__ import annotations
 import transformers
 
 from .processors import image_only_class
-from .tiny import TINY_FAMILIES, TinySpec, chat_template, train_tokenizer
+from .tiny import TINY_FAMILIES, TinySpec, chat_template, merged_patch_settings, train_tokenizer
 
 #: families that are not registered, with the reason (shown by ``seeinpairs list``)
 UNSUPPORTED_FAMILIES: dict[str, str] = {
@@ -60,9 +60,7 @@ def _build_qwen2_5_vl(spec: TinySpec, texts: list[str]):
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
     model = transformers.Qwen2_5_VLForConditionalGeneration(config)
-    image_processor = transformers.Qwen2VLImageProcessorPil(
-        size={"shortest_edge": spec.image_size ** 2, "longest_edge": spec.max_image_size ** 2},
-        patch_size=14, merge_size=2, temporal_patch_size=2)
+    image_processor = transformers.Qwen2VLImageProcessorPil(**merged_patch_settings(spec))
     processor = image_only_class(transformers.Qwen2_5_VLProcessor)(
         image_processor, tokenizer, chat_template=chat_template("qwen2_5_vl"))
     return model, processor
@@ -208,9 +206,7 @@ def _build_glm4v(spec: TinySpec, texts: list[str]):
         video_start_token_id=ids["<|begin_of_video|>"], video_end_token_id=ids["<|end_of_video|>"],
     )
     model = transformers.Glm4vForConditionalGeneration(config)
-    image_processor = transformers.Glm4vImageProcessorPil(
-        size={"shortest_edge": spec.image_size ** 2, "longest_edge": spec.max_image_size ** 2},
-        patch_size=14, merge_size=2, temporal_patch_size=2)
+    image_processor = transformers.Glm4vImageProcessorPil(**merged_patch_settings(spec))
     processor = image_only_class(transformers.Glm4vProcessor)(
         image_processor, tokenizer, chat_template=chat_template("glm4v"))
     return model, processor
