@@ -28,6 +28,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,22 @@ def attribute_examples(records: Sequence[Mapping[str, Any]], concepts: Mapping[s
     return [examples[int(i)] for i in order]
 
 
+def attribute_vlm_ranker(trained: Any) -> VLMRanker:
+    """The VLM ranker over a model from :func:`train_attribute_vlm`; each generated image is decoded
+    once (every hypothesis is asked of the same images)."""
+    from ..backends.hf import HFBackend
+
+    backend = HFBackend.from_components(trained.model, trained.processor, name="setdiff-attribute-vlm",
+                                        batch_size=64, vision_cache_mb=64)
+
+    @lru_cache(maxsize=None)
+    def load(path: str) -> Image.Image:
+        with Image.open(path) as handle:
+            return handle.convert("RGB")
+
+    return VLMRanker(backend, image_loader=load)
+
+
 def train_attribute_vlm(out_dir: str | Path, n_images: int = 800, per_answer: int = 240, max_steps: int = 2400,
                         batch_size: int = 16, lr: float = 5e-4, seed: int = 0, progress: bool = True) -> Any:
     """Train a tiny Qwen2-VL from scratch on attribute questions about ``n_images`` generated images
@@ -287,7 +304,6 @@ def run_setdiff_benchmark(output_dir: str | Path, images_per_set: int = 20, trai
     ``run.json``, ``benchmark.jsonl``/``difficulty.csv`` (the pairs in RadDiffBench format)
     and ``report.html`` under ``output_dir``.
     """
-    from ..backends.hf import HFBackend
     from .report import setdiff_section, write_setdiff_report
 
     out = Path(output_dir).resolve()
@@ -302,20 +318,10 @@ def run_setdiff_benchmark(output_dir: str | Path, images_per_set: int = 20, trai
     trained = train_attribute_vlm(out / "ranker", n_images=train_images, max_steps=train_steps, seed=seed,
                                   progress=progress)
     seconds["training"] = time.perf_counter() - tick
-    backend = HFBackend.from_components(trained.model, trained.processor, name="setdiff-attribute-vlm",
-                                        batch_size=64, vision_cache_mb=64)
 
     tick = time.perf_counter()
-    cache: dict[str, Image.Image] = {}
-
-    def load(path: str) -> Image.Image:
-        if path not in cache:
-            with Image.open(path) as handle:
-                cache[path] = handle.convert("RGB")
-        return cache[path]
-
     proposer = ConceptVocabularyProposer()
-    rankers = {"vlm": VLMRanker(backend, image_loader=load), "random": RandomRanker(seed),
+    rankers = {"vlm": attribute_vlm_ranker(trained), "random": RandomRanker(seed),
                "ground-truth attributes": AttributeRanker(CONCEPT_TRUTH)}
     judge = EmbeddingJudge()
     run = run_setdiff(pairs, proposer, rankers, judge, seed=seed)

@@ -28,7 +28,7 @@ from .benchmark import CONCEPT_TRUTH, PAIR_DESIGNS, PairDesign, build_benchmark_
 from .judges import EmbeddingJudge
 from .pipeline import SetDiffRun, run_setdiff
 from .proposers import create_proposer
-from .rankers import AttributeRanker, Ranker, VLMRanker
+from .rankers import AttributeRanker, Ranker
 from .synthetic_reports import ReportNoise, write_report
 
 RANKER_NAMES = {"attributes": "ground-truth attributes", "vlm": "vlm"}
@@ -45,24 +45,11 @@ def _ranker(kind: str, out: Path, seed: int, train_images: int, train_steps: int
     if kind == "attributes":
         return AttributeRanker(CONCEPT_TRUTH)
     if kind == "vlm":
-        from PIL import Image
-
-        from ..backends.hf import HFBackend
-        from .benchmark import train_attribute_vlm
+        from .benchmark import attribute_vlm_ranker, train_attribute_vlm
 
         trained = train_attribute_vlm(out / "ranker", n_images=train_images, max_steps=train_steps, seed=seed,
                                       progress=False)
-        backend = HFBackend.from_components(trained.model, trained.processor, name="setdiff-attribute-vlm",
-                                            batch_size=64, vision_cache_mb=64)
-        cache: dict[str, Image.Image] = {}
-
-        def load(path: str) -> Image.Image:
-            if path not in cache:
-                with Image.open(path) as handle:
-                    cache[path] = handle.convert("RGB")
-            return cache[path]
-
-        return VLMRanker(backend, image_loader=load)
+        return attribute_vlm_ranker(trained)
     raise ValueError(f"ranker '{kind}': use attributes or vlm")
 
 
