@@ -237,9 +237,10 @@ def run_setdiff(pairs: Sequence[SetPair], proposer: Proposer, rankers: Mapping[s
         truth = {"set1": pair.set1_condition, "set2": pair.set2_condition, "difference": pair.difference}
         history: dict[str, list[dict[str, Any]]] = {m: [] for m in rankers}
         new = list(proposal.hypotheses)
+        results: dict[str, tuple[list, list]] = {}  # this round's (ranking, judgements) by ranker
         for number in range(1, rounds + 1):
-            if number > 1:
-                feedback = RoundFeedback.from_ranking(number - 1, first_ranked, top=feedback_top)
+            if number > 1:  # the feedback is the first ranker's ranking of the previous round
+                feedback = RoundFeedback.from_ranking(number - 1, next(iter(results.values()))[0], top=feedback_top)
                 refined = proposer.refine(pair, feedback, seed)  # type: ignore[attr-defined]
                 known = set(proposal.hypotheses)
                 proposal = proposal.merged(refined)
@@ -252,7 +253,6 @@ def run_setdiff(pairs: Sequence[SetPair], proposer: Proposer, rankers: Mapping[s
                 judgements = judge.judge([r.text for r in ranked], pair)
                 history[method].append(_round_record(number, ranked, judgements, new))
                 results[method] = (ranked, judgements)
-            first_ranked = next(iter(results.values()))[0]
         for method, (ranked, judgements) in results.items():
             outcomes.append(PairOutcome(pair.pair_id, method, pair.difficulty, truth, ranked, judgements,
                                         len(proposal.hypotheses), proposal.parse_failures, history[method]))
