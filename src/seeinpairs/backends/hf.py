@@ -39,6 +39,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 from ..errors import BackendError
 from ..prompts import Request
 from .base import BACKENDS, Backend
+from .chat_layout import labelled_messages
 from .modeling import base_model, last_position_mask
 from .processors import load_processor
 from .shared_prompt import score_prompt_options, shared_prompt_ready
@@ -75,8 +76,12 @@ def checkpoint_fingerprint(name_or_path: str) -> str:
 
 # ----- shared encoding: used by HFBackend.score_options and by fine-tuning --------------------------
 def chat_prompt(processor, request: Request) -> str:
-    """The request rendered with the checkpoint's chat template, ending where the assistant answers."""
-    return processor.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
+    """The request rendered with the checkpoint's chat template, ending where the assistant answers.
+
+    Under a template that renders a message's images before its text, each image gets its own turn,
+    so every label still stands right before its image (:mod:`.chat_layout`)."""
+    return processor.apply_chat_template(labelled_messages(processor, request.messages), add_generation_prompt=True,
+                                         tokenize=False)
 
 
 def continuation(prompt: str, option: str) -> str:
