@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from seeinpairs.backends import create_backend
+from seeinpairs.backends.chat_layout import labelled_messages, template_keeps_image_order
 from seeinpairs.backends.hf import HFBackend
 from seeinpairs.backends.processors import load_processor
 from seeinpairs.backends.tiny import TINY_FAMILIES
 from seeinpairs.backends.tiny_families import UNSUPPORTED_FAMILIES
-from seeinpairs.prompts import Request
+from seeinpairs.backends.resolution import resolution_records
+from seeinpairs.cases import Case
+from seeinpairs.prompts import PromptBuilder, Request
+from seeinpairs.tasks import Task
 from shared_helpers import random_image
 
 FAMILIES = TINY_FAMILIES.list_names()
@@ -124,3 +128,74 @@ def test_chat_template_saved_in_the_earlier_hub_layout_loads(tiny_models, tmp_pa
     processor = load_processor(folder)
     assert processor.chat_template == template
     assert type(processor.image_processor).__name__.endswith("Pil")
+
+
+#: families whose real hub chat template renders all of a message's images before its text (llava-hf)
+IMAGES_FIRST = {"llava", "llava_onevision"}
+
+
+def comparative_request(n_references=2, seed=1):
+    """A request as the experiments build it: instruction, labelled references, the labelled query, the question."""
+    rng = np.random.default_rng(seed)
+    task = Task(question="Is the query image normal or abnormal?", classes=["normal", "abnormal"],
+                healthy_class="normal")
+    images = {f"c{i}": random_image(rng) for i in range(n_references + 1)}
+    builder = PromptBuilder(task, image_loader=images.__getitem__)
+    cases = [Case(case_id=f"c{i}", images=(f"c{i}",)) for i in range(n_references + 1)]
+    return builder.build(cases[-1], cases[:-1])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_tiny_template_orders_images_as_the_family_ships_it(tiny_models, family):
+    """The tiny LLaVA templates put a message's images first, as llava-hf's do; the others keep parts in place."""
+    processor = load_processor(tiny_models[family])
+    assert template_keeps_image_order(processor) == (family not in IMAGES_FIRST)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_label_precedes_its_own_image_with_no_other_image_between(tiny_models, family):
+    """On the rendered tokens: "Reference i:" / "Query:" come after the previous image and before their own."""
+    b = backend(tiny_models, family)
+    request = comparative_request()
+    ids = b._encode([b.prompt_text(request)], [request.images], "right")["input_ids"][0].tolist()
+    image_id = b.tokenizer.convert_tokens_to_ids(b.processor.image_token)
+    runs = [i for i, t in enumerate(ids) if t == image_id and (i == 0 or ids[i - 1] != image_id)]
+    ends = [i for i, t in enumerate(ids) if t == image_id and (i + 1 == len(ids) or ids[i + 1] != image_id)]
+    assert len(runs) == request.n_images == 3
+    decoded = [b.tokenizer.decode(ids[:i]) for i in range(len(ids) + 1)]
+    for number, label in enumerate(["Reference 1:", "Reference 2:", "Query:"]):
+        label_end = next(i for i, text in enumerate(decoded) if label in text)  # tokens up to the label's end
+        assert label_end <= runs[number], f"{label} comes after its image"
+        assert number == 0 or ends[number - 1] < label_end - 1, f"{label} is not after the previous image"
+
+
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - IMAGES_FIRST))
+def test_templates_that_keep_the_order_get_the_messages_unchanged(tiny_models, family):
+    """Their prompts (and prefix-cache prefixes) stay what they were: references first, in one turn."""
+    processor = load_processor(tiny_models[family])
+    request = comparative_request()
+    assert labelled_messages(processor, request.messages) is request.messages
+
+
+def test_llava_onevision_records_the_query_resolution_that_the_processor_uses(tiny_models):
+    """One image: anyres tiles (more image tokens for the query); several: base resolution. Recorded per request."""
+    b = backend(tiny_models, "llava_onevision")
+    paired, single = comparative_request(n_references=1), comparative_request(n_references=0)
+    assert single.n_images == 1 and paired.n_images == 2
+    image_id = b.processor.image_token_id
+
+    def query_tokens(request):
+        ids = b._encode([b.prompt_text(request)], [request.images], "right")["input_ids"][0]
+        return int((ids == image_id).sum()) // request.n_images  # the images are all of one size
+
+    assert query_tokens(single) > query_tokens(paired)  # the difference the record is about
+    assert resolution_records(b.processor, [single, paired]) == [{"query_resolution": "anyres"},
+                                                               {"query_resolution": "base"}]
+    b.score_options([single, paired])
+    assert b.last_score_records == [{"query_resolution": "anyres"}, {"query_resolution": "base"}]
+
+
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - {"llava_onevision"}))
+def test_families_whose_resolution_does_not_depend_on_the_image_count_record_nothing(tiny_models, family):
+    processor = load_processor(tiny_models[family])
+    assert resolution_records(processor, [comparative_request(0), comparative_request(1)]) == []

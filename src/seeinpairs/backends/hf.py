@@ -42,6 +42,7 @@ from .base import BACKENDS, Backend
 from .chat_layout import labelled_messages
 from .modeling import base_model, last_position_mask
 from .processors import load_processor
+from .resolution import resolution_records
 from .shared_prompt import score_prompt_options, shared_prompt_ready
 from .vision_cache import VisionFeatureCache, install_vision_cache
 
@@ -380,6 +381,8 @@ class HFBackend(Backend):
     # ----- backend API -----------------------------------------------------------------------
     @torch.inference_mode()
     def score_options(self, requests: Sequence[Request]) -> list[list[float]]:
+        # recorded with each prediction: the query's resolution where it depends on the image count
+        self.last_score_records = resolution_records(self.processor, list(requests))
         prompts = [self.prompt_text(r) for r in requests]
         scores: list[list[float]] = [[0.0] * len(r.options) for r in requests]
         option_ids = [[answer_token_ids(self.tokenizer, prompt, o) for o in r.options]

@@ -173,7 +173,8 @@ def summarise(
 ) -> pd.DataFrame:
     """One row per condition: ``condition``, ``n`` (cases with gold), ``degenerate`` (why the
     predictions look like failed training, empty when they do not; see :mod:`.degenerate`), then
-    ``<m>, <m>_lo, <m>_hi`` per metric."""
+    ``<m>, <m>_lo, <m>_hi`` per metric. Where predictions record the query's resolution
+    (:mod:`seeinpairs.backends.resolution`), a ``query_resolution`` column follows ``degenerate``."""
     names = list(metrics) if metrics is not None else default_metric_names()
     for name in names:
         METRICS.get(name)
@@ -193,7 +194,19 @@ def summarise(
             )
         rows.append(row)
     columns = ["condition", "n", "degenerate"] + [c for name in names for c in (name, f"{name}_lo", f"{name}_hi")]
+    resolutions = [query_resolutions(records) for records in records_by_condition.values()]
+    if any(resolutions):  # a family that sees the query at a resolution set by the image count (LLaVA-OneVision)
+        for row, value in zip(rows, resolutions):
+            row["query_resolution"] = value
+        columns.insert(3, "query_resolution")
     return pd.DataFrame(rows, columns=columns)
+
+
+def query_resolutions(records: Sequence[dict[str, Any]]) -> str:
+    """The resolutions at which a condition's queries were encoded (``scoring.query_resolution`` of its
+    predictions, e.g. ``anyres`` or ``base``), comma separated; ``""`` where none was recorded."""
+    values = {str((r.get("scoring") or {}).get("query_resolution") or "") for r in records}
+    return ", ".join(sorted(v for v in values if v))
 
 
 def _first_by_case(records: Sequence[dict[str, Any]], side: str) -> dict[str, dict[str, Any]]:

@@ -693,6 +693,22 @@ def _ladder_too_small(value: SampleEfficiency) -> str:
             f"paired {curve(value.paired_curve)}.")
 
 
+def _resolution_findings(part: pd.DataFrame, prefix: str) -> list[str]:
+    """A sentence when a model's conditions encoded the query at different resolutions (LLaVA-OneVision tiles
+    the image of a one-image prompt but not those of a several-image prompt), so their difference is not the
+    references' effect alone."""
+    if "query_resolution" not in part.columns:
+        return []
+    by_condition = [(row, str(row["query_resolution"] or "")) for _, row in part.iterrows()]
+    if len({value for _, value in by_condition if value}) < 2:
+        return []
+    described = "; ".join(f"{row.get('mode', '')} k={row.get('k', '')}: {value or 'not recorded'}"
+                          for row, value in by_condition)
+    return [f"{prefix}the conditions saw the query at different resolutions ({described}): this model encodes a "
+            "one-image prompt at anyres (base view plus tiles) and the images of a several-image prompt at base "
+            "resolution only, so the single-vs-paired difference includes the change of resolution."]
+
+
 def _subjects(
     summary: pd.DataFrame, tests: pd.DataFrame | None
 ) -> list[tuple[str | None, pd.DataFrame, str | None, str]]:
@@ -752,6 +768,7 @@ def findings_from(
     else:
         for model, part, baseline, prefix in _subjects(summary, paired_tests):
             out.extend(_model_findings(part, paired_tests, metric, model, alpha, prefix, baseline))
+            out.extend(_resolution_findings(part, prefix))
     if not _empty(prior_tests) and f"delta_{metric}" in prior_tests.columns:
         for _, row in prior_tests.iterrows():
             out.append(f"Comparison with the patient's own earlier healthy study (prior_study, k={row['k']}; a "
