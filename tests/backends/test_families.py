@@ -9,7 +9,7 @@ import pytest
 
 from seeinpairs.backends import create_backend
 from seeinpairs.backends.chat_layout import labelled_messages, template_keeps_image_order
-from seeinpairs.backends.hf import HFBackend
+from seeinpairs.backends.hf import HFBackend, answer_token_ids
 from seeinpairs.backends.processors import load_processor
 from seeinpairs.backends.tiny import TINY_FAMILIES
 from seeinpairs.backends.tiny_families import UNSUPPORTED_FAMILIES
@@ -51,18 +51,55 @@ def test_the_registry_holds_the_families_and_says_why_others_are_missing():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_family_scores_one_and_two_image_requests_with_finite_log_likelihoods(tiny_models, family):
+def test_family_loads_through_the_backend(tiny_models, family):
+    b = backend(tiny_models, family)
+    assert b.model.config.model_type.startswith(family.split("_")[0]) and b.tokenizer is not None
+    assert b.processor.chat_template and b.processor.image_processor is not None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_scores_one_token_options_from_one_pass(tiny_models, family):
+    """Options of one token each are read from the prompt's next-token distribution, equal to the per-option path."""
+    b = backend(tiny_models, family)
+    one, _ = requests()
+    prompt = b.prompt_text(one)
+    assert all(len(answer_token_ids(b.tokenizer, prompt, o)) == 1 for o in one.options)
+    scores = b.score_options([one])[0]
+    assert len(scores) == 2 and all(math.isfinite(v) and v < 0 for v in scores)
+    b.single_pass = False
+    try:
+        reference = b.score_options([one])[0]
+    finally:
+        b.single_pass = True
+    assert np.allclose(reference, scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_scores_multi_token_options(tiny_models, family):
+    b = backend(tiny_models, family)
+    _, two = requests()
+    assert len(answer_token_ids(b.tokenizer, b.prompt_text(two), "pneumonia opacity")) > 1
+    scores = b.score_options([two])[0]
+    assert len(scores) == 3 and all(math.isfinite(v) and v < 0 for v in scores)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shared_prompt_scores_equal_the_per_option_path(tiny_models, family):
     b = backend(tiny_models, family)
     one, two = requests()
     scores = b.score_options([one, two])
-    assert [len(s) for s in scores] == [2, 3]
-    assert all(math.isfinite(v) and v < 0 for row in scores for v in row)
     b.shared_prompt = False  # the per-option reference path agrees with the shared-prompt path
     try:
         reference = b.score_options([two])[0]
     finally:
         b.shared_prompt = True
     assert np.allclose(reference, scores[1], atol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_generates(tiny_models, family):
+    b = backend(tiny_models, family)
+    one, _ = requests()
     assert len(b.generate([one], max_new_tokens=2)) == 1
 
 
