@@ -76,7 +76,9 @@ def run_tests(expression: str | None) -> list[Outcome]:
     recorder = OutcomeRecorder()
     paths = sorted({str(p.relative_to(ROOT)) for pattern in feature_test_paths() for p in ROOT.glob(pattern)})
     args = ["-q", "-p", "no:cacheprovider", "-W", "ignore", *(["-k", expression] if expression else []), *paths]
-    pytest.main(args, plugins=[recorder])
+    code = pytest.main(args, plugins=[recorder])
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
+        raise SystemExit(f"the tests did not run to the end (pytest exit code {int(code)}); no matrix written")
     return list(recorder.outcomes.values())
 
 

@@ -32,7 +32,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "prefix cache": ("tests/backends/test_prefix_cache.py::*",),
     "vision cache": ("tests/backends/test_vision_cache.py::*",),
     "attribution": ("tests/explain/test_layouts.py::*", "tests/explain/test_attribution.py::*"),
-    "LoRA targets": ("tests/training/*.py::*lora_target*",),
+    "LoRA targets": ("tests/training/test_*.py::*lora_target*",),
     "check-model": ("tests/**/test_check_model*.py::*", "tests/test_check_model*.py::*", "tests/test_cli.py::*check_model*"),
 }
 
