@@ -18,7 +18,9 @@ from .cases import Case
 from .imaging import load_image
 from .tasks import Task
 
-PROMPT_VERSION = "comparative-v1"
+#: part of every run key; v2: under chat templates that put images first (llava-hf) each image gets
+#: its own turn, so stored runs rendered the older way are not reused
+PROMPT_VERSION = "comparative-v2"
 
 
 @dataclass

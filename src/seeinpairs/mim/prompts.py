@@ -21,7 +21,7 @@ from PIL import Image
 from ..prompts import Request
 from .format import IMAGE_TOKEN, MimItem
 
-PROMPT_VERSION = "mim-interleaved-v1"
+PROMPT_VERSION = "mim-interleaved-v2"  # v2: per-image turns under images-first chat templates
 
 
 def interleaved_content(text: str, n_images: int, keep: Sequence[int] | None = None) -> list[dict]:
