@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import transformers
 
 from seeinpairs.backends import create_backend
 from seeinpairs.backends.chat_layout import labelled_messages, template_keeps_image_order
@@ -48,6 +49,24 @@ def test_the_registry_holds_the_families_and_says_why_others_are_missing():
             "glm4v", "mllama"} <= set(FAMILIES)
     assert not set(UNSUPPORTED_FAMILIES) & set(FAMILIES)
     assert all(reason for reason in UNSUPPORTED_FAMILIES.values())
+
+
+#: the transformers class each unsupported family's reason names as torchvision-only
+_TORCHVISION_ONLY = {"mistral3": "PixtralProcessor", "lfm2_vl": "Lfm2VlImageProcessor"}
+
+
+@pytest.mark.parametrize("family", sorted(UNSUPPORTED_FAMILIES))
+def test_each_unsupported_familys_reason_holds_here(family):
+    """The reason is checked, not only stated: without torchvision the named class cannot be used."""
+    try:
+        import torchvision  # noqa: F401
+        pytest.skip("torchvision is installed here")
+    except ImportError:
+        pass
+    class_name = _TORCHVISION_ONLY[family]
+    assert class_name in UNSUPPORTED_FAMILIES[family]
+    with pytest.raises(ImportError, match="[Tt]orchvision"):
+        getattr(transformers, class_name)()
 
 
 @pytest.mark.parametrize("family", FAMILIES)

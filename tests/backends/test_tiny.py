@@ -11,7 +11,7 @@ EXPECTED = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "idefics3": "Idefics3
             "gemma3": "Gemma3ForConditionalGeneration", "llava": "LlavaForConditionalGeneration",
             "llava_onevision": "LlavaOnevisionForConditionalGeneration",
             "internvl": "InternVLForConditionalGeneration", "glm4v": "Glm4vForConditionalGeneration",
-            "mllama": "MllamaForConditionalGeneration"}
+            "mllama": "MllamaForConditionalGeneration", "smolvlm": "SmolVLMForConditionalGeneration"}
 
 
 def test_registry_lists_both_required_families():

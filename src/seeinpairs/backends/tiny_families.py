@@ -19,8 +19,8 @@ from .tiny import TINY_FAMILIES, TinySpec, chat_template, merged_patch_settings,
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "mistral3": "PixtralProcessor is declared torchvision-only in transformers 5.x, so no processor builds without "
                 "torchvision",
-    "smolvlm": "no tiny builder yet (checkpoints load: SmolVLMProcessor with a num_frames stand-in, needs num2words); "
-               "untested here",
+    "lfm2_vl": "Lfm2VlImageProcessor is declared torchvision-only in transformers 5.x (no PIL image processor), "
+               "so no processor builds without torchvision",
 }
 
 
@@ -236,4 +236,33 @@ def _build_mllama(spec: TinySpec, texts: list[str]):
     image_processor = transformers.MllamaImageProcessorPil(size={"height": image_size, "width": image_size},
                                                            max_image_tiles=2)
     processor = transformers.MllamaProcessor(image_processor, tokenizer, chat_template=chat_template("mllama"))
+    return model, processor
+
+
+@TINY_FAMILIES.register("smolvlm")
+def _build_smolvlm(spec: TinySpec, texts: list[str]):
+    """SmolVLM2: the Idefics3 architecture with SmolVLM's own processor (which also reads video settings)."""
+    grid = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<end_of_utterance>", "<fake_token_around_image>",
+                "<image>", "<global-img>", "<video>", *grid]
+    tokenizer, ids = _tokens(specials, texts, spec, "<end_of_utterance>", "<|im_end|>", bos_token="<|im_start|>",
+                             unk_token="<|endoftext|>", extra_special_tokens={
+                                 "fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+                                 "end_of_utterance_token": "<end_of_utterance>", "global_image_token": "<global-img>",
+                                 "video_token": "<video>"})
+    patch, scale, image_size = 14, 2, spec.image_size
+    config = transformers.SmolVLMConfig(
+        text_config=dict(model_type="llama", **_text_config(spec, tokenizer, ids, "<end_of_utterance>", "<|im_end|>",
+                                                             bos_token_id=ids["<|im_start|>"])),
+        vision_config=dict(hidden_size=spec.vision_width, intermediate_size=spec.vision_width * 2,
+                           num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
+                           image_size=image_size, patch_size=patch),
+        scale_factor=scale, image_token_id=ids["<image>"], pad_token_id=ids["<|im_end|>"],
+    )
+    model = transformers.SmolVLMForConditionalGeneration(config)
+    image_processor = transformers.SmolVLMImageProcessorPil(
+        size={"longest_edge": image_size}, max_image_size={"longest_edge": image_size}, do_image_splitting=False)
+    processor = image_only_class(transformers.SmolVLMProcessor)(
+        image_processor, tokenizer, chat_template=chat_template("smolvlm"),
+        image_seq_len=(image_size // patch) ** 2 // scale ** 2, video_settings={"num_frames": 64, "fps": 1})
     return model, processor
