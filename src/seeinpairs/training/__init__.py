@@ -7,7 +7,7 @@ which loads with ``HFBackend(model=output_dir / "final")`` like any checkpoint.
 loop on examples given as (request, gold answer) pairs, e.g. multi-image QA.
 """
 
-from .config import DEFAULT_LORA_TARGETS, LoraConfig, SFTSettings, TrainConfig
+from .config import LoraConfig, SFTSettings, TrainConfig
 from .data import ExampleBuilder, example_rng, select_train_cases, subset_order
 from .examples import (
                        CaseExamples,
@@ -19,6 +19,6 @@ from .examples import (
 )
 from .sft import TrainResult, train, train_on_examples
 
-__all__ = ["DEFAULT_LORA_TARGETS", "CaseExamples", "ExampleBuilder", "ExampleSource", "ExampleValidator",
+__all__ = ["CaseExamples", "ExampleBuilder", "ExampleSource", "ExampleValidator",
            "LabelledRequest", "LoraConfig", "RequestExamples", "SFTSettings", "TrainConfig", "TrainResult",
            "encode_examples", "example_rng", "select_train_cases", "subset_order", "train", "train_on_examples"]

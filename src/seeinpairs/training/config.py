@@ -21,25 +21,15 @@ from pydantic import (
     model_validator,
 )
 
+from ..backends.lora_targets import language_model_targets
 from ..backends.tiny import TinySpec
 from ..configfile import ConfigFile, resolve_path
+from ..errors import ConfigError
 from ..evaluation.config import (BankConfig, ConfigTask, DataConfig, ModelConfig, ReferenceCount, check_partial_task,
                                  partial_task_input)
 from ..siteshift.augment import AcquisitionAugment
 from .balance import ClassBalance
 
-#: LoRA targets by ``config.model_type``: the language model's attention projections (the vision
-#: tower is left frozen); other model types fall back to peft's ``"all-linear"``.
-_LM_ATTENTION = r".*{lm}.*\.(q_proj|k_proj|v_proj|o_proj)"
-DEFAULT_LORA_TARGETS: dict[str, str] = {
-    "qwen2_vl": _LM_ATTENTION.format(lm="language_model"),
-    "qwen2_5_vl": _LM_ATTENTION.format(lm="language_model"),
-    "llava": _LM_ATTENTION.format(lm="language_model"),
-    "llava_onevision": _LM_ATTENTION.format(lm="language_model"),
-    "idefics3": _LM_ATTENTION.format(lm="text_model"),
-    "smolvlm": _LM_ATTENTION.format(lm="text_model"),
-}
-LORA_FALLBACK_TARGETS = "all-linear"
 
 #: the member tags pydantic appends to the location of a union field's errors ("k.list[int]")
 
@@ -68,11 +58,16 @@ class LoraConfig(_Strict):
             data.pop("quantize", None)  # runs made before the field existed still match on resume
         return data
 
-    def targets(self, model_type: str) -> list[str] | str:
-        """Explicit ``target_modules``, else the default for the model type, else ``"all-linear"``."""
+    def targets(self, model) -> list[str] | str:
+        """Explicit ``target_modules``, else the language model's attention projections read from
+        ``model``'s module tree (the vision tower and projector stay frozen unless named here)."""
         if self.target_modules is not None:
             return self.target_modules
-        return DEFAULT_LORA_TARGETS.get(model_type, LORA_FALLBACK_TARGETS)
+        targets = language_model_targets(model)
+        if targets is None:
+            raise ConfigError(f"field 'lora.target_modules': no language model with attention projections found in "
+                              f"{type(model).__name__}; name the modules to adapt (e.g. all-linear)")
+        return targets
 
 
 class SFTSettings(ConfigFile):

@@ -55,7 +55,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from transformers import AutoConfig, AutoModelForImageTextToText
+from transformers import AutoModelForImageTextToText
 
 from ..backends.base import option_probabilities
 from ..backends.hf import (
@@ -261,10 +261,9 @@ def _wrap_lora(model, config: SFTSettings, base: str, adapter: Path | None = Non
 
     if adapter is not None:
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
-    model_type = AutoConfig.from_pretrained(base, **_load_kwargs(config)).model_type
     lora = config.lora
     peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                 target_modules=lora.targets(model_type))
+                                 target_modules=lora.targets(model))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # peft probes deprecated transformers attributes
