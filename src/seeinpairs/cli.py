@@ -1,4 +1,4 @@
-"""The ``seeinpairs`` command line: eval, demo, build-tiny, validate, list.
+"""The ``seeinpairs`` command line: eval, demo, build-tiny, validate, check-model, list.
 
 Every user-facing error (bad manifest, config, image, impossible request) and
 every usage error (unknown command or option, a missing argument, a count below
@@ -313,6 +313,35 @@ def serve(
     console.print(f"serving {cfg.model.label or cfg.model.name} on http://{host}:{port}/ "
                   f"({'bearer token required' if cfg.auth_token else 'no auth'})")
     uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command("check-model")
+def check_model_command(
+    model: str = typer.Argument(..., help="Hub id or checkpoint folder of a vision-language model."),
+    device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16 (the fast-path tolerance is for "
+                                              "float32)."),
+    revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit)."),
+    local_files_only: bool = typer.Option(False, "--local-files-only", help="Never download."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the checkpoint's own code."),
+    as_json: bool = typer.Option(False, "--json", help="Print the row as JSON."),
+) -> None:
+    """Load a checkpoint and run a few requests on generated images: prints one row (load, one- and
+    multi-token scoring, shared prompt, generation, prefix and vision cache, attribution layout, LoRA
+    targets) with timings; exits 2 with a one-line reason when loading or a check fails."""
+    import json
+
+    from .check_model import check_model, raise_on_failure
+
+    result = check_model(model, device=device, dtype=dtype, revision=revision, local_files_only=local_files_only,
+                         trust_remote_code=trust_remote_code)
+    if as_json:
+        console.out(json.dumps(result.to_dict(), indent=2), highlight=False)
+    else:
+        console.print(result.row(), soft_wrap=True, highlight=False)
+        for line in result.notes():
+            console.print(line, soft_wrap=True, highlight=False)
+    raise_on_failure(result)
 
 
 @app.command("list")
