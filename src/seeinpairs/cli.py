@@ -241,7 +241,7 @@ def train(
 
 @app.command("build-tiny")
 def build_tiny(
-    family: str = typer.Argument(..., help="qwen2_vl or idefics3"),
+    family: str = typer.Argument(..., help="A tiny model family (seeinpairs list names them)."),
     output: Path = typer.Argument(..., file_okay=False, help="Folder to write the model to."),
     text: list[str] = typer.Option([], help="Extra words for the tokenizer (class names, questions)."),
     seed: int = typer.Option(0, min=0),
