@@ -41,7 +41,7 @@ def load(folder):
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES.list_names())
-def test_default_lora_adapts_the_language_models_attention_only_and_a_step_trains(tiny_models, family):
+def test_default_lora_targets_adapt_the_language_models_attention_only_and_a_step_trains(tiny_models, family):
     model, processor = load(tiny_models[family])
     peft_model = get_peft_model(model, PeftLoraConfig(r=4, target_modules=LoraConfig().targets(model)))
     adapted = adapted_modules(peft_model)
