@@ -9,7 +9,8 @@ from shared_helpers import SHARED_DATA
 from seeinpairs.cases import CaseTable
 from seeinpairs.datasets.synthetic import SYNTHETIC_TASK
 from seeinpairs.errors import ConfigError
-from seeinpairs.suite import StudySuiteConfig, deep_merge, run_suite, violations
+from seeinpairs.baselines import BASELINES
+from seeinpairs.suite import BaselineSpec, StudySuiteConfig, deep_merge, run_suite, violations
 
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "study_real.yaml"
 
@@ -30,6 +31,14 @@ def test_deep_merge_replaces_lists_and_merges_mappings():
     merged = deep_merge(base, {"train": {"max_steps": 8}, "eval": {"conditions": [3]}})
     assert merged == {"train": {"max_steps": 8, "lr": 0.001}, "eval": {"conditions": [3]}}
     assert base["train"]["max_steps"] == 600  # not mutated
+
+
+def test_baseline_spec_names_registered_baselines_and_hands_each_only_its_own_options():
+    spec = BaselineSpec(c=0.5, epochs=3)
+    assert spec.kinds == ["logistic", "cnn"] and set(spec.kinds) <= set(BASELINES.list_names())
+    assert spec.options_for("logistic") == {"c": 0.5} and spec.options_for("cnn") == {"epochs": 3}
+    with pytest.raises(ValueError, match=r"unknown baseline\(s\) svm \(known: cnn, logistic\)"):
+        BaselineSpec(kinds=["logistic", "svm"])
 
 
 def test_suite_runs_every_study_and_seed_audits_and_reports(tmp_path):

@@ -28,6 +28,7 @@ from .cases import Case, CaseTable
 from .errors import ConfigError
 from .evaluation.stats import summarise
 from .imaging import load_image
+from .registry import Registry
 from .tasks import Task
 
 
@@ -73,6 +74,11 @@ def _result(name: str, test: Sequence[Case], probabilities: np.ndarray, fitted: 
     return BaselineResult(name, summary, records)
 
 
+#: the image-only baselines a suite trains, by the name its ``baselines.kinds`` uses
+BASELINES: Registry[BaselineResult] = Registry("image-only baseline")
+
+
+@BASELINES.register("logistic", description="logistic regression on downsized pixels (option c)")
 def logistic_baseline(table: CaseTable, task: Task, train_split: str = "train", test_split: str = "test",
                       size: int = 28, color: bool = False, c: float = 0.1, seed: int = 0,
                       n_boot: int = 1000) -> BaselineResult:
@@ -94,6 +100,7 @@ def _small_cnn(channels: int, size: int, n_classes: int) -> torch.nn.Module:
                          nn.Flatten(), nn.Dropout(0.25), nn.Linear(flat, 64), nn.ReLU(), nn.Linear(64, n_classes))
 
 
+@BASELINES.register("cnn", description="a small CNN trained from scratch on downsized pixels (option epochs)")
 def cnn_baseline(table: CaseTable, task: Task, train_split: str = "train", test_split: str = "test",
                  size: int = 28, color: bool = False, epochs: int = 30, batch_size: int = 64, lr: float = 1e-3,
                  seed: int = 0, n_boot: int = 1000) -> BaselineResult:

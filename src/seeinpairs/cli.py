@@ -346,23 +346,19 @@ def check_model_command(
 
 @app.command("list")
 def list_components() -> None:
-    """List the registered selectors, embedders, backends, tiny model families and data set adapters
-    with their class names."""
-    from .backends import hf  # noqa: F401  (registers the backend)
-    from .backends.base import BACKENDS
-    from .backends.tiny import list_tiny_families
-    from .datasets.registry import dataset_classes, list_datasets
-    from .embedders import list_embedders
-    from .references.selectors import list_selectors
-
-    console.print("selectors: " + ", ".join(list_selectors()))
-    console.print("embedders: " + ", ".join(list_embedders()))
-    console.print("backends: " + ", ".join(BACKENDS.list_names()))
-    console.print("tiny model families: " + ", ".join(list_tiny_families()))
+    """List every registry (backends, selectors, metrics, data set adapters, ...) with its entries and
+    what each is, the tiny model families not supported, and the class names each data set adapter gives."""
     from .backends.tiny_families import UNSUPPORTED_FAMILIES
+    from .datasets.registry import dataset_classes, list_datasets
+    from .registry import registries
 
-    for family, reason in sorted(UNSUPPORTED_FAMILIES.items()):
-        console.print(f"  not supported: {family}: {reason}", markup=False)
+    for registry in registries():
+        console.print(f"{registry.kind} ({len(registry.list_names())}):", markup=False, highlight=False)
+        for name in registry.list_names():
+            console.print(f"  {name}: {registry.describe(name)}", markup=False, highlight=False)
+        if registry.kind == "tiny model family":
+            for family, reason in sorted(UNSUPPORTED_FAMILIES.items()):
+                console.print(f"  not supported: {family}: {reason}", markup=False)
     console.print("data set adapters and the class names they give (a config with data.dataset may leave "
                   "task.classes and task.healthy_class out to use them):")
     for name in list_datasets():

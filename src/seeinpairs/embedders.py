@@ -37,7 +37,6 @@ __all__ = [
     "list_embedders",
 ]
 
-EMBEDDERS: Registry["Embedder"] = Registry("embedder")
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
@@ -84,6 +83,10 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, dim={self.dim})"
+
+
+#: by spec kind (``pixel``, ``hf:<model>``, ...); names are per instance, so not checked against the entry
+EMBEDDERS: Registry[Embedder] = Registry("embedder", expects=Embedder)
 
 
 def embedder_key(embedder: Embedder) -> str:

@@ -19,16 +19,17 @@ reused), then adds what a reader needs to trust the figures:
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .baselines import cnn_baseline, logistic_baseline
+from .baselines import BASELINES
 from .atomic import FileSet, atomic_write_text
 from .cases import CaseTable
 from .configfile import ConfigFile, resolve_path
@@ -71,14 +72,27 @@ class SuiteProfile(BaseModel):
 class BaselineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    #: which image-only baselines to train (logistic regression on pixels, a small CNN)
-    kinds: list[Literal["logistic", "cnn"]] = Field(default_factory=lambda: ["logistic", "cnn"], min_length=1)
+    #: which image-only baselines to train (names in :data:`~seeinpairs.baselines.BASELINES`)
+    kinds: list[str] = Field(default_factory=lambda: ["logistic", "cnn"], min_length=1)
     size: int = Field(28, ge=4)
     color: bool = False
     #: logistic regression's inverse regularisation strength
     c: float = Field(0.1, gt=0)
     #: the CNN's training epochs
     epochs: int = Field(30, ge=1)
+
+    @field_validator("kinds")
+    @classmethod
+    def _registered(cls, kinds: list[str]) -> list[str]:
+        unknown = [kind for kind in kinds if kind not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {', '.join(unknown)} (known: {', '.join(BASELINES.list_names())})")
+        return kinds
+
+    def options_for(self, kind: str) -> dict[str, Any]:
+        """The spec's per-baseline settings that baseline ``kind`` takes (``c`` or ``epochs``)."""
+        parameters = inspect.signature(BASELINES.get(kind)).parameters
+        return {name: getattr(self, name) for name in ("c", "epochs") if name in parameters}
 
 
 class StudySuiteConfig(ConfigFile):
@@ -151,12 +165,8 @@ def _baseline_rows(study_name: str, study: StudyConfig, table: CaseTable, spec: 
     rows = []
     anchor = study.anchor
     for kind in spec.kinds:
-        if kind == "cnn":
-            baseline = cnn_baseline(table, study.task, test_split=study.eval.split, size=spec.size,
-                                    color=spec.color, epochs=spec.epochs, n_boot=study.eval.n_boot)
-        else:
-            baseline = logistic_baseline(table, study.task, test_split=study.eval.split, size=spec.size,
-                                         color=spec.color, c=spec.c, n_boot=study.eval.n_boot)
+        baseline = BASELINES.create(kind, table, study.task, test_split=study.eval.split, size=spec.size,
+                                    color=spec.color, n_boot=study.eval.n_boot, **spec.options_for(kind))
         row = baseline.summary.iloc[0].to_dict()
         rows.append({"study": study_name, "baseline": baseline.name,
                      **{k: v for k, v in row.items() if k != "condition"},

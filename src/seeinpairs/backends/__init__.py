@@ -1,7 +1,9 @@
-"""Model backends, registered by name (``hf``, ``openai_compat``, ...)."""
+"""Model backends, registered by name (``hf``, ``openai_compat``, ...) in :data:`BACKENDS`.
 
-from . import hf  # noqa: F401  (registers the "hf" backend)
-from . import openai_compat  # noqa: F401  (registers the "openai_compat" backend)
+The entries are lazy: importing this package does not import transformers; the first
+``create_backend("hf", ...)`` does.
+"""
+
 from .base import BACKENDS, Backend, create_backend, option_probabilities
 
 __all__ = ["BACKENDS", "Backend", "create_backend", "option_probabilities"]

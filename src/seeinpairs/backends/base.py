@@ -47,7 +47,11 @@ def option_probabilities(log_likelihoods: Sequence[float]) -> np.ndarray:
     return probs / probs.sum()
 
 
-BACKENDS: Registry[Backend] = Registry("backend")
+BACKENDS: Registry[Backend] = Registry("backend", expects=Backend, name_attribute="kind")
+BACKENDS.register("hf", "seeinpairs.backends.hf:HFBackend",
+                  description="a transformers VLM from the hub, a checkpoint folder or a LoRA adapter")
+BACKENDS.register("openai_compat", "seeinpairs.backends.openai_compat:OpenAICompatBackend",
+                  description="a model behind an OpenAI-compatible chat-completions server")
 
 
 def create_backend(name: str, **kwargs: Any) -> Backend:

@@ -38,7 +38,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 
 from ..errors import BackendError
 from ..prompts import Request
-from .base import BACKENDS, Backend
+from .base import Backend
 from .chat_layout import labelled_messages
 from .modeling import base_model, last_position_mask
 from .processors import load_processor
@@ -265,7 +265,6 @@ def peft_adapter_base(path: str | Path) -> str | None:
     return str(base)
 
 
-@BACKENDS.register("hf")
 class HFBackend(Backend):
     """A transformers VLM with its processor and chat template.
 

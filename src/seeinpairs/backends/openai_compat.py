@@ -55,7 +55,7 @@ from PIL import Image
 
 from ..errors import BackendError
 from ..prompts import Request
-from .base import BACKENDS, Backend
+from .base import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,6 @@ def first_token_scores(options: Sequence[str], top: dict[str, float]) -> tuple[l
     return scores, notes
 
 
-@BACKENDS.register("openai_compat")
 class OpenAICompatBackend(Backend):
     """A model behind an OpenAI-compatible ``/chat/completions`` endpoint.
 

@@ -96,6 +96,20 @@ class TinySpec:
 
 TinyBuilder = Callable[[TinySpec, list[str]], tuple[torch.nn.Module, object]]
 TINY_FAMILIES: Registry[TinyBuilder] = Registry("tiny model family")
+#: the families beyond Qwen2-VL and Idefics3, by architecture: lazy entries of .tiny_families
+_OTHER_FAMILIES = {
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "gemma3": "Gemma3ForConditionalGeneration",
+    "llava": "LlavaForConditionalGeneration",
+    "llava_onevision": "LlavaOnevisionForConditionalGeneration",
+    "internvl": "InternVLForConditionalGeneration",
+    "glm4v": "Glm4vForConditionalGeneration",
+    "mllama": "MllamaForConditionalGeneration",
+}
+for _family, _architecture in _OTHER_FAMILIES.items():
+    TINY_FAMILIES.register(_family, f"seeinpairs.backends.tiny_families:build_{_family}",
+                           description=f"a tiny {_architecture}")
 
 
 def merged_patch_settings(spec: TinySpec) -> dict:
@@ -105,7 +119,7 @@ def merged_patch_settings(spec: TinySpec) -> dict:
             "patch_size": 14, "merge_size": 2, "temporal_patch_size": 2}
 
 
-@TINY_FAMILIES.register("qwen2_vl")
+@TINY_FAMILIES.register("qwen2_vl", description="a tiny Qwen2VLForConditionalGeneration")
 def _build_qwen2_vl(spec: TinySpec, texts: list[str]):
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
@@ -136,7 +150,7 @@ def _build_qwen2_vl(spec: TinySpec, texts: list[str]):
     return model, processor
 
 
-@TINY_FAMILIES.register("idefics3")
+@TINY_FAMILIES.register("idefics3", description="a tiny Idefics3ForConditionalGeneration")
 def _build_idefics3(spec: TinySpec, texts: list[str]):
     grid = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
     specials = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>",
@@ -240,5 +254,3 @@ def built_tiny_vlm(folder: str | Path, marker: dict | None = None) -> bool:
 def list_tiny_families() -> list[str]:
     return TINY_FAMILIES.list_names()
 
-
-from . import tiny_families  # noqa: E402,F401  (registers the other families)

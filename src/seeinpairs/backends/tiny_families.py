@@ -13,7 +13,7 @@ from __future__ import annotations
 import transformers
 
 from .processors import image_only_class
-from .tiny import TINY_FAMILIES, TinySpec, chat_template, merged_patch_settings, train_tokenizer
+from .tiny import TinySpec, chat_template, merged_patch_settings, train_tokenizer
 
 #: families that are not registered, with the reason (shown by ``seeinpairs list``)
 UNSUPPORTED_FAMILIES: dict[str, str] = {
@@ -46,8 +46,7 @@ _QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start
                   "<|image_pad|>", "<|video_pad|>"]
 
 
-@TINY_FAMILIES.register("qwen2_5_vl")
-def _build_qwen2_5_vl(spec: TinySpec, texts: list[str]):
+def build_qwen2_5_vl(spec: TinySpec, texts: list[str]):
     tokenizer, ids = _tokens(_QWEN_SPECIALS, texts, spec, "<|im_end|>", "<|endoftext|>")
     config = transformers.Qwen2_5_VLConfig(
         text_config=_text_config(spec, tokenizer, ids, "<|im_end|>", "<|endoftext|>", bos_token_id=None,
@@ -66,8 +65,7 @@ def _build_qwen2_5_vl(spec: TinySpec, texts: list[str]):
     return model, processor
 
 
-@TINY_FAMILIES.register("qwen3_vl")
-def _build_qwen3_vl(spec: TinySpec, texts: list[str]):
+def build_qwen3_vl(spec: TinySpec, texts: list[str]):
     tokenizer, ids = _tokens(_QWEN_SPECIALS, texts, spec, "<|im_end|>", "<|endoftext|>")
     config = transformers.Qwen3VLConfig(
         text_config=_text_config(spec, tokenizer, ids, "<|im_end|>", "<|endoftext|>", bos_token_id=None,
@@ -90,8 +88,7 @@ def _build_qwen3_vl(spec: TinySpec, texts: list[str]):
     return model, processor
 
 
-@TINY_FAMILIES.register("gemma3")
-def _build_gemma3(spec: TinySpec, texts: list[str]):
+def build_gemma3(spec: TinySpec, texts: list[str]):
     specials = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                 "<end_of_image>", "<image_soft_token>"]
     tokenizer, ids = _tokens(specials, texts, spec, "<eos>", "<pad>", bos_token="<bos>", extra_special_tokens={
@@ -115,8 +112,7 @@ def _build_gemma3(spec: TinySpec, texts: list[str]):
     return model, processor
 
 
-@TINY_FAMILIES.register("llava")
-def _build_llava(spec: TinySpec, texts: list[str]):
+def build_llava(spec: TinySpec, texts: list[str]):
     specials = ["<unk>", "<s>", "</s>", "<image>"]
     tokenizer, ids = _tokens(specials, texts, spec, "</s>", "<unk>", bos_token="<s>")
     image_size, patch = 56, 14
@@ -138,8 +134,7 @@ def _build_llava(spec: TinySpec, texts: list[str]):
     return model, processor
 
 
-@TINY_FAMILIES.register("llava_onevision")
-def _build_llava_onevision(spec: TinySpec, texts: list[str]):
+def build_llava_onevision(spec: TinySpec, texts: list[str]):
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
     tokenizer, ids = _tokens(specials, texts, spec, "<|im_end|>", "<|endoftext|>")
     image_size, patch = 56, 14
@@ -163,8 +158,7 @@ def _build_llava_onevision(spec: TinySpec, texts: list[str]):
     return model, processor
 
 
-@TINY_FAMILIES.register("internvl")
-def _build_internvl(spec: TinySpec, texts: list[str]):
+def build_internvl(spec: TinySpec, texts: list[str]):
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
     tokenizer, ids = _tokens(specials, texts, spec, "<|im_end|>", "<|endoftext|>", extra_special_tokens={
         "start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
@@ -188,8 +182,7 @@ def _build_internvl(spec: TinySpec, texts: list[str]):
     return model, processor
 
 
-@TINY_FAMILIES.register("glm4v")
-def _build_glm4v(spec: TinySpec, texts: list[str]):
+def build_glm4v(spec: TinySpec, texts: list[str]):
     specials = ["<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>",
                 "<|begin_of_image|>", "<|end_of_image|>", "<|image|>", "<|begin_of_video|>", "<|end_of_video|>",
                 "<|video|>"]
@@ -212,8 +205,7 @@ def _build_glm4v(spec: TinySpec, texts: list[str]):
     return model, processor
 
 
-@TINY_FAMILIES.register("mllama")
-def _build_mllama(spec: TinySpec, texts: list[str]):
+def build_mllama(spec: TinySpec, texts: list[str]):
     specials = ["<|finetune_right_pad_id|>", "<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>",
                 "<|end_header_id|>", "<|image|>", "<|python_tag|>"]
     tokenizer, ids = _tokens(specials, texts, spec, "<|eot_id|>", "<|finetune_right_pad_id|>",

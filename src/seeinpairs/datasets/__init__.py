@@ -1,5 +1,5 @@
 """Data set adapters and generators; each produces a CaseTable and a Task."""
 
-# Importing the adapters registers them in seeinpairs.datasets.registry.DATASETS.
+# Each adapter module registers its adapter in seeinpairs.datasets.registry.DATASETS as it is imported.
 from . import (aptos, chexpert, dicomfolder, fitzpatrick, ham10000, imagefolder, isic, medmnist,  # noqa: F401,E402
                mimic, nih, odir)

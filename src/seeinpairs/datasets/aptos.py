@@ -20,8 +20,8 @@ from pathlib import Path
 from ..cases import Case
 from ..errors import ManifestError
 from ..tasks import Task
-from .registry import (ImageIndex, Problems, check_missing_option, choose, existing, folder_of, locate, make_table,
-                       read_csv, register, require_columns, rows, text)
+from .registry import (DATASETS, DatasetAdapter, ImageIndex, Problems, check_missing_option, choose, existing,
+                       folder_of, locate, make_table, read_csv, require_columns, rows, text)
 
 DR_CLASSES = ["grade 0", "grade 1", "grade 2", "grade 3", "grade 4"]
 DR_DESCRIPTIONS = {
@@ -64,7 +64,6 @@ def _detect(root: Path) -> tuple[str, Path]:
     raise ManifestError(f"{root}: no APTOS train.csv or EyePACS trainLabels.csv found")
 
 
-@register("aptos", classes=lambda: {f"task={t}": dr_task(t) for t in ("grade", "referable")})
 def load_aptos(root: Path, layout: str = "auto", csv: str | Path | None = None, image_dir: str | Path | None = None,
                task: str = "grade", missing: str = "error") -> tuple:
     """APTOS 2019 or EyePACS as (CaseTable, Task); ``layout`` auto-detects from the CSV present.
@@ -128,3 +127,7 @@ def load_aptos(root: Path, layout: str = "auto", csv: str | Path | None = None, 
                               patient_id=patient, split=split, extra=extra))
         problems.raise_if_any()
     return make_table(cases, path), dr_task(task, "eyepacs" if layout == "eyepacs" else "aptos")
+
+
+DATASETS.register("aptos", DatasetAdapter(
+    load_aptos, classes=lambda: {f"task={t}": dr_task(t) for t in ("grade", "referable")}))

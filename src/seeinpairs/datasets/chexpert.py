@@ -30,8 +30,8 @@ from typing import Any, Mapping, Sequence
 from ..cases import Case
 from ..errors import ConfigError, ManifestError
 from ..tasks import Task
-from .registry import (Problems, check_file, check_missing_option, choose, make_table, read_csv, readable, register,
-                       require_columns, rows, text)
+from .registry import (DATASETS, DatasetAdapter, Problems, check_file, check_missing_option, choose, make_table,
+                       read_csv, readable, require_columns, rows, text)
 
 CHEXPERT_PATHOLOGIES = [
     "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
@@ -232,7 +232,6 @@ def _resolve(base_folder: Path, relative: str) -> Path:
     return base_folder.parent / rel
 
 
-@register("chexpert", classes=lambda: cxr_class_table("chexpert", CHEXPERT_PATHOLOGIES))
 def load_chexpert(root: Path, csv: str | Path | None = None, task: str = "binary", finding: str | None = None,
                   findings: list[str] | None = None, uncertain: str = "zeros", views: str | list[str] = "frontal",
                   missing: str = "error", check_files: bool = True) -> tuple:
@@ -288,3 +287,7 @@ def load_chexpert(root: Path, csv: str | Path | None = None, task: str = "binary
                               split=case_split, extra=extra))
         problems.raise_if_any()
     return make_table(cases, sources[0][0]), cxr_task(task, finding, chosen, "chexpert")
+
+
+DATASETS.register("chexpert", DatasetAdapter(
+    load_chexpert, classes=lambda: cxr_class_table("chexpert", CHEXPERT_PATHOLOGIES)))

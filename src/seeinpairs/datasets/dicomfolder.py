@@ -22,7 +22,7 @@ from pathlib import Path
 from ..cases import Case
 from ..errors import ConfigError, ManifestError
 from ..tasks import Task
-from .registry import (Problems, choose, healthy_or_error, make_table, normal_split, read_csv, register,
+from .registry import (DATASETS, DatasetAdapter, Problems, choose, healthy_or_error, make_table, normal_split, read_csv,
                        require_columns, rows, text)
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -78,8 +78,6 @@ def _value(dataset, keyword: str) -> str | None:
     return text(str(value)) if value is not None else None
 
 
-@register("dicomfolder", classes="the values of the labels_csv label column (healthy: the one named normal, healthy, "
-                                 "... or healthy_class=...)")
 def load_dicomfolder(root: Path, labels_csv: str | Path | None = None, label_column: str = "label",
                      key_column: str | None = None, folder_level: int = 0, site_tag: str = "InstitutionName",
                      healthy_class: str | None = None, unlabelled: str = "error", question: str | None = None) -> tuple:
@@ -195,3 +193,8 @@ def load_dicomfolder(root: Path, labels_csv: str | Path | None = None, label_col
     return table, Task(name=root.name or "dicomfolder",
                        question=question or f"Which of these does the image show: {', '.join(ordered)}?",
                        classes=ordered, healthy_class=healthy, modality=modality)
+
+
+DATASETS.register("dicomfolder", DatasetAdapter(
+    load_dicomfolder, classes="the values of the labels_csv label column (healthy: the one named normal, healthy, "
+                              "... or healthy_class=...)"))

@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 
 from ..cases import Case
 from ..tasks import Task
-from .registry import (ImageIndex, Problems, check_missing_option, choose, folder_of, healthy_or_error, locate,
-                       make_table, read_csv, register, require_columns, rows, split_root, text)
+from .registry import (DATASETS, DatasetAdapter, ImageIndex, Problems, check_missing_option, choose, folder_of,
+                       healthy_or_error, locate, make_table, read_csv, require_columns, rows, split_root, text)
 
 THREE_DESCRIPTIONS = {
     "benign": "a benign neoplasm",
@@ -43,10 +43,6 @@ def _site(url: str | None) -> str | None:
     return parts[0] if parts else None
 
 
-@register("fitzpatrick", classes={
-    "task=three": "benign (healthy), malignant, non-neoplastic",
-    "task=nine": "the CSV's nine_partition_label values (healthy benign melanocyte, or healthy_class=...)",
-    "task=condition": "the CSV's label values (pass healthy_class=...)"}.copy)
 def load_fitzpatrick(root: Path, csv: str | Path | None = None, image_dir: str | Path | None = None,
                      task: str = "three", healthy_class: str | None = None, missing: str = "error") -> tuple:
     """Fitzpatrick17k as (CaseTable, Task); ``task`` three (default), nine or condition (the 114 labels)."""
@@ -101,3 +97,9 @@ def load_fitzpatrick(root: Path, csv: str | Path | None = None, image_dir: str |
     return make_table(cases, path), Task(
         name=f"fitzpatrick17k_{task}", question="Which kind of skin condition does this clinical photograph show?",
         classes=classes, healthy_class=healthy, descriptions=descriptions, modality="clinical skin photograph")
+
+
+DATASETS.register("fitzpatrick", DatasetAdapter(load_fitzpatrick, classes={
+    "task=three": "benign (healthy), malignant, non-neoplastic",
+    "task=nine": "the CSV's nine_partition_label values (healthy benign melanocyte, or healthy_class=...)",
+    "task=condition": "the CSV's label values (pass healthy_class=...)"}.copy))

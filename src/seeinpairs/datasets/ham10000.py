@@ -22,8 +22,9 @@ from pathlib import Path
 
 from ..cases import Case
 from ..tasks import Task
-from .registry import (ImageIndex, Problems, check_file, check_missing_option, choose, existing, folder_of,
-                       locate, make_table, normal_split, read_csv, register, require_columns, rows, split_root, text)
+from .registry import (DATASETS, DatasetAdapter, ImageIndex, Problems, check_file, check_missing_option, choose,
+                       existing, folder_of, locate, make_table, normal_split, read_csv, require_columns, rows,
+                       split_root, text)
 
 HAM_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 HAM_DESCRIPTIONS = {
@@ -70,8 +71,6 @@ def _label(dx: str, task: str) -> str:
     return "malignant" if dx in MALIGNANT else "benign"
 
 
-@register("ham10000",
-          classes=lambda: {f"task={t}": ham_task(t) for t in ("multiclass", "nv_vs_other", "benign_malignant")})
 def load_ham10000(root: Path, csv: str | Path | None = None, image_dirs: list[str | Path] | None = None,
                   task: str = "multiclass", missing: str = "error") -> tuple:
     """HAM10000 as (CaseTable, Task).
@@ -128,3 +127,7 @@ def load_ham10000(root: Path, csv: str | Path | None = None, image_dirs: list[st
                           site=text(record.get("dataset")), split=normal_split(record.get("split")), extra=extra))
     problems.raise_if_any()
     return make_table(cases, path), ham_task(task)
+
+
+DATASETS.register("ham10000", DatasetAdapter(
+    load_ham10000, classes=lambda: {f"task={t}": ham_task(t) for t in ("multiclass", "nv_vs_other", "benign_malignant")}))

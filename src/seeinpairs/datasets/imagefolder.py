@@ -16,7 +16,7 @@ from pathlib import Path
 from ..cases import Case
 from ..errors import ConfigError, ManifestError
 from ..tasks import Task
-from .registry import IMAGE_SUFFIXES, SPLIT_ALIASES, healthy_or_error, make_table, register
+from .registry import DATASETS, IMAGE_SUFFIXES, SPLIT_ALIASES, DatasetAdapter, healthy_or_error, make_table
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -32,8 +32,6 @@ def _images(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return found
 
 
-@register("imagefolder", classes="the class folder names (healthy: the one named normal, healthy, ... "
-                                 "or healthy_class=...)")
 def load_imagefolder(root: Path, healthy_class: str | None = None, rename: dict[str, str] | None = None,
                      extensions: list[str] | tuple[str, ...] = IMAGE_SUFFIXES, question: str | None = None,
                      modality: str = "medical image") -> tuple:
@@ -73,3 +71,8 @@ def load_imagefolder(root: Path, healthy_class: str | None = None, rename: dict[
         name=root.name or "imagefolder",
         question=question or f"Which of these does the image show: {', '.join(ordered)}?",
         classes=ordered, healthy_class=healthy, modality=modality)
+
+
+DATASETS.register("imagefolder", DatasetAdapter(
+    load_imagefolder, classes="the class folder names (healthy: the one named normal, healthy, ... "
+                              "or healthy_class=...)"))

@@ -22,8 +22,8 @@ from pathlib import Path
 from ..cases import Case
 from ..errors import ManifestError
 from ..tasks import Task
-from .registry import (ImageIndex, Problems, check_missing_option, choose, existing, folder_of, locate, make_table,
-                       read_csv, register, require_columns, rows, text)
+from .registry import (DATASETS, DatasetAdapter, ImageIndex, Problems, check_missing_option, choose, existing,
+                       folder_of, locate, make_table, read_csv, require_columns, rows, text)
 
 ISIC2019_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 ISIC2019_DESCRIPTIONS = {
@@ -58,9 +58,6 @@ def _folders(base: Path, image_dir: str | Path | None, defaults: tuple[str, ...]
     return existing(base / d for d in defaults) or [base]
 
 
-@register("isic", classes=lambda: {
-    "year=2019 task=diagnosis": _diagnosis_2019(), "task=benign_malignant": _BINARY,
-    "year=2020 task=diagnosis": "nevus (healthy) and the other values of train.csv's diagnosis column"})
 def load_isic(root: Path, year: int | None = None, task: str = "auto", image_dir: str | Path | None = None,
               missing: str = "error") -> tuple:
     """ISIC 2019 or 2020 as (CaseTable, Task); ``year`` auto-detected from the files present.
@@ -78,6 +75,11 @@ def load_isic(root: Path, year: int | None = None, task: str = "auto", image_dir
     if year == 2019:
         return _load_2019(root, "diagnosis" if task == "auto" else task, image_dir, missing)
     return _load_2020(root, "benign_malignant" if task == "auto" else task, image_dir, missing)
+
+
+DATASETS.register("isic", DatasetAdapter(load_isic, classes=lambda: {
+    "year=2019 task=diagnosis": _diagnosis_2019(), "task=benign_malignant": _BINARY,
+    "year=2020 task=diagnosis": "nevus (healthy) and the other values of train.csv's diagnosis column"}))
 
 
 def _load_2019(root: Path, task: str, image_dir, missing: str) -> tuple:

@@ -29,7 +29,7 @@ from ..errors import ConfigError, ManifestError
 from ..tasks import Task
 from .aptos import DR_CLASSES, DR_DESCRIPTIONS
 from .ham10000 import HAM_CLASSES, HAM_DESCRIPTIONS
-from .registry import class_list, make_table, register
+from .registry import DATASETS, DatasetAdapter, class_list, make_table
 
 URL = "https://zenodo.org/records/10519652/files/{name}?download=1"
 SIZES = (28, 64, 128, 224)
@@ -158,7 +158,6 @@ def class_table() -> dict[str, Task | str]:
             for flag, info in FLAGS.items()}
 
 
-@register("medmnist", classes=class_table)
 def load_medmnist(root: Path, flag: str | None = None, size: int = 28, image_dir: str | Path | None = None,
                   splits: list[str] | tuple[str, ...] = SPLITS, healthy_class: str | None = None,
                   download: bool = False) -> tuple:
@@ -269,6 +268,9 @@ def load_medmnist(root: Path, flag: str | None = None, size: int = 28, image_dir
                               split=split, extra=extra))
     atomic_write_text(marker, json.dumps(fingerprint))  # last: says every image above is written
     return make_table(cases, path), task
+
+
+DATASETS.register("medmnist", DatasetAdapter(load_medmnist, classes=class_table))
 
 
 def _as_image(array: np.ndarray, path: Path) -> Image.Image:

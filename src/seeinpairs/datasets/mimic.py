@@ -23,8 +23,8 @@ from ..errors import ManifestError
 from .chexpert import (CHEXPERT_LABELS, CHEXPERT_PATHOLOGIES, UNCERTAIN_POLICIES, check_cxr_options,
                        cxr_class_table, cxr_task,
                        finding_extras, label_from_flags, parse_flags, view_allowed, view_filter)
-from .registry import (Problems, check_file, check_missing_option, choose, make_table, normal_split, read_csv,
-                       register, require_columns, rows, text)
+from .registry import (DATASETS, DatasetAdapter, Problems, check_file, check_missing_option, choose, make_table,
+                       normal_split, read_csv, require_columns, rows, text)
 
 PREFIX = "mimic-cxr-2.0.0"
 
@@ -43,7 +43,6 @@ def _ids(problems: Problems, row: int, record: dict, columns: tuple[str, ...]) -
     return None if any(v is None for v in values) else tuple(values)
 
 
-@register("mimic", classes=lambda: cxr_class_table("mimic", CHEXPERT_PATHOLOGIES))
 def load_mimic(root: Path, task: str = "binary", finding: str | None = None, findings: list[str] | None = None,
                uncertain: str = "zeros", views: str | list[str] = "frontal", labeler: str = "chexpert",
                patients_csv: str | Path | None = None, missing: str = "error", check_files: bool = True) -> tuple:
@@ -132,3 +131,7 @@ def load_mimic(root: Path, task: str = "binary", finding: str | None = None, fin
                           sex=sex, split=splits.get(dicom), extra=extra))
     problems.raise_if_any()
     return make_table(cases, meta_path), cxr_task(task, finding, chosen, "mimic")
+
+
+DATASETS.register("mimic", DatasetAdapter(
+    load_mimic, classes=lambda: cxr_class_table("mimic", CHEXPERT_PATHOLOGIES)))

@@ -27,9 +27,9 @@ from pathlib import Path
 from ..cases import Case
 from ..errors import ManifestError
 from .chexpert import check_cxr_options, cxr_class_table, cxr_task
-from .registry import (ImageIndex, Problems, ResplitReport, check_file, check_missing_option, choose,
-                       folder_of, image_folders, locate, make_table, normal_split, patients_across_splits, read_csv,
-                       readable, register, require_columns, resplit_by_patient, rows, split_root, text)
+from .registry import (DATASETS, DatasetAdapter, ImageIndex, Problems, ResplitReport, check_file, check_missing_option,
+                       choose, folder_of, image_folders, locate, make_table, normal_split, patients_across_splits,
+                       read_csv, readable, require_columns, resplit_by_patient, rows, split_root, text)
 
 __all__ = ["NIH_FINDINGS", "load_nih", "resplit_by_patient", "patients_across_splits", "ResplitReport"]
 
@@ -60,7 +60,6 @@ def _patient(problems: Problems, row: int, column: str, value) -> str | None:
     return None if number is None else f"{number:08d}"
 
 
-@register("nih", classes=lambda: cxr_class_table("nih", NIH_FINDINGS))
 def load_nih(root: Path, csv: str | Path | None = None, image_dir: str | Path | None = None, task: str = "binary",
              finding: str | None = None, findings: list[str] | None = None, label_source: str = "auto",
              split_lists: bool = True, missing: str = "error") -> tuple:
@@ -156,3 +155,6 @@ def load_nih(root: Path, csv: str | Path | None = None, image_dir: str | Path | 
                           age=age, sex=sex, split=split, extra=extra))
     problems.raise_if_any()
     return make_table(cases, path), cxr_task(task, finding, chosen, "nih")
+
+
+DATASETS.register("nih", DatasetAdapter(load_nih, classes=lambda: cxr_class_table("nih", NIH_FINDINGS)))

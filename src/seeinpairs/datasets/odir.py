@@ -21,8 +21,8 @@ from pathlib import Path
 from ..cases import Case
 from ..errors import ManifestError
 from ..tasks import Task
-from .registry import (ImageIndex, Problems, check_missing_option, choose, folder_of, locate, make_table, read_csv,
-                       register, require_columns, rows, text)
+from .registry import (DATASETS, DatasetAdapter, ImageIndex, Problems, check_missing_option, choose, folder_of, locate,
+                       make_table, read_csv, require_columns, rows, text)
 
 DISEASE_COLUMNS = {"N": "normal", "D": "diabetes", "G": "glaucoma", "C": "cataract", "A": "age-related macular "
                    "degeneration", "H": "hypertension", "M": "pathological myopia", "O": "other diseases"}
@@ -78,7 +78,6 @@ def odir_task(mode: str) -> Task:
                 modality="fundus photograph")
 
 
-@register("odir", classes=lambda: {f"mode={m}": odir_task(m) for m in ("eye", "bilateral")})
 def load_odir(root: Path, csv: str | Path | None = None, image_dir: str | Path | None = None, mode: str = "eye",
               missing: str = "error") -> tuple:
     """ODIR-5K as (CaseTable, Task), per eye (default) or per patient with both eyes."""
@@ -140,3 +139,7 @@ def load_odir(root: Path, csv: str | Path | None = None, image_dir: str | Path |
                               age=age, sex=sex, extra={**common, "eye": eye, "keywords": keywords}))
     problems.raise_if_any()
     return make_table(cases, path), odir_task(mode)
+
+
+DATASETS.register("odir", DatasetAdapter(
+    load_odir, classes=lambda: {f"mode={m}": odir_task(m) for m in ("eye", "bilateral")}))

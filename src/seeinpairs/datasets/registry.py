@@ -16,7 +16,6 @@ file, the row and the column; option problems raise ``ConfigError``.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 import os
@@ -36,36 +35,37 @@ from ..tasks import Task
 
 Loader = Callable[..., "tuple[CaseTable, Task]"]
 
-#: name -> loader(root, **options) returning (CaseTable, Task)
-DATASETS: Registry[tuple[CaseTable, Task]] = Registry("dataset")
-
 #: an adapter's class names: {option setting: its Task, or a sentence where they come from the data}, or one sentence
 ClassTable = Callable[[], "Mapping[str, Task | str]"] | str
-CLASS_TABLES: dict[str, ClassTable] = {}
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 _MAX_SHOWN = 8
 
 
-def register(name: str, classes: ClassTable | None = None) -> Callable[[Loader], Loader]:
-    """Decorator: ``@register("nih")`` adds a loader to :data:`DATASETS`.
+@dataclass(frozen=True)
+class DatasetAdapter:
+    """One data-set adapter: its loader and the class names it gives.
 
-    The registered loader takes ``root`` as a str or Path and hands the adapter
-    an absolute Path, so that every image path in the table is absolute.
-    ``classes`` says which class names the adapter gives (see :func:`dataset_classes`):
-    users who leave ``task.classes`` out of a config get these, and ``seeinpairs list`` shows them.
+    Calling the adapter calls the loader with ``root`` (a str or Path) made an absolute Path,
+    so that every image path in the table is absolute. ``classes`` says which class names the
+    adapter gives (see :func:`dataset_classes`): users who leave ``task.classes`` out of a config
+    get these, and ``seeinpairs list`` shows them.
     """
-    if classes is not None:
-        CLASS_TABLES[name] = classes
-    def decorator(loader: Loader) -> Loader:
-        @functools.wraps(loader)
-        def wrapper(root: str | Path, *args: Any, **options: Any):
-            return loader(Path(root).expanduser().absolute(), *args, **options)
 
-        DATASETS.register(name)(wrapper)
-        return wrapper
+    load: Loader
+    classes: ClassTable = "not declared"
 
-    return decorator
+    @property
+    def description(self) -> str:
+        """The loader's docstring (``seeinpairs list`` shows its first sentence)."""
+        return self.load.__doc__ or ""
+
+    def __call__(self, root: str | Path, *args: Any, **options: Any) -> tuple[CaseTable, Task]:
+        return self.load(Path(root).expanduser().absolute(), *args, **options)
+
+
+#: name -> adapter (each adapter module of this package registers its own)
+DATASETS: Registry[tuple[CaseTable, Task]] = Registry("dataset", expects=DatasetAdapter)
 
 
 def list_datasets() -> list[str]:
@@ -77,8 +77,7 @@ def dataset_classes(name: str) -> dict[str, str]:
     """The class names adapter ``name`` gives, per option setting where they depend on one
     (``{"flag=breastmnist": "normal/benign (healthy), malignant", ...}``; ``{"": sentence}`` where
     the data decide them). Read from the same tasks the adapter returns, so they cannot drift."""
-    DATASETS.get(name)  # an unknown name: the registry's error, listing the known ones
-    table = CLASS_TABLES.get(name, "not declared")
+    table = DATASETS.get(name).classes  # an unknown name: the registry's error, listing the known ones
     if isinstance(table, str):
         return {"": table}
     return {setting: value if isinstance(value, str) else describe_classes(value) for setting, value in table().items()}
@@ -97,8 +96,7 @@ def class_list(classes: Iterable[str], healthy: str | None = None) -> str:
 
 def dataset_options(name: str) -> dict[str, Any]:
     """The options an adapter accepts, with their defaults (``inspect.Parameter.empty`` if required)."""
-    loader = DATASETS.get(name)
-    params = list(inspect.signature(loader).parameters.values())[1:]  # skip root
+    params = list(inspect.signature(DATASETS.get(name).load).parameters.values())[1:]  # skip root
     return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 

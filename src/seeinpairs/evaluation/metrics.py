@@ -2,7 +2,9 @@
 
 Every metric has the same signature,
 ``f(gold: int[n], probs: float[n, C], classes, healthy_index) -> float``,
-and lives in :data:`METRICS`, so reports and tests can iterate over all of them.
+and lives in :data:`METRICS` as one :class:`MetricSpec` (the function, its
+batched twin, its direction and its display name), so reports and tests can
+iterate over all of them and no table elsewhere repeats what a metric is.
 
 Most metrics also have a *batched* twin (``gold: int[B, n]``,
 ``probs: float[B, n, C]`` -> ``float[B]``) that the bootstrap uses to evaluate
@@ -14,6 +16,7 @@ sklearn reference implementations; tests check the batched twins against them.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -26,26 +29,36 @@ from ..registry import Registry
 MetricFn = Callable[[np.ndarray, np.ndarray, Sequence[str], int], float]
 BatchFn = Callable[[np.ndarray, np.ndarray, Sequence[str], int], np.ndarray]
 
-METRICS: Registry[float] = Registry("metric")
-_BATCHED: dict[str, BatchFn] = {}
-
 ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Everything about one metric: how to compute it per case set and per batch of resamples,
+    which way is better, and how reports name it. Calling the spec computes the metric."""
+
+    function: MetricFn
+    #: the name in tables and figures (``AUROC``)
+    display_name: str
+    #: the vectorised twin over resamples (``gold: int[B, n]`` -> ``float[B]``), or None
+    batch: BatchFn | None = None
+    higher_is_better: bool = True
+
+    @property
+    def description(self) -> str:
+        """The function's docstring (``seeinpairs list`` shows its first sentence)."""
+        return self.function.__doc__ or ""
+
+    def __call__(self, gold: np.ndarray, probs: np.ndarray, classes: Sequence[str], healthy_index: int) -> float:
+        return self.function(gold, probs, classes, healthy_index)
+
+
+METRICS: Registry[MetricSpec] = Registry("metric", expects=MetricSpec)
 
 
 def batched(name: str) -> BatchFn | None:
     """The vectorised version of metric ``name``, or None if it only has a scalar form."""
-    METRICS.get(name)  # unknown names fail with the registry's message
-    return _BATCHED.get(name)
-
-
-def _register(name: str, batch: BatchFn | None = None) -> Callable[[MetricFn], MetricFn]:
-    def decorator(fn: MetricFn) -> MetricFn:
-        METRICS.register(name)(fn)
-        if batch is not None:
-            _BATCHED[name] = batch
-        return fn
-
-    return decorator
+    return METRICS.get(name).batch
 
 
 # --------------------------------------------------------------- batched kernels
@@ -123,13 +136,11 @@ def _one(batch: BatchFn, gold: np.ndarray, probs: np.ndarray, classes: Sequence[
     return float(batch(np.asarray(gold)[None], np.asarray(probs, dtype=float)[None], classes, healthy_index)[0])
 
 
-@_register("accuracy", _accuracy_batch)
 def accuracy(gold: np.ndarray, probs: np.ndarray, classes: Sequence[str], healthy_index: int) -> float:
     """Fraction of cases whose most probable option is the gold class."""
     return _one(_accuracy_batch, gold, probs, classes, healthy_index)
 
 
-@_register("balanced_accuracy", _balanced_accuracy_batch)
 def balanced_accuracy(gold: np.ndarray, probs: np.ndarray, classes: Sequence[str], healthy_index: int) -> float:
     """Mean per-class recall: robust to the heavy healthy/abnormal imbalance of medical sets."""
     with warnings.catch_warnings():
@@ -137,7 +148,6 @@ def balanced_accuracy(gold: np.ndarray, probs: np.ndarray, classes: Sequence[str
         return float(balanced_accuracy_score(gold, np.asarray(probs).argmax(-1)))
 
 
-@_register("macro_f1", _macro_f1_batch)
 def macro_f1(gold: np.ndarray, probs: np.ndarray, classes: Sequence[str], healthy_index: int) -> float:
     """Unweighted mean F1 over all task classes (absent classes count as 0)."""
     return float(
@@ -145,7 +155,6 @@ def macro_f1(gold: np.ndarray, probs: np.ndarray, classes: Sequence[str], health
     )
 
 
-@_register("auroc", _auroc_batch)
 def auroc(gold: np.ndarray, probs: np.ndarray, classes: Sequence[str], healthy_index: int) -> float:
     """Threshold-free ranking quality.
 
@@ -166,7 +175,6 @@ def auroc(gold: np.ndarray, probs: np.ndarray, classes: Sequence[str], healthy_i
     return float(np.mean(values)) if values else float("nan")
 
 
-@_register("ece", _ece_batch)
 def ece(gold: np.ndarray, probs: np.ndarray, classes: Sequence[str], healthy_index: int) -> float:
     """Expected calibration error of the top-label confidence, 15 equal-width bins.
 
@@ -174,6 +182,14 @@ def ece(gold: np.ndarray, probs: np.ndarray, classes: Sequence[str], healthy_ind
     matters when reference images shift the model's certainty but not its answer.
     """
     return _one(_ece_batch, gold, probs, classes, healthy_index)
+
+
+METRICS.register("accuracy", MetricSpec(accuracy, "accuracy", batch=_accuracy_batch))
+METRICS.register("balanced_accuracy", MetricSpec(balanced_accuracy, "balanced accuracy",
+                                                 batch=_balanced_accuracy_batch))
+METRICS.register("macro_f1", MetricSpec(macro_f1, "macro F1", batch=_macro_f1_batch))
+METRICS.register("auroc", MetricSpec(auroc, "AUROC", batch=_auroc_batch))
+METRICS.register("ece", MetricSpec(ece, "ECE", batch=_ece_batch, higher_is_better=False))
 
 
 # ------------------------------------------------------------------ records

@@ -11,7 +11,6 @@ is not registered fails with one clear line instead of a wrong map.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,16 +64,8 @@ class ImageLayout:
         return (ids[0] == self.image_token_id).nonzero().flatten().tolist()
 
 
-LAYOUTS: Registry[Callable[..., ImageLayout]] = Registry("attribution layout")
-
-
-def register_layout(*model_types: str) -> Callable[[type[ImageLayout]], type[ImageLayout]]:
-    def decorator(cls: type[ImageLayout]) -> type[ImageLayout]:
-        for name in model_types:
-            LAYOUTS.register(name)(cls)
-        return cls
-
-    return decorator
+#: per ``config.model_type``; a layout serving several families is registered under each
+LAYOUTS: Registry[ImageLayout] = Registry("attribution layout", expects=ImageLayout)
 
 
 def layout_for(model, processor) -> ImageLayout:
@@ -86,7 +77,8 @@ def layout_for(model, processor) -> ImageLayout:
     return LAYOUTS.get(model_type)(model, processor)
 
 
-@register_layout("qwen2_vl", "qwen2_5_vl")
+@LAYOUTS.register("qwen2_vl")
+@LAYOUTS.register("qwen2_5_vl")
 class QwenVLLayout(ImageLayout):
     """Qwen2-VL / Qwen2.5-VL: every image is ``grid_t x grid_h x grid_w`` patches of ``patch`` pixels,
     flattened in (t, h/merge, w/merge, merge, merge) order with (channel, frame, py, px) columns;
@@ -129,7 +121,8 @@ class QwenVLLayout(ImageLayout):
         return maps
 
 
-@register_layout("idefics3", "smolvlm")
+@LAYOUTS.register("idefics3")
+@LAYOUTS.register("smolvlm")
 class Idefics3Layout(ImageLayout):
     """Idefics3 / SmolVLM without image splitting: one (padded) tile per image whose
     ``image_seq_len`` tokens form a square grid after the pixel shuffle."""

@@ -155,10 +155,6 @@ Generator = Callable[[CaseIndex, np.random.Generator], Draft | None]
 QA_GENERATORS: Registry[list[Generator]] = Registry("multi-image QA ability")
 
 
-def _register(ability: str) -> Callable[[Callable[[], list[Generator]]], Callable[[], list[Generator]]]:
-    return QA_GENERATORS.register(ability)
-
-
 # ----- co-reference: which image shows X ---------------------------------------------------------------
 def _which_abnormal(index: CaseIndex, rng: np.random.Generator) -> Draft | None:
     n = int(rng.integers(2, 4))
@@ -192,8 +188,9 @@ def _same_patient(index: CaseIndex, rng: np.random.Generator) -> Draft | None:
                  f"The {ORDINALS[position + 1]} image is from the same patient as the first image.", "same_patient")
 
 
-@_register("coreference")
+@QA_GENERATORS.register("coreference")
 def _coreference() -> list[Generator]:
+    """Which image shows an abnormal finding; which image is from the same patient."""
     return [_which_abnormal, _same_patient]
 
 
@@ -231,8 +228,9 @@ def _larger(index: CaseIndex, rng: np.random.Generator) -> Draft | None:
                  f"The {finding} is {word} in the {ORDINALS[right]} image.", f"{word}")
 
 
-@_register("comparison")
+@QA_GENERATORS.register("comparison")
 def _comparison() -> list[Generator]:
+    """Which image is normal; which finding is larger or smaller."""
     return [_which_normal, _larger]
 
 
@@ -276,8 +274,9 @@ def _change(index: CaseIndex, rng: np.random.Generator) -> Draft | None:
                  CHANGE_SENTENCES[change].format(finding=finding), "change")
 
 
-@_register("temporal")
+@QA_GENERATORS.register("temporal")
 def _temporal() -> list[Generator]:
+    """How a finding changed between a patient's earlier and later studies."""
     return [_change]
 
 
@@ -309,8 +308,9 @@ def _grade(index: CaseIndex, rng: np.random.Generator) -> Draft | None:
     return Draft(cases, question, grade, [g for g in config.grades if g != grade], sentence, "grade")
 
 
-@_register("reasoning")
+@QA_GENERATORS.register("reasoning")
 def _reasoning() -> list[Generator]:
+    """Two views and the patient's details to a graded answer."""
     return [_grade]
 
 

@@ -93,6 +93,7 @@ def _text_extra(module: str):
 
 @OPEN_METRICS.register("bleu")
 def _bleu(**_: Any) -> OpenMetric:
+    """sacrebleu sentence BLEU of each prediction against its reference (0-100)."""
     sacrebleu = _text_extra("sacrebleu")
 
     def score(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
@@ -102,6 +103,7 @@ def _bleu(**_: Any) -> OpenMetric:
 
 @OPEN_METRICS.register("rouge_l")
 def _rouge_l(**_: Any) -> OpenMetric:
+    """ROUGE-L F-measure of each prediction against its reference (stemmed)."""
     rouge_scorer = _text_extra("rouge_score.rouge_scorer")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
@@ -112,6 +114,7 @@ def _rouge_l(**_: Any) -> OpenMetric:
 
 @OPEN_METRICS.register("embedding")
 def _embedding(model: str | None = None, **_: Any) -> OpenMetric:
+    """Cosine similarity of the text embeddings of prediction and reference."""
     from ..text_embedding import DEFAULT_TEXT_MODEL, get_text_embedder
 
     embedder = get_text_embedder(model or DEFAULT_TEXT_MODEL)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -40,8 +40,6 @@ __all__ = [
     "create_selector",
     "list_selectors",
 ]
-
-SELECTORS: Registry["Selector"] = Registry("selector")
 
 _CASE_FIELDS = {f.name for f in dataclasses.fields(Case)} - {"extra", "images"}
 
@@ -187,21 +185,18 @@ def _shortage_message(
     )
 
 
-def _register(name: str) -> Callable[[type[Selector]], type[Selector]]:
-    def decorator(cls: type[Selector]) -> type[Selector]:
-        cls.name = name
-        SELECTORS.register(name)(cls)
-        return cls
-
-    return decorator
+#: every selector class names itself (``name``, used in its messages) as it is registered
+SELECTORS: Registry[Selector] = Registry("selector", expects=Selector, name_attribute="name")
 
 
 # ---------------------------------------------------------------------------
 
 
-@_register("none")
+@SELECTORS.register("none")
 class NoneSelector(Selector):
     """The zero-reference baseline: the query alone. Only k=0 makes sense."""
+
+    name = "none"
 
     def select(self, query: Case, k: int, rng: np.random.Generator) -> Selection:
         if k != 0:
@@ -209,9 +204,11 @@ class NoneSelector(Selector):
         return Selection([])
 
 
-@_register("random")
+@SELECTORS.register("random")
 class RandomSelector(Selector):
     """k healthy controls drawn uniformly without replacement: the unbiased baseline."""
+
+    name = "random"
 
     def _pick(self, query, k, candidates, rng, exclusions):
         chosen = rng.choice(len(candidates), size=k, replace=False)
@@ -235,21 +232,23 @@ class _SiteSelector(RandomSelector):
         return kept, f"with site {'==' if self.same else '!='} '{query.site}'"
 
 
-@_register("cross_center")
+@SELECTORS.register("cross_center")
 class CrossCenterSelector(_SiteSelector):
     """Random references from other centres: tests robustness to scanner/site shift."""
 
+    name = "cross_center"
     same = False
 
 
-@_register("same_center")
+@SELECTORS.register("same_center")
 class SameCenterSelector(_SiteSelector):
     """Random references from the query's own centre: controls for acquisition differences."""
 
+    name = "same_center"
     same = True
 
 
-@_register("demographic")
+@SELECTORS.register("demographic")
 class DemographicSelector(Selector):
     """Exact match on attributes (default sex), then nearest age; ties broken by ``rng``.
 
@@ -258,6 +257,7 @@ class DemographicSelector(Selector):
     references are still preferred over partially matching ones.
     """
 
+    name = "demographic"
     params = ("match", "fallback")
 
     def __init__(self, bank: ReferenceBank | None, match: list[str] | tuple[str, ...] | str = ("sex",), fallback: bool = False, **unknown: Any) -> None:
@@ -322,7 +322,7 @@ class DemographicSelector(Selector):
         return Selection(self._cases(chosen), note)
 
 
-@_register("embedding")
+@SELECTORS.register("embedding")
 class EmbeddingSelector(Selector):
     """The k bank images nearest to the query in an embedding space (faiss: exact below 50,000 bank
     images, IVF above; see :mod:`seeinpairs.references.index`).
@@ -330,6 +330,7 @@ class EmbeddingSelector(Selector):
     Deterministic: ``rng`` is unused; ties are ordered by bank position.
     """
 
+    name = "embedding"
     params = ("embedder",)
 
     def __init__(self, bank: ReferenceBank | None, embedder: str | Embedder = "pixel", **unknown: Any) -> None:
@@ -346,7 +347,7 @@ class EmbeddingSelector(Selector):
         return Selection(self._cases(hits[:k]))
 
 
-@_register("prior_study")
+@SELECTORS.register("prior_study")
 class PriorStudySelector(Selector):
     """The radiologist's usual comparison: the k most recent *earlier* healthy studies of the query's
     own patient. Not leakage-free by design, so it is a separate mode: evaluations label it ``prior``,
@@ -357,6 +358,7 @@ class PriorStudySelector(Selector):
     a study is earlier when its value is smaller. Ties and missing values never count as earlier.
     """
 
+    name = "prior_study"
     params = ("order_by",)
     leakage_free = False
 

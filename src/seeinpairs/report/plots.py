@@ -31,28 +31,22 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..evaluation.metrics import METRICS
+
 DPI = 100
 #: the metrics drawn by default, in panel order
 PLOT_METRICS = ("auroc", "accuracy")
-#: metrics where a smaller value is better
-LOWER_IS_BETTER = frozenset({"ece", "brier", "log_loss", "nll"})
-METRIC_NAMES = {
-    "auroc": "AUROC",
-    "accuracy": "accuracy",
-    "balanced_accuracy": "balanced accuracy",
-    "macro_f1": "macro F1",
-    "ece": "ECE",
-}
 _THUMBNAIL = 256
 
 
 def metric_name(metric: str) -> str:
-    """Display name of a metric (``auroc`` -> ``AUROC``)."""
-    return METRIC_NAMES.get(metric, metric.replace("_", " "))
+    """Display name of a metric (``auroc`` -> ``AUROC``), from its spec; an unregistered name with spaces."""
+    return METRICS.get(metric).display_name if metric in METRICS else metric.replace("_", " ")
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
+    """The metric's direction, from its spec (an unregistered name counts as higher-is-better)."""
+    return METRICS.get(metric).higher_is_better if metric in METRICS else True
 
 
 def png_data_uri(png: bytes) -> str:

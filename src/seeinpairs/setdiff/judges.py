@@ -55,7 +55,7 @@ class Judge(ABC):
         return self.name
 
 
-JUDGES: Registry[Judge] = Registry("set-difference judge")
+JUDGES: Registry[Judge] = Registry("set-difference judge", expects=Judge, name_attribute="name")
 
 
 def create_judge(name: str, **kwargs: Any) -> Judge:

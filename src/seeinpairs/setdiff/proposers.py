@@ -68,7 +68,12 @@ class Proposer(ABC):
         """Hypotheses for ``pair``; identical for the same pair and seed."""
 
 
-PROPOSERS: Registry[Proposer] = Registry("set-difference proposer")
+PROPOSERS: Registry[Proposer] = Registry("set-difference proposer", expects=Proposer, name_attribute="name")
+# the report-guided proposers live in .report_proposers, which builds on this module
+PROPOSERS.register("reports_lm", "seeinpairs.setdiff.report_proposers:ReportLMProposer",
+                   description="sampled reports of both sets (and image grids) to a generating backend")
+PROPOSERS.register("report_contrast", "seeinpairs.setdiff.report_proposers:ReportContrastProposer",
+                   description="word n-grams more frequent in set A's reports than in set B's, no model")
 
 
 def create_proposer(name: str, **kwargs: Any) -> Proposer:
@@ -353,5 +358,3 @@ def deduplicate(texts: Sequence[str], embedder: Any = None, threshold: float = 0
             kept.append(i)
     return [unique[i] for i in kept]
 
-
-from . import report_proposers as _report_proposers  # noqa: E402,F401  (registers reports_lm, report_contrast)

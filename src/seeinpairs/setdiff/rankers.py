@@ -118,7 +118,7 @@ class Ranker(ABC):
         return order_ranked([separation(h, row[:n1], row[n1:], n_examples) for h, row in zip(hypotheses, scores)])
 
 
-RANKERS: Registry[Ranker] = Registry("set-difference ranker")
+RANKERS: Registry[Ranker] = Registry("set-difference ranker", expects=Ranker, name_attribute="name")
 
 
 def create_ranker(name: str, **kwargs: Any) -> Ranker:

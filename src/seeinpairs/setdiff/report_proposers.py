@@ -32,7 +32,6 @@ from ..imaging import load_image
 from .inputs import SetPair
 from .proposers import (
     DIFFERENCE_INSTRUCTION,
-    PROPOSERS,
     Proposal,
     Proposer,
     _ask,
@@ -94,7 +93,6 @@ def _listed(texts: Sequence[str]) -> str:
     return "\n".join(f"- {t}" for t in texts) if texts else "- (no report)"
 
 
-@PROPOSERS.register("reports_lm")
 class ReportLMProposer(RefiningProposer):
     """Sampled reports of both sets (and image grids with ``with_images``) to a generating backend.
 
@@ -160,7 +158,6 @@ def affirmed(text: str) -> str:
     return NEGATED.sub(" ", text)
 
 
-@PROPOSERS.register("report_contrast")
 class ReportContrastProposer(RefiningProposer):
     """Word 1-3-grams whose share of set-A reports exceeds their share of set-B reports, as hypotheses.
 

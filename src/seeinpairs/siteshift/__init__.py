@@ -21,7 +21,6 @@ from .acquisition import (
     assign_sites,
     create_protocol,
     list_protocols,
-    register_protocol,
     simulate_sites,
 )
 from .augment import AcquisitionAugment, augment_rng
@@ -47,5 +46,5 @@ from .recalibration import (
 __all__ = ["PROTOCOLS", "SITE_REFERENCE_SPLIT", "AcquisitionAugment", "AcquisitionProtocol", "AcquisitionTransform",
            "HealthyBias", "RecalibrationError", "SiteReferenceBanks", "apply_healthy_bias", "assign_sites",
            "augment_rng", "create_protocol", "fit_healthy_bias", "fit_healthy_bias_records", "leave_one_site_out",
-           "list_protocols", "predicted_healthy_rate", "recalibrate", "record_scores", "register_protocol", "simulate_sites",
+           "list_protocols", "predicted_healthy_rate", "recalibrate", "record_scores", "simulate_sites",
            "site_reference_banks", "sites_of", "specificity"]

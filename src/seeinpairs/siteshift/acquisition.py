@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -45,7 +45,6 @@ __all__ = [
     "create_protocol",
     "is_grey",
     "list_protocols",
-    "register_protocol",
     "simulate_sites",
 ]
 
@@ -198,12 +197,8 @@ class AcquisitionProtocol:
                 "sites": {name: t.to_dict() for name, t in self.sites.items()}}
 
 
+#: factories of protocols: ``@PROTOCOLS.register("default4")`` on a function returning an AcquisitionProtocol
 PROTOCOLS: Registry[AcquisitionProtocol] = Registry("acquisition protocol")
-
-
-def register_protocol(name: str) -> Callable[[Callable[[], AcquisitionProtocol]], Callable[[], AcquisitionProtocol]]:
-    """Decorator: ``@register_protocol("default4")`` on a factory returning an :class:`AcquisitionProtocol`."""
-    return PROTOCOLS.register(name)
 
 
 def create_protocol(name: str) -> AcquisitionProtocol:
@@ -227,7 +222,7 @@ def _default4_sites() -> dict[str, AcquisitionTransform]:
     }
 
 
-@register_protocol("default4")
+@PROTOCOLS.register("default4")
 def default4() -> AcquisitionProtocol:
     """Four sites from mild to harsh; the harsh one, ``site_d``, is held out. Equal patient shares.
 
@@ -247,7 +242,7 @@ def default4() -> AcquisitionProtocol:
                                description="four sites from mild to harsh; site_d (harsh) held out")
 
 
-@register_protocol("mild4")
+@PROTOCOLS.register("mild4")
 def mild4() -> AcquisitionProtocol:
     """The sites of ``default4`` at half strength (:meth:`AcquisitionTransform.scaled` 0.5), ``site_d``
     held out: the same shift directions with a smaller dose, to see whether effects scale with the shift."""
