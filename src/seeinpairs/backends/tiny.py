@@ -106,6 +106,7 @@ _OTHER_FAMILIES = {
     "internvl": "InternVLForConditionalGeneration",
     "glm4v": "Glm4vForConditionalGeneration",
     "mllama": "MllamaForConditionalGeneration",
+    "smolvlm": "SmolVLMForConditionalGeneration",
 }
 for _family, _architecture in _OTHER_FAMILIES.items():
     TINY_FAMILIES.register(_family, f"seeinpairs.backends.tiny_families:build_{_family}",

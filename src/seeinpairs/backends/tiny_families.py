@@ -231,8 +231,7 @@ def build_mllama(spec: TinySpec, texts: list[str]):
     return model, processor
 
 
-@TINY_FAMILIES.register("smolvlm")
-def _build_smolvlm(spec: TinySpec, texts: list[str]):
+def build_smolvlm(spec: TinySpec, texts: list[str]):
     """SmolVLM2: the Idefics3 architecture with SmolVLM's own processor (which also reads video settings)."""
     grid = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<end_of_utterance>", "<fake_token_around_image>",
