@@ -262,3 +262,14 @@ def test_without_a_single_baseline_only_that_claim_speaks(claim):
     summary, tests = make_results(NORMAL)
     no_single = compare_model(summary[summary["k"] > 0], tests, "auroc")
     assert (claim(no_single) is not None) == (claim is claims.no_single_baseline)
+
+
+def test_resolution_differs():
+    def resolutions(*values):
+        return lambda s, t: (s.assign(query_resolution=list(values)), t)
+
+    differs = claims.resolution_differs(comparison(NORMAL, edit=resolutions("anyres", "base", "")))
+    assert differs.startswith("the conditions saw the query at different resolutions (single k=0: anyres; paired "
+                              "k=1: base; paired k=1: not recorded)")
+    assert claims.resolution_differs(comparison(NORMAL, edit=resolutions("base", "base", ""))) is None
+    assert claims.resolution_differs(comparison(NORMAL)) is None
