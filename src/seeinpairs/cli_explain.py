@@ -113,7 +113,7 @@ def register(app: typer.Typer, console: Console) -> None:
         runner = _runner(config)
         from .explain.evidence import EvidenceConfig, EvidenceRunner
         from .explain.report import evidence_section
-        from .report import write_report
+        from .report import ReportInputs, write_report
 
         evidence_config = EvidenceConfig(split=runner.config.eval.split, n_localization=n_localization,
                                          n_cases=n_cases, methods=method, selector=selector, k=k,
@@ -123,9 +123,9 @@ def register(app: typer.Typer, console: Console) -> None:
         result = EvidenceRunner(_hf_backend(runner, _model(runner, single)), _hf_backend(runner, _model(runner, paired)),
                                 runner.table, runner.task, runner.bank, evidence_config, mask_root=root).run()
         result.save(output)
-        report = write_report(output / "report.html", title=f"seeinpairs evidence: {runner.config.name}",
-                              summary=None, paired_tests=None, sections=[evidence_section(result)],
-                              metadata={"config": str(config), "single": single, "paired": paired})
+        report = write_report(output / "report.html", ReportInputs(
+            title=f"seeinpairs evidence: {runner.config.name}", sections=[evidence_section(result)],
+            metadata={"config": str(config), "single": single, "paired": paired}))
         from .explain.report import evidence_findings
 
         for line in evidence_findings(result):

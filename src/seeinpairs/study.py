@@ -252,8 +252,7 @@ def run_sample_efficiency(config: StudyConfig, progress: bool = True) -> pd.Data
 
 
 def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
-    from .report import examples_from_records, write_report
-    from .report.html import DEFAULT_LIMITATIONS
+    from .report import DEFAULT_LIMITATIONS, ReportInputs, examples_from_records, write_report
 
     started = time.perf_counter()
     out = Path(config.output_dir)
@@ -294,14 +293,15 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
                 "evaluation split": config.eval.split, "cases evaluated": int(evaluation.summary["n"].max()),
                 "seconds": round(seconds, 1), "computed on": environment_summary()}
     anchor = config.anchor.model_dump() if config.anchor is not None else None  # shown beside the metrics
-    report = write_report(out / "report.html", title=f"seeinpairs study: {config.name}",
-                          summary=evaluation.summary, paired_tests=evaluation.paired_tests,
-                          learning_curves=curves if not curves.empty else None, examples=examples,
-                          metadata=metadata, sections=sections, anchor=anchor, limitations=[*DEFAULT_LIMITATIONS, (
-                              "The single and the comparative model were each trained once (training seed "
-                              f"{config.train.get('seed', 0)}); the intervals do not include the variation between "
-                              "training runs, which for small models trained from scratch can be as large as the "
-                              "differences shown. Repeat with several training seeds before drawing conclusions.")])
+    limitations = [*DEFAULT_LIMITATIONS, (
+        f"The single and the comparative model were each trained once (training seed {config.train.get('seed', 0)}); "
+        "the intervals do not include the variation between training runs, which for small models trained from "
+        "scratch can be as large as the differences shown. Repeat with several training seeds before drawing "
+        "conclusions.")]
+    report = write_report(out / "report.html", ReportInputs(
+        title=f"seeinpairs study: {config.name}", summary=evaluation.summary, paired_tests=evaluation.paired_tests,
+        learning_curves=curves if not curves.empty else None, examples=examples, metadata=metadata,
+        sections=sections, anchor=anchor, limitations=limitations))
     stage_done("report written", str(report), time.perf_counter() - started)
     atomic_write_text(out / "study_summary.json", json.dumps({"seconds": seconds, "training": training}, indent=2,
                                                             default=str))

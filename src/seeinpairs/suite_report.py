@@ -8,8 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from .report.html import (
+from .report import (
     DEFAULT_LIMITATIONS,
+    ReportInputs,
     ReportSection,
     anchor_metrics_text,
     ci_cell,
@@ -189,6 +190,6 @@ def write_suite_report(out_path: Path, config, profile: str, metrics: pd.DataFra
                    ("Tiny models trained from scratch on small subsets: the figures describe what references do for "
                     "such models on these images, not what they do for a pretrained medical VLM."),
                    "None of these subsets is an official split; published anchors are printed for orientation only."]
-    return write_report(out_path, title=f"seeinpairs suite: {config.name} ({profile})", summary=None,
-                        paired_tests=None, findings=findings, metadata=metadata, limitations=limitations,
-                        sections=sections, core=False)
+    return write_report(out_path, ReportInputs(title=f"seeinpairs suite: {config.name} ({profile})",
+                                               findings=findings, metadata=metadata, limitations=limitations,
+                                               sections=sections, core=False))

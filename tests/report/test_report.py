@@ -9,10 +9,12 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from frames import curves_frame, make_results
 from PIL import Image
 
 from seeinpairs.cases import Case, CaseTable
 from seeinpairs.report import (
+    ReportInputs,
     aggregate_curves,
     aggregate_seeds,
     examples_from_records,
@@ -24,47 +26,9 @@ from seeinpairs.report import (
     write_report,
 )
 
-METRICS = ("accuracy", "auroc", "balanced_accuracy", "ece", "macro_f1")
 SECTIONS = ("Findings", "Metrics", "Paired vs single", "Metrics by selector and k", "Sample efficiency", "Examples",
             "What this can and cannot show")
 IMG = '<img src="data:image/png;base64,'
-
-
-def summary_row(model, selector, k, seed, values, half_width=0.05, n=120):
-    row = {"model": model, "mode": "single" if k == 0 else "paired", "selector": selector, "k": k, "seed": seed,
-           "n": n}
-    for metric in METRICS:
-        value = values.get(metric, 0.1 if metric == "ece" else 0.7)
-        row[metric] = value
-        row[f"{metric}_lo"] = value - half_width if not math.isnan(value) else float("nan")
-        row[f"{metric}_hi"] = value + half_width if not math.isnan(value) else float("nan")
-    return row
-
-
-def make_results(paired_auroc: dict, single_auroc=0.80, delta_half_width=0.03, seeds=(0,), model="m",
-                 ece_single=0.10, ece_paired=0.10, p=0.41):
-    """A summary and paired-test frame where each paired condition (selector, k) has the given AUROC."""
-    rows, tests = [], []
-    for seed in seeds:
-        rows.append(summary_row(model, "none", 0, seed, {"auroc": single_auroc, "accuracy": 0.75, "ece": ece_single}))
-        for (selector, k), auroc in paired_auroc.items():
-            rows.append(summary_row(model, selector, k, seed, {"auroc": auroc, "accuracy": 0.76, "ece": ece_paired}))
-            delta = auroc - single_auroc
-            tests.append({"model": model, "selector": selector, "k": k, "seed": seed, "n": 120,
-                          "single_right_paired_wrong": 7, "single_wrong_paired_right": 9, "mcnemar_p": p,
-                          "delta_accuracy": 0.01, "delta_accuracy_lo": -0.04, "delta_accuracy_hi": 0.06,
-                          "delta_auroc": delta, "delta_auroc_lo": delta - delta_half_width,
-                          "delta_auroc_hi": delta + delta_half_width})
-    return pd.DataFrame(rows), pd.DataFrame(tests)
-
-
-def curves_frame(single, paired, ladder=(16, 32, 64, 128), metric="auroc", seeds=(0,)):
-    rows = []
-    for seed in seeds:
-        for mode, values in (("single", single), ("paired", paired)):
-            for n, value in zip(ladder, values):
-                rows.append({"mode": mode, "n_train": n, "seed": seed, metric: value})
-    return pd.DataFrame(rows)
 
 
 def write_png(path, seed):
@@ -90,10 +54,9 @@ def test_report_renders_all_sections_self_contained(tmp_path):
          "probabilities": [0.6, 0.4], "options": ["normal", "abnormal"], "title": "case q"},
         {"query": images / "missing.png", "references": [], "gold": "normal", "predicted": "normal"},
     ]
-    out = write_report(tmp_path / "out" / "report.html", title="Pairs on synthetic", summary=summary,
-                       paired_tests=tests, learning_curves=curves, examples=examples,
-                       metadata={"data set": "synthetic", "model": "m", "date": "2025-01-01",
-                                 "config": {"seeds": [0], "k": [1, 2]}})
+    out = write_report(tmp_path / "out" / "report.html", ReportInputs(
+        title="Pairs on synthetic", summary=summary, paired_tests=tests, learning_curves=curves, examples=examples,
+        metadata={"data set": "synthetic", "model": "m", "date": "2025-01-01", "config": {"seeds": [0], "k": [1, 2]}}))
     assert out.exists() and [p.name for p in out.parent.iterdir()] == ["report.html"]
     html = out.read_text(encoding="utf-8")
     for section in SECTIONS:
@@ -111,7 +74,7 @@ def test_report_renders_all_sections_self_contained(tmp_path):
 
 
 def test_empty_inputs_render_not_run(tmp_path):
-    out = write_report(tmp_path / "r.html", title="empty", summary=pd.DataFrame(), paired_tests=None)
+    out = write_report(tmp_path / "r.html", ReportInputs(title="empty", summary=pd.DataFrame(), paired_tests=None))
     html = out.read_text(encoding="utf-8")
     for section in SECTIONS:
         assert f"<h2>{section}</h2>" in html
@@ -125,7 +88,8 @@ def test_empty_inputs_render_not_run(tmp_path):
 
 def test_summary_without_paired_conditions(tmp_path):
     summary, _ = make_results({})
-    out = write_report(tmp_path / "r.html", title="baseline only", summary=summary, paired_tests=pd.DataFrame())
+    out = write_report(tmp_path / "r.html", ReportInputs(title="baseline only", summary=summary,
+                                                         paired_tests=pd.DataFrame()))
     html = out.read_text(encoding="utf-8")
     assert "No paired condition (k&gt;0) was run." in html
     assert html.count(IMG) == 1
@@ -134,9 +98,9 @@ def test_summary_without_paired_conditions(tmp_path):
 def test_html_escapes_malicious_names(tmp_path):
     evil = "<script>alert(1)</script>"
     summary, tests = make_results({("embedding", 1): 0.82}, model=evil)
-    out = write_report(tmp_path / "r.html", title=evil, summary=summary, paired_tests=tests,
-                       findings=[f"model {evil} did things"], metadata={"model": evil, "config": {"name": evil}},
-                       limitations=evil)
+    out = write_report(tmp_path / "r.html", ReportInputs(
+        title=evil, summary=summary, paired_tests=tests, findings=[f"model {evil} did things"],
+        metadata={"model": evil, "config": {"name": evil}}, limitations=evil))
     html = out.read_text(encoding="utf-8")
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
@@ -303,8 +267,7 @@ def test_examples_from_records(tmp_path):
     specs = examples_from_records(records, cases, n=4, title="embedding k=1")
     assert [s["title"] for s in specs] == ["embedding k=1: case q1", "embedding k=1: case q2"]
     assert specs[0]["references"] == [str(tmp_path / "r1.png")]
-    html = write_report(tmp_path / "r.html", title="x", summary=None, paired_tests=None,
-                        examples=specs).read_text(encoding="utf-8")
+    html = write_report(tmp_path / "r.html", ReportInputs(title="x", examples=specs)).read_text(encoding="utf-8")
     assert html.count(IMG) == 2 and "normal 0.20, abnormal 0.80" in html
 
 
@@ -324,8 +287,7 @@ def test_extra_sections_follow_the_examples_and_keep_their_own_escaping(tmp_path
     from seeinpairs.report import ReportSection, render_report
 
     body = "<p>map of <b>query</b></p>"
-    html = render_report(title="t", summary=None, paired_tests=None,
-                         sections=[ReportSection("attribution", "Attribution <maps>", body)])
+    html = render_report(ReportInputs(title="t", sections=[ReportSection("attribution", "Attribution <maps>", body)]))
     assert '<section id="attribution">' in html
     assert "<h2>Attribution &lt;maps&gt;</h2>" in html  # the title is data, escaped
     assert body in html  # the body was rendered (and escaped) by its own template
@@ -347,7 +309,7 @@ def test_a_collapsed_paired_model_is_labelled_failed_and_never_a_finding(tmp_pat
     assert "Best paired condition: random k=1" in text
     assert not any("embedding" in sentence for sentence in findings[1:])
     assert "in 1 of 1 comparison" in text  # the failed condition's comparison is left out
-    report = write_report(tmp_path / "r.html", title="t", summary=summary, paired_tests=tests)
+    report = write_report(tmp_path / "r.html", ReportInputs(title="t", summary=summary, paired_tests=tests))
     html = report.read_text()
     assert "FAILED: near-constant probabilities" in html and ">training<" in html
 
@@ -400,8 +362,8 @@ def test_a_published_anchor_is_a_sentence_under_the_metrics_not_json_in_the_head
     summary, tests = make_results({("embedding", 1): 0.83})
     anchor = {"source": "MedMNIST v2, ResNet-18 (28)", "metrics": {"auroc": 0.944, "accuracy": 0.854},
               "note": "official imbalanced split; ours is a balanced subset"}
-    html = write_report(tmp_path / "r.html", title="t", summary=summary, paired_tests=tests, anchor=anchor,
-                        metadata={"study": "s"}).read_text(encoding="utf-8")
+    html = write_report(tmp_path / "r.html", ReportInputs(title="t", summary=summary, paired_tests=tests, anchor=anchor,
+                                                          metadata={"study": "s"})).read_text(encoding="utf-8")
     metrics = html.split('<section id="metrics">')[1].split("</section>")[0]
     assert ("Published anchor (MedMNIST v2, ResNet-18 (28)): AUROC 0.944, accuracy 0.854 — official imbalanced "
             "split; ours is a balanced subset") in metrics

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from study_results import study_results
 
-from seeinpairs.report import write_report
+from seeinpairs.report import ReportInputs, write_report
 
 CHROMIUM = os.environ.get("SEEINPAIRS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -32,8 +32,8 @@ def _demo_sized_report(path: Path) -> Path:
                            for n in (32, 128) for mode in ("single", "paired")])
     anchor = {"source": "MedMNIST v2, ResNet-18 (28)", "metrics": {"auroc": 0.944, "accuracy": 0.854},
               "note": "Official, imbalanced split (4708/524/624); ours is a class-balanced subset, not comparable."}
-    return write_report(path, title="seeinpairs study: demo", summary=summary, paired_tests=tests,
-                        learning_curves=curves, anchor=anchor, metadata={"study": "demo"})
+    return write_report(path, ReportInputs(title="seeinpairs study: demo", summary=summary, paired_tests=tests,
+                                           learning_curves=curves, anchor=anchor, metadata={"study": "demo"}))
 
 
 def test_no_table_scrolls_sideways_at_1400_px(tmp_path):

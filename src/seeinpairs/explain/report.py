@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..report.html import ReportSection, ci_cell, fmt, render_fragment
+from ..report import ReportSection, ci_cell, fmt, render_fragment
 from ..report.plots import png_data_uri
 from .evidence import EvidenceResult
 from .overlay import METHOD_TITLES

@@ -32,7 +32,7 @@ import pandas as pd
 from ..backends.hf import HFBackend
 from ..datasets.synthetic import SiteProfile
 from ..datasets.synthetic_series import SeriesConfig, generate_series
-from ..report import ReportSection, write_report
+from ..report import ReportInputs, ReportSection, write_report
 from ..training import SFTSettings
 from .evaluate import MimEvaluation, evaluate
 from .format import MimDataset
@@ -173,8 +173,7 @@ def run_mim_demo(output_dir: str | Path, config: MimDemoConfig | None = None,
         "seconds": seconds, "generated": {"counts": generated.counts, "skipped": generated.skipped},
         "training": training, "accuracy": demo.accuracy_table().to_dict(orient="records"),
         "single_image_gap": gaps.to_dict(orient="records")}, indent=2, default=str))
-    write_report(demo.report, title="seeinpairs: multi-image QA demo", summary=None, paired_tests=None, findings=[],
-                 metadata={"data": str(qa_dir.relative_to(out)), "model": f"tiny {config.family}",
-                           "config": asdict(config)},
-                 limitations=[notes[0]], sections=[section])
+    write_report(demo.report, ReportInputs(
+        title="seeinpairs: multi-image QA demo", findings=[], limitations=[notes[0]], sections=[section],
+        metadata={"data": str(qa_dir.relative_to(out)), "model": f"tiny {config.family}", "config": asdict(config)}))
     return demo, section

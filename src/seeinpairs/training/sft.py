@@ -38,7 +38,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -496,16 +496,6 @@ def _class_balance(config: SFTSettings, labels: list[str], saved: dict[str, Any]
             "labels": labels, "weights": example_weights(labels) if applied == "loss" else None}
 
 
-def _flat_loss(state: dict[str, Any], balance: dict[str, Any]) -> dict[str, Any]:
-    """:func:`~.balance.flat_loss` of this run: the prior is the class shares trained towards (the
-    training shares, or uniform when balanced), per answer token as the loss is."""
-    counts = balance["label_counts"]
-    shares = list(counts.values()) if balance["applied"] == "none" else [1.0] * len(counts)
-    tokens_per_example = state["answer_tokens"] / max(1, state["answer_examples"])
-    prior = prior_entropy(shares) / tokens_per_example if tokens_per_example else 0.0
-    return flat_loss(state["step_losses"], prior)
-
-
 def _fit(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] | None,
          make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
          summary_extra: dict[str, Any], progress: bool, stop_after: int | None,
@@ -552,31 +542,129 @@ def _accelerator(config: SFTSettings):
                        project_dir=Path(config.output_dir) / "logs")
 
 
-def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] | None,
-                make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
-                summary_extra: dict[str, Any], progress: bool, stop_after: int | None,
-                console: Console | None, accelerator) -> TrainResult:
-    from accelerate.utils import broadcast_object_list
+# ----- the run's state ----------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """What the loop carries from one optimizer step to the next, saved in ``last/`` for ``resume``.
 
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    console = console or Console(stderr=True)
-    started = time.perf_counter()
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    last_dir, best_dir = out / "last", out / "best"
-    resuming = saved is not None
-    main = accelerator.is_main_process
-    world, rank = accelerator.num_processes, accelerator.process_index
+    Saved as a plain dict (:meth:`saved`, the same keys as before it was a dataclass) so that
+    ``torch.load(weights_only=True)`` reads it and older runs still resume.
+    """
 
-    if not resuming and main:  # a fresh run: clear the outputs of an earlier one (only now that the inputs are valid)
-        for name in ("last", "best", "final", "adapter", "history.json", "train_summary.json"):
-            target = out / name
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    step: int = 0
+    epoch: int = 0
+    #: micro steps taken in the current epoch
+    micro: int = 0
+    best_val: float = math.inf
+    best_step: int | None = None
+    #: evaluations in a row without a new best validation loss (for ``patience``)
+    bad_evals: int = 0
+    #: the training loss summed since the last evaluation, over ``window_steps`` steps
+    window_loss: float = 0.0
+    window_steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+    #: training time of earlier calls of a resumed run
+    seconds: float = 0.0
+    step_losses: list[float] = field(default_factory=list)
+    answer_tokens: int = 0
+    answer_examples: int = 0
+    #: how often each label was drawn into a batch
+    drawn: dict[str, int] = field(default_factory=dict)
+    class_balance: str = "none"
 
-    accelerator.wait_for_everyone()
+    @classmethod
+    def restored(cls, saved: dict[str, Any], class_balance: str) -> TrainState:
+        """The state of a saved run; keys a run saved by an older version lacks keep their start values."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{"class_balance": class_balance, **{k: v for k, v in saved.items() if k in known}})
 
-    # model (several processes: each on its own device, e.g. cuda:<local rank>, or the CPU)
+    def saved(self, elapsed: float) -> dict[str, Any]:
+        """The state to save, with ``elapsed`` seconds of this call added to the training time."""
+        return {**asdict(self), "seconds": self.seconds + elapsed}
+
+
+def _flat_loss(state: TrainState, balance: dict[str, Any]) -> dict[str, Any]:
+    """:func:`~.balance.flat_loss` of this run: the prior is the class shares trained towards (the
+    training shares, or uniform when balanced), per answer token as the loss is."""
+    counts = balance["label_counts"]
+    shares = list(counts.values()) if balance["applied"] == "none" else [1.0] * len(counts)
+    tokens_per_example = state.answer_tokens / max(1, state.answer_examples)
+    prior = prior_entropy(shares) / tokens_per_example if tokens_per_example else 0.0
+    return flat_loss(state.step_losses, prior)
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """How the examples are cut into steps: ``batch_size`` examples per process and micro step."""
+
+    n: int
+    batch_size: int
+    grad_accum: int
+    world: int
+    rank: int
+    micro_per_epoch: int
+    steps_per_epoch: int
+    total: int
+
+    @classmethod
+    def of(cls, config: SFTSettings, n: int, world: int, rank: int) -> _Schedule:
+        micro_per_epoch = math.ceil(n / (config.batch_size * world))
+        steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
+        total = config.max_steps if config.max_steps is not None else config.epochs * steps_per_epoch
+        return cls(n, config.batch_size, config.grad_accum, world, rank, micro_per_epoch, steps_per_epoch, total)
+
+
+@dataclass
+class _Run:
+    """One training run: its model, optimizer and data, and the :class:`TrainState` the loop advances."""
+
+    config: SFTSettings
+    comparable: dict[str, Any]
+    accelerator: Any
+    model: Any
+    processor: Any
+    base: str
+    lora: bool
+    device: torch.device
+    source: ExampleSource
+    validator: Callable | None
+    balance: dict[str, Any]
+    schedule: _Schedule
+    optimizer: Any
+    scheduler: Any
+    state: TrainState
+    started: float
+    n_trainable: int
+    n_total: int
+    #: the example order of the current epoch (one epoch kept)
+    orders: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def plain_model(self):
+        """The model without the DDP wrapper (autocast kept), to validate and save."""
+        return self.accelerator.unwrap_model(self.model)
+
+
+# ----- the run's parts ------------------------------------------------------------------------------------
+def _clear_outputs(out: Path) -> None:
+    """A fresh run: clear the outputs of an earlier one (only once the inputs are known valid)."""
+    for name in ("last", "best", "final", "adapter", "history.json", "train_summary.json"):
+        target = out / name
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+
+
+def _prepare_model(config: SFTSettings, accelerator, tiny_texts: list[str] | None, resuming: bool):
+    """(model in train mode, processor, base model path, LoRA or not, device) for this process."""
+    world = accelerator.num_processes
+    # several processes: each on its own device, e.g. cuda:<local rank>, or the CPU
     device = accelerator.device if world > 1 else resolve_device(config.model.device)
     with accelerator.main_process_first():  # a tiny base model is built once, by the main process
         base = base_model_path(config, tiny_texts)
@@ -587,6 +675,7 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
     if config.max_image_tokens is not None:
         limit_image_tokens(processor, config.max_image_tokens)
     torch.manual_seed(config.seed)
+    last_dir = Path(config.output_dir) / "last"
     if lora:
         model = _wrap_lora(_load_model(base, config, device, config.lora.quantize), config, base,
                            last_dir if resuming else None)
@@ -597,154 +686,179 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
         # random state is restored for the recomputation, so the loss is that of a run without it
         set_activation_checkpointing(unwrapped_base_model(model), True)
     model.train()
+    return model, processor, base, lora, device
+
+
+def _start_run(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] | None,
+               make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
+               accelerator, started: float) -> _Run:
+    """Model, data, schedule, optimizer and state, restored from ``saved`` when resuming."""
+    model, processor, base, lora, device = _prepare_model(config, accelerator, tiny_texts, saved is not None)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
-
     source, validator = make_data(processor)
     balance = _class_balance(config, source.labels, saved, source.auto_balance)
-
-    # schedule: batch_size examples per process and micro step (each process its own slice of the order)
-    n = len(source)
-    micro_per_epoch = math.ceil(n / (config.batch_size * world))
-    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
-    total = config.max_steps if config.max_steps is not None else config.epochs * steps_per_epoch
+    schedule = _Schedule.of(config, len(source), accelerator.num_processes, accelerator.process_index)
     optimizer = _optimizer(model, config)
-    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total), total)
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "micro": 0, "best_val": math.inf, "best_step": None,
-                             "bad_evals": 0, "window_loss": 0.0, "window_steps": 0, "history": [],
-                             "stopped_early": False, "seconds": 0.0, "step_losses": [], "answer_tokens": 0,
-                             "answer_examples": 0, "drawn": {}, "class_balance": balance["applied"]}
-    if resuming:
+    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * schedule.total),
+                                                             schedule.total)
+    state = TrainState(class_balance=balance["applied"])
+    if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        state.update(saved["state"])
+        state = TrainState.restored(saved["state"], balance["applied"])
         _set_rng_state(saved["rng"])
     # the scheduler stays on the plain optimizer (stepped once per optimizer step, whatever the process count);
     # devices are placed above
     model, optimizer = accelerator.prepare(model, optimizer, device_placement=[False, False])
     if config.report_to != "none":
         accelerator.init_trackers(config.name, config=_tracker_config(config))
+    return _Run(config, comparable, accelerator, model, processor, base, lora, device, source, validator, balance,
+                schedule, optimizer, scheduler, state, started, n_trainable, n_total)
 
-    def plain_model():
-        """The model without the DDP wrapper (autocast kept), to validate and save."""
-        return accelerator.unwrap_model(model)
 
-    def save_last() -> None:
-        if not main:
-            return
-        with atomic_dir(last_dir) as tmp:
-            plain_model().save_pretrained(tmp)
-            torch.save({"config": comparable, "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                        "state": {**state, "seconds": state["seconds"] + time.perf_counter() - started}},
-                       tmp / STATE_FILE)
-            _write_json(tmp / "history.json", state["history"])
+def _save_last(run: _Run) -> None:
+    """Everything a resumed run needs, in ``last/`` (main process only)."""
+    if not run.main:
+        return
+    with atomic_dir(run.out / "last") as tmp:
+        run.plain_model().save_pretrained(tmp)
+        torch.save({"config": run.comparable, "optimizer": run.optimizer.state_dict(),
+                    "scheduler": run.scheduler.state_dict(), "rng": _rng_state(),
+                    "state": run.state.saved(time.perf_counter() - run.started)}, tmp / STATE_FILE)
+        _write_json(tmp / "history.json", run.state.history)
 
-    orders: dict[int, np.ndarray] = {}
 
-    def next_indices() -> list[int]:
-        if state["micro"] >= micro_per_epoch:
-            state["epoch"] += 1
-            state["micro"] = 0
-        epoch = state["epoch"]
-        if epoch not in orders:
-            orders.clear()
-            rng = np.random.default_rng([config.seed, epoch])
-            orders[epoch] = (balanced_order(balance["labels"], rng) if balance["applied"] == "sampler"
-                             else rng.permutation(n))
-        start = state["micro"] * config.batch_size * world + rank * config.batch_size
-        if world == 1:
-            chosen = orders[epoch][start:start + config.batch_size]
-        else:  # every process needs a batch: the last one of an epoch is filled from the epoch's start
-            chosen = orders[epoch][np.arange(start, start + config.batch_size) % n]
-        state["micro"] += 1
-        return [int(i) for i in chosen]
+def _next_indices(run: _Run) -> list[int]:
+    """This process's examples for the next micro step, moving on to the next epoch when one is used up."""
+    state, schedule = run.state, run.schedule
+    if state.micro >= schedule.micro_per_epoch:
+        state.epoch += 1
+        state.micro = 0
+    epoch = state.epoch
+    if epoch not in run.orders:
+        run.orders.clear()
+        rng = np.random.default_rng([run.config.seed, epoch])
+        run.orders[epoch] = (balanced_order(run.balance["labels"], rng) if run.balance["applied"] == "sampler"
+                             else rng.permutation(schedule.n))
+    size, world = schedule.batch_size, schedule.world
+    start = state.micro * size * world + schedule.rank * size
+    if world == 1:
+        chosen = run.orders[epoch][start:start + size]
+    else:  # every process needs a batch: the last one of an epoch is filled from the epoch's start
+        chosen = run.orders[epoch][np.arange(start, start + size) % schedule.n]
+    state.micro += 1
+    return [int(i) for i in chosen]
 
-    interrupted = False
+
+def _micro_step(run: _Run, last: bool) -> float:
+    """Forward and backward on one micro batch; its loss (averaged over processes)."""
+    state, accelerator = run.state, run.accelerator
+    indices = _next_indices(run)
+    batch = run.source.batch(indices, state.epoch).to(run.device)
+    weights = None if run.balance["weights"] is None else torch.as_tensor(run.balance["weights"][indices])
+    # gradients are synchronised across processes on the last micro step only
+    with nullcontext() if last else accelerator.no_sync(run.model):
+        loss = answer_loss(answer_log_probs(run.model, batch), weights)
+        accelerator.backward(loss / run.schedule.grad_accum)
+    state.answer_tokens += sum(len(ids) for ids in batch.answer_ids)
+    state.answer_examples += len(indices)
+    for i in indices:
+        label = run.balance["labels"][i]
+        state.drawn[label] = state.drawn.get(label, 0) + 1
+    return float(loss.detach() if run.schedule.world == 1 else accelerator.reduce(loss.detach(), "mean"))
+
+
+def _optimizer_step(run: _Run) -> float:
+    """One optimizer step over ``grad_accum`` micro batches; its mean training loss."""
+    config, grad_accum = run.config, run.schedule.grad_accum
+    run.optimizer.zero_grad(set_to_none=True)
+    step_loss = 0.0
+    for micro in range(grad_accum):
+        step_loss += _micro_step(run, last=micro == grad_accum - 1) / grad_accum
+    if config.max_grad_norm is not None:  # after unscaling fp16 gradients
+        run.accelerator.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], config.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    state = run.state
+    state.step += 1
+    state.window_loss += step_loss
+    state.step_losses.append(step_loss)
+    state.window_steps += 1
+    return step_loss
+
+
+def _validate(run: _Run, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the validation figures; keeps the best checkpoint and decides on stopping early."""
+    from accelerate.utils import broadcast_object_list
+
+    state = run.state
+    record = {**record, **run.validator(run.plain_model())}
+    if run.schedule.world > 1:  # every process decides on the main process's figures (best step, stopping)
+        record = broadcast_object_list([record])[0]
+    if record["val_loss"] < state.best_val:
+        state.best_val, state.best_step, state.bad_evals = record["val_loss"], state.step, 0
+        if run.main:
+            _save_weights(run.plain_model(), run.processor, run.out / "best", run.lora)
+    else:
+        state.bad_evals += 1
+        patience = run.config.patience
+        if patience is not None and state.bad_evals >= patience and state.step < run.schedule.total:
+            state.stopped_early = True
+    return record
+
+
+def _evaluate(run: _Run) -> dict[str, Any]:
+    """The history record of this step: the training loss since the last one, and validation when there is one."""
+    state = run.state
+    record: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "lr": run.scheduler.get_last_lr()[0],
+                              "train_loss": state.window_loss / max(1, state.window_steps)}
+    state.window_loss, state.window_steps = 0.0, 0
+    if run.validator is not None:
+        record = _validate(run, record)
+    state.history.append(record)
+    if run.config.report_to != "none":
+        run.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=state.step)
+    if run.main:
+        _write_json(run.out / "history.json", state.history)
+    return record
+
+
+def _train_loop(run: _Run, progress: bool, stop_after: int | None, console: Console) -> bool:
+    """Optimizer steps until the schedule ends or patience runs out; whether ``stop_after`` interrupted it."""
+    state, total = run.state, run.schedule.total
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False),
-                  console=console,
-                  disable=not (progress and main)) as bar:
-        job = bar.add_task(f"training {config.name} ({'lora' if lora else 'full'})", total=total,
-                           completed=state["step"], info="")
-        while state["step"] < total and not state["stopped_early"]:
-            if stop_after is not None and state["step"] >= stop_after:
-                interrupted = True
-                save_last()
-                break
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for micro in range(config.grad_accum):
-                indices = next_indices()
-                batch = source.batch(indices, state["epoch"]).to(device)
-                weights = None if balance["weights"] is None else torch.as_tensor(balance["weights"][indices])
-                # gradients are synchronised across processes on the last micro step only
-                with accelerator.no_sync(model) if micro < config.grad_accum - 1 else nullcontext():
-                    loss = answer_loss(answer_log_probs(model, batch), weights)
-                    accelerator.backward(loss / config.grad_accum)
-                state["answer_tokens"] += sum(len(ids) for ids in batch.answer_ids)
-                state["answer_examples"] += len(indices)
-                for i in indices:
-                    label = balance["labels"][i]
-                    state["drawn"][label] = state["drawn"].get(label, 0) + 1
-                reported = loss.detach() if world == 1 else accelerator.reduce(loss.detach(), "mean")
-                step_loss += float(reported) / config.grad_accum
-            if config.max_grad_norm is not None:  # after unscaling fp16 gradients
-                accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            state["step"] += 1
-            state["window_loss"] += step_loss
-            state["step_losses"].append(step_loss)
-            state["window_steps"] += 1
+                  console=console, disable=not (progress and run.main)) as bar:
+        job = bar.add_task(f"training {run.config.name} ({'lora' if run.lora else 'full'})", total=total,
+                           completed=state.step, info="")
+        while state.step < total and not state.stopped_early:
+            if stop_after is not None and state.step >= stop_after:
+                _save_last(run)
+                return True
+            step_loss = _optimizer_step(run)
             bar.update(job, advance=1, info=f"loss {step_loss:.4f}")
-            if state["step"] % config.eval_every == 0 or state["step"] == total:
-                record: dict[str, Any] = {"step": state["step"], "epoch": state["epoch"],
-                                          "lr": scheduler.get_last_lr()[0],
-                                          "train_loss": state["window_loss"] / max(1, state["window_steps"])}
-                state["window_loss"], state["window_steps"] = 0.0, 0
-                if validator is not None:
-                    record.update(validator(plain_model()))
-                    if world > 1:  # every process decides on the main process's figures (best step, stopping)
-                        record = broadcast_object_list([record])[0]
-                    if record["val_loss"] < state["best_val"]:
-                        state["best_val"], state["best_step"], state["bad_evals"] = record["val_loss"], state["step"], 0
-                        if main:
-                            _save_weights(plain_model(), processor, best_dir, lora)
-                    else:
-                        state["bad_evals"] += 1
-                        if (config.patience is not None and state["bad_evals"] >= config.patience
-                                and state["step"] < total):
-                            state["stopped_early"] = True
-                state["history"].append(record)
-                if config.report_to != "none":
-                    accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=state["step"])
-                if main:
-                    _write_json(out / "history.json", state["history"])
-                bar.update(job, info=_progress_info(record, validator is not None))
-                save_last()
+            if state.step % run.config.eval_every == 0 or state.step == total:
+                record = _evaluate(run)
+                bar.update(job, info=_progress_info(record, run.validator is not None))
+                _save_last(run)
+    return False
 
-    seconds = state["seconds"] + time.perf_counter() - started
-    train_ids = source.ids
-    accelerator.wait_for_everyone()
-    if config.report_to != "none":
-        accelerator.end_training()
-    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # the plain model (no autocast wrapper)
-    accelerator.free_memory()
-    if interrupted or not main:  # the other processes leave the final model to the main process
-        return TrainResult(last_dir if interrupted else out / "final", out, state["history"], train_ids, seconds,
-                           state["step"], state["best_step"], False if interrupted else state["stopped_early"],
-                           "lora" if lora else "full")
 
-    # final model: the best validation checkpoint, else the last weights
-    final_dir, adapter_dir = out / "final", (out / "adapter" if lora else None)
-    best_is_current = state["best_step"] is None or state["best_step"] == state["step"]
-    optimizer.state.clear()  # free the optimizer moments before the final model is assembled
+# ----- after the loop ---------------------------------------------------------------------------------------
+def _final_model(run: _Run) -> tuple[Any, Path | None]:
+    """(the final model, LoRA merged in, eval mode; the adapter folder): the best validation checkpoint, else the
+    last weights. The trained model is taken off the run, so it is freed before a checkpoint is loaded."""
+    config, lora, base, device = run.config, run.lora, run.base, run.device
+    model, run.model = run.model, None
+    best_dir, adapter_dir = run.out / "best", (run.out / "adapter" if lora else None)
+    best_is_current = run.state.best_step is None or run.state.best_step == run.state.step
+    run.optimizer.state.clear()  # free the optimizer moments before the final model is assembled
     if lora and config.lora.quantize is not None:  # merge into the base at model.dtype, not the rounded one
         from peft import PeftModel
 
         if best_is_current:
-            _save_weights(model, processor, adapter_dir, lora=True)
+            _save_weights(model, run.processor, adapter_dir, lora=True)
         else:
             with atomic_dir(adapter_dir) as tmp:
                 shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
@@ -752,7 +866,7 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
         model = PeftModel.from_pretrained(_load_model(base, config, device), str(adapter_dir)).merge_and_unload()
     elif best_is_current:
         if lora:
-            _save_weights(model, processor, adapter_dir, lora=True)
+            _save_weights(model, run.processor, adapter_dir, lora=True)
             model = model.merge_and_unload()
     else:
         del model
@@ -765,28 +879,64 @@ def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str
         else:
             model = _load_model(str(best_dir), config, device)
     model.eval()
-    provenance = {"base_model": base, "mode": "lora" if lora else "full", "tiny": _is_tiny(base),
-                  "step": state["best_step"] if state["best_step"] is not None else state["step"],
-                  "config_name": config.name}
-    _save_weights(model, processor, final_dir, lora=False, extra={"seeinpairs_sft.json": provenance})
+    return model, adapter_dir
 
-    best_record = next((r for r in state["history"] if r["step"] == state["best_step"]), None)
-    summary = {
-        "name": config.name, "mode": "lora" if lora else "full", "base_model": base,
-        "trainable_parameters": n_trainable, "total_parameters": n_total,
-        **source.summary(), **summary_extra,
-        "steps": state["step"], "total_steps": total, "epochs_started": state["epoch"] + 1,
-        "steps_per_epoch": steps_per_epoch, "best_step": state["best_step"], "best": best_record,
-        "stopped_early": state["stopped_early"], "seconds": seconds,
-        "engine": {"processes": world, "mixed_precision": config.mixed_precision,
+
+def _train_summary(run: _Run, summary_extra: dict[str, Any], seconds: float, adapter_dir: Path | None
+                   ) -> dict[str, Any]:
+    """``train_summary.json``: what was trained on, how, how long, and the best step."""
+    config, state, balance, schedule = run.config, run.state, run.balance, run.schedule
+    best_record = next((r for r in state.history if r["step"] == state.best_step), None)
+    return {
+        "name": config.name, "mode": "lora" if run.lora else "full", "base_model": run.base,
+        "trainable_parameters": run.n_trainable, "total_parameters": run.n_total,
+        **run.source.summary(), **summary_extra,
+        "steps": state.step, "total_steps": schedule.total, "epochs_started": state.epoch + 1,
+        "steps_per_epoch": schedule.steps_per_epoch, "best_step": state.best_step, "best": best_record,
+        "stopped_early": state.stopped_early, "seconds": seconds,
+        "engine": {"processes": schedule.world, "mixed_precision": config.mixed_precision,
                    "gradient_checkpointing": config.gradient_checkpointing},
         "class_balance": {**{k: v for k, v in balance.items() if k not in ("labels", "weights")},
-                          "drawn_label_counts": dict(sorted(state["drawn"].items()))},
+                          "drawn_label_counts": dict(sorted(state.drawn.items()))},
         "training_flags": {"flat_loss": _flat_loss(state, balance)},
-        "checkpoint": str(final_dir), "adapter": str(adapter_dir) if adapter_dir else None,
+        "checkpoint": str(run.out / "final"), "adapter": str(adapter_dir) if adapter_dir else None,
         "config": config.model_dump(mode="json"),
         "environment": environment_record(),  # weights depend on the thread count and library versions
     }
+
+
+def _fit_locked(config: SFTSettings, comparable: dict[str, Any], saved: dict[str, Any] | None,
+                make_data: Callable[[Any], tuple[ExampleSource, Callable | None]], tiny_texts: list[str] | None,
+                summary_extra: dict[str, Any], progress: bool, stop_after: int | None,
+                console: Console | None, accelerator) -> TrainResult:
+    """:func:`_fit` once the output folder is this run's: start or resume, loop, then the final model and summary."""
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    started = time.perf_counter()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if saved is None and accelerator.is_main_process:
+        _clear_outputs(out)
+    accelerator.wait_for_everyone()
+    run = _start_run(config, comparable, saved, make_data, tiny_texts, accelerator, started)
+    interrupted = _train_loop(run, progress, stop_after, console or Console(stderr=True))
+
+    state, mode = run.state, "lora" if run.lora else "full"
+    seconds = state.seconds + time.perf_counter() - started
+    accelerator.wait_for_everyone()
+    if config.report_to != "none":
+        accelerator.end_training()
+    run.model = accelerator.unwrap_model(run.model, keep_fp32_wrapper=False)  # the plain model (no autocast wrapper)
+    accelerator.free_memory()
+    if interrupted or not run.main:  # the other processes leave the final model to the main process
+        return TrainResult(out / "last" if interrupted else out / "final", out, state.history, run.source.ids,
+                           seconds, state.step, state.best_step, False if interrupted else state.stopped_early, mode)
+
+    model, adapter_dir = _final_model(run)
+    provenance = {"base_model": run.base, "mode": mode, "tiny": _is_tiny(run.base),
+                  "step": state.best_step if state.best_step is not None else state.step, "config_name": config.name}
+    _save_weights(model, run.processor, out / "final", lora=False, extra={"seeinpairs_sft.json": provenance})
+    summary = _train_summary(run, summary_extra, seconds, adapter_dir)
     _write_json(out / "train_summary.json", summary)
-    return TrainResult(final_dir, out, state["history"], train_ids, seconds, state["step"], state["best_step"],
-                       state["stopped_early"], summary["mode"], adapter_dir, summary, model, processor)
+    return TrainResult(out / "final", out, state.history, run.source.ids, seconds, state.step, state.best_step,
+                       state.stopped_early, mode, adapter_dir, summary, model, run.processor)
