@@ -41,8 +41,9 @@ def test_shell_block_parses(block):
 
 def _schema_check(data: dict) -> None:
     """A whole config is read by its class; a ``models:`` fragment model by model."""
-    from seeinpairs.evaluation.config import ExperimentConfig, ModelConfig
+    from seeinpairs.evaluation.config import ExperimentConfig
     from seeinpairs.serve.schemas import ServeConfig
+    from seeinpairs.settings import ModelConfig
 
     if "task" in data and "models" in data:
         ExperimentConfig.from_dict(data, source="README")

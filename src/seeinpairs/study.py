@@ -19,30 +19,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from .atomic import atomic_write_text
 from .cases import CaseTable
 from .configfile import ConfigFile, resolve_path, validation_message
 from .errors import ConfigError
-from .evaluation.config import (
-    BankConfig,
-    ConditionConfig,
-    ConfigTask,
-    DataConfig,
-    EvalConfig,
-    ExperimentConfig,
-    ModelConfig,
-    ReferenceCount,
-    check_partial_task,
-    partial_task_input,
-)
+from .evaluation.config import EvalConfig, ExperimentConfig
 from .evaluation.runner import ExperimentResult, prepare_data, run_experiment
 from .evaluation.stats import write_tables
 from .explain.evidence import EvidenceConfig, EvidenceResult, EvidenceRunner
 from .explain.report import evidence_section
 from .references.bank import ReferenceBank
 from .runtime import environment_summary
+from .settings import (BankConfig, ConditionConfig, ConfigTask, DataConfig, ModelConfig, ReferenceCount, StrictModel,
+                       check_partial_task, partial_task_input)
 from .stages import stage_done
 
 log = logging.getLogger(__name__)
@@ -51,11 +42,7 @@ SINGLE_LABEL = "single-trained"
 PAIRED_LABEL = "paired-trained"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PairedTraining(_Strict):
+class PairedTraining(StrictModel):
     """How the comparative model sees references during training."""
 
     selector: str = "random"
@@ -63,7 +50,7 @@ class PairedTraining(_Strict):
     selector_params: dict[str, Any] = Field(default_factory=dict)
 
 
-class SampleEfficiencyConfig(_Strict):
+class SampleEfficiencyConfig(StrictModel):
     """Train both modes on nested subsets of n cases; evaluate each on the test split."""
 
     ladder: list[int | Literal["all"]] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
@@ -75,7 +62,7 @@ class SampleEfficiencyConfig(_Strict):
     eval_params: dict[str, Any] = Field(default_factory=dict)
 
 
-class Anchor(_Strict):
+class Anchor(StrictModel):
     """A published figure printed beside ours, with a plain note on how the setups differ."""
 
     source: str

@@ -40,7 +40,7 @@ def test_create_backend_refuses_a_bad_option_before_loading(name, options, words
 
 def test_remote_model_is_the_configs_name():
     """``backend: openai_compat, name: X`` serves model X (the name was not passed before)."""
-    from seeinpairs.evaluation.config import ModelConfig
+    from seeinpairs.settings import ModelConfig
     from seeinpairs.evaluation.runner import ExperimentRunner
 
     config = ModelConfig(backend="openai_compat", name="served-model", options={"base_url": "http://fake/v1"})

@@ -16,7 +16,7 @@ from seeinpairs.datasets.medmnist import default_image_dir
 from seeinpairs.datasets.registry import (DATASETS, ResplitReport, dataset_options, guess_healthy, list_datasets,
                                           load_dataset, patients_across_splits, resplit_by_patient)
 from seeinpairs.errors import ConfigError, ManifestError, RegistryError
-from seeinpairs.evaluation.config import DataConfig
+from seeinpairs.settings import DataConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 STANDARD_KINDS = ("missing_column", "wrong_type", "missing_image")

@@ -195,7 +195,7 @@ def test_predictions_record_how_a_remote_backend_scored(synthetic_data, tiny_mod
 
 
 def test_selector_none_with_references_is_a_config_error():
-    from seeinpairs.evaluation.config import ConditionConfig
+    from seeinpairs.settings import ConditionConfig
 
     with pytest.raises(ValueError, match="selector 'none'"):
         ConditionConfig(selector="none", k=[0, 2])

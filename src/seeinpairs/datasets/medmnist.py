@@ -26,6 +26,7 @@ from PIL import Image
 from ..atomic import atomic_write_text
 from ..cases import Case
 from ..errors import ConfigError, ManifestError
+from ..settings import cache_root
 from ..tasks import Task
 from .aptos import DR_CLASSES, DR_DESCRIPTIONS
 from .ham10000 import HAM_CLASSES, HAM_DESCRIPTIONS
@@ -143,12 +144,6 @@ def default_image_dir(npz: Path) -> Path:
     fingerprint decides when the PNGs are rewritten)."""
     key = hashlib.sha256(str(npz.resolve()).encode()).hexdigest()[:12]
     return cache_root() / "medmnist" / f"{npz.stem}-{key}"
-
-
-def cache_root() -> Path:
-    """Where converted images are cached (``$SEEINPAIRS_CACHE`` or ``~/.cache/seeinpairs``); a manifest
-    written from this adapter points there, so it is one of the folders its images may lie in."""
-    return Path(os.environ.get("SEEINPAIRS_CACHE", Path.home() / ".cache" / "seeinpairs")).expanduser()
 
 
 def class_table() -> dict[str, Task | str]:

@@ -54,7 +54,8 @@ from ..references.selectors import SELECTORS, create_selector
 from ..runtime import environment_record
 from ..stages import stage_done
 from ..tasks import Task
-from .config import ExperimentConfig, ModelConfig, complete_task
+from ..settings import ModelConfig, complete_task
+from .config import ExperimentConfig
 from .stats import mcnemar, paired_bootstrap_delta, summarise, table_names, write_tables
 from .store import PredictionStore, run_key
 

@@ -12,8 +12,8 @@ from ..backend_options import checked_options, known_backend
 
 from ..cases import normalise_sex
 from ..configfile import ConfigFile, resolve_path
-from ..evaluation.config import BankConfig, ConfigTask, DataConfig, check_partial_task, partial_task_input
 from ..imaging import MAX_PIXELS
+from ..settings import BankConfig, ConfigTask, DataConfig, check_partial_task, partial_task_input
 
 #: environment variable holding the bearer token when the config names none
 TOKEN_ENV = "SEEINPAIRS_API_TOKEN"

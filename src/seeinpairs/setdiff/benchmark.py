@@ -232,7 +232,7 @@ def train_attribute_vlm(out_dir: str | Path, n_images: int = 800, per_answer: in
                         batch_size: int = 16, lr: float = 5e-4, seed: int = 0, progress: bool = True) -> Any:
     """Train a tiny Qwen2-VL from scratch on attribute questions about ``n_images`` generated images
     (disjoint from the benchmark's: another seed); returns the :class:`~seeinpairs.training.TrainResult`."""
-    from ..evaluation.config import ModelConfig
+    from ..settings import ModelConfig
     from ..training import SFTSettings, train_on_examples
 
     out = Path(out_dir)

@@ -36,15 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..atomic import FileSet
 from ..cases import CaseTable
 from ..errors import ConfigError
-from ..evaluation.config import (
-    BankConfig,
-    ConditionConfig,
-    DataConfig,
-    ExperimentConfig,
-    ModelConfig,
-)
+from ..evaluation.config import ExperimentConfig
 from ..evaluation.runner import run_experiment
 from ..evaluation.stats import mcnemar, paired_bootstrap_delta, summarise
+from ..settings import BankConfig, ConditionConfig, DataConfig, ModelConfig
 from .acquisition import create_protocol, simulate_sites
 from .augment import AcquisitionAugment
 from .protocols import SITE_REFERENCE_SPLIT, leave_one_site_out

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -25,8 +23,8 @@ from ..backends.lora_targets import language_model_targets
 from ..backends.tiny import TinySpec
 from ..configfile import ConfigFile, resolve_path
 from ..errors import ConfigError
-from ..evaluation.config import (BankConfig, ConfigTask, DataConfig, ModelConfig, ReferenceCount, check_partial_task,
-                                 partial_task_input)
+from ..settings import (BankConfig, ConfigTask, DataConfig, ModelConfig, ReferenceCount, StrictModel,
+                        check_partial_task, partial_task_input)
 from ..siteshift.augment import AcquisitionAugment
 from .balance import ClassBalance
 
@@ -34,11 +32,7 @@ from .balance import ClassBalance
 #: the member tags pydantic appends to the location of a union field's errors ("k.list[int]")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LoraConfig(_Strict):
+class LoraConfig(StrictModel):
     """Low-rank adaptation. ``enabled="auto"``: LoRA for pretrained checkpoints, full training for
     tiny randomly initialised models (an adapter on random weights cannot learn the task)."""
 
