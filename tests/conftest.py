@@ -65,7 +65,7 @@ def served_backend(tiny_models):
 def served_app(synthetic_data, tiny_models, served_backend):
     from seeinpairs.serve.app import create_app
 
-    return create_app(serve_config(synthetic_data, tiny_models), backend=served_backend)
+    return create_app(serve_config(synthetic_data, tiny_models), backend_factory=lambda _: served_backend)
 
 
 @pytest.fixture(scope="session")

@@ -141,7 +141,7 @@ class _Checker:
     """Runs the checks on one loaded backend; each returns (status, detail)."""
 
     def __init__(self, backend) -> None:
-        from .backends.hf import answer_token_ids
+        from .backends.encoding import answer_token_ids
 
         self.backend = backend
         self.model_type = str(getattr(backend.model.config, "model_type", ""))
@@ -166,7 +166,7 @@ class _Checker:
 
     def shared_prompt(self) -> tuple[str, str]:
         """The shared-prompt path run directly (the backend would fall back silently-equal on a mismatch)."""
-        from .backends.hf import answer_token_ids, encode_prompts
+        from .backends.encoding import answer_token_ids, encode_prompts
         from .backends.shared_prompt import score_prompt_options
 
         b, request = self.backend, self.multi_token
@@ -216,7 +216,7 @@ class _Checker:
         return status, f"{detail}, {cache.hits} hits"
 
     def attribution(self) -> tuple[str, str]:
-        from .backends.hf import encode_prompts
+        from .backends.encoding import encode_prompts
         from .explain.layouts import ExplainError, layout_for
 
         b = self.backend
@@ -309,7 +309,7 @@ def check_model(name_or_path: str | Path, device: str = "auto", dtype: str = "fl
     start = time.perf_counter()
     hub_files = {k: v for k, v in hub.items() if k in _CONFIG_KWARGS and v}
     model_type = vlm_model_type(name, **hub_files)
-    backend = create_backend("hf", model=name, device=device, dtype=dtype, **hub)
+    backend = create_backend({"name": name, "device": device, "dtype": dtype, "options": hub})
     result = ModelCheck(name, model_type, [Check("load", "ok", f"{type(backend.model).__name__} on "
                                                                 f"{backend.device}", time.perf_counter() - start)])
     checker = _Checker(backend)

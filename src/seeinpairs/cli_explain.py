@@ -31,12 +31,12 @@ def _model(runner, label: str | None):
     raise ConfigError(f"--model '{label}' is not a model label of the config ({', '.join(m.display for m in models)})")
 
 
-def _hf_backend(runner, model):
-    from .backends.hf import HFBackend
+def _local_backend(runner, model):
+    """The model's backend with its weights here (attribution needs gradients). Its options are left
+    out: they tune scoring speed (a vision cache would even block the gradients), not the weights."""
+    from .backends import local_backend
 
-    if model.backend != "hf":
-        raise ConfigError(f"model '{model.display}': explanations need the hf backend (got '{model.backend}')")
-    return HFBackend(runner.model_path(model), dtype=model.dtype, device=model.device, batch_size=model.batch_size)
+    return local_backend(runner.concrete_model(model).model_copy(update={"options": {}}), "explanations")
 
 
 def register(app: typer.Typer, console: Console) -> None:
@@ -70,7 +70,7 @@ def register(app: typer.Typer, console: Console) -> None:
         case = cases[case_id]
         chosen = create_selector(selector if k else "none", runner.bank if k else None)
         references = chosen.select(case, k, case_rng(seed, case.case_id)).references
-        backend = _hf_backend(runner, _model(runner, model))
+        backend = _local_backend(runner, _model(runner, model))
         request = runner.builder.build(case, references)
         explanation = RequestExplainer.from_backend(backend, ig_steps=ig_steps).explain(request, option, method)
         output.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ def register(app: typer.Typer, console: Console) -> None:
                                          mask_field=mask_field)
         data = runner.config.data
         root = mask_root or data.image_root or Path(data.manifest).parent
-        result = EvidenceRunner(_hf_backend(runner, _model(runner, single)), _hf_backend(runner, _model(runner, paired)),
+        result = EvidenceRunner(_local_backend(runner, _model(runner, single)), _local_backend(runner, _model(runner, paired)),
                                 runner.table, runner.task, runner.bank, evidence_config, mask_root=root).run()
         result.save(output)
         report = write_report(output / "report.html", ReportInputs(

@@ -202,7 +202,7 @@ def evaluate(
     """Evaluate a model on Med-MIM-format files: accuracy per ability, source and split with 95% CIs.
 
     Malformed items are skipped (one line each, and skipped_<condition>.csv beside the results)."""
-    from .backends.hf import HFBackend
+    from .backends import create_backend
     from .mim.evaluate import evaluate as run
     from .mim.format import MimDataset
 
@@ -211,8 +211,8 @@ def evaluate(
     check_root_names(roots, dataset)
     dataset.check_images()
     report_skipped(dataset)
-    backend = HFBackend(model, device=device, batch_size=batch_size)
-    judge_backend = HFBackend(judge, device=device, batch_size=batch_size) if judge else None
+    backend = create_backend({"name": model, "device": device, "batch_size": batch_size})
+    judge_backend = create_backend({"name": judge, "device": device, "batch_size": batch_size}) if judge else None
     result = run(backend, dataset, method=method, keep=single_image, judge=judge_backend,  # type: ignore[arg-type]
                  n_boot=n_boot, batch_size=batch_size, progress=progress)
     paths = result.save(output)

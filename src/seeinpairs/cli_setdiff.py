@@ -36,20 +36,15 @@ def _summary_table(frame, title: str) -> Table:
 
 
 def _backend(kind: str, model: str | None, device: str, base_url: str | None, role: str) -> Any:
-    from . import backends  # noqa: F401  (registers hf and openai_compat)
-    from .backends.base import create_backend
+    from .backends import create_backend
 
     if not model:
         hint = (" (or --ranker dual_encoder --ranker-model open_clip:<name>, or --ranker random for chance)"
                 if role == "ranker-model" else "")
         raise ConfigError(f"option '--{role}': needed by the chosen {role.replace('-model', '')} (a folder, hub id "
                           f"or served model name){hint}")
-    kwargs: dict[str, Any] = {"model": model}
-    if kind == "hf":
-        kwargs["device"] = device
-    elif base_url:
-        kwargs["base_url"] = base_url
-    return create_backend(kind, **kwargs)
+    options = {"base_url": base_url} if base_url and kind != "hf" else {}
+    return create_backend({"backend": kind, "name": model, "device": device, "options": options})
 
 
 @setdiff_app.command("run")

@@ -297,11 +297,11 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
 
 def run_study_evidence(config: StudyConfig, table: CaseTable, single: Path, paired: Path) -> EvidenceResult:
     """The evidence analysis of the study's two trained models (masks resolve like the images)."""
-    from .backends.hf import HFBackend
+    from .backends import local_backend
 
-    model = config.model
-    backends = [HFBackend(path, dtype=model.dtype, device=model.device, batch_size=model.batch_size)
-                for path in (single, paired)]
+    # the trained folders, with the model's dtype, device and batch size (its options tune the base model's scoring)
+    backends = [local_backend(config.model.model_copy(update={"name": str(path), "tiny": None, "options": {}}),
+                              "explanations") for path in (single, paired)]
     bank = ReferenceBank.from_table(table, config.task, split=config.bank.split, cache_dir=config.bank.cache_dir)
     root = config.data.image_root or Path(config.data.manifest).parent
     return EvidenceRunner(*backends, table, config.task, bank, config.evidence, mask_root=root).run()

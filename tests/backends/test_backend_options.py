@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from types import SimpleNamespace
 
 import pytest
 
@@ -33,7 +32,7 @@ def test_declared_options_are_the_constructor_keywords(name):
 ])
 def test_create_backend_refuses_a_bad_option_before_loading(name, options, words):
     with pytest.raises(BackendError) as caught:
-        create_backend(name, model="no-such-model", **options)
+        create_backend({"backend": name, "name": "no-such-model", "options": options})
     for word in words:
         assert word in str(caught.value)
 
@@ -41,10 +40,9 @@ def test_create_backend_refuses_a_bad_option_before_loading(name, options, words
 def test_remote_model_is_the_configs_name():
     """``backend: openai_compat, name: X`` serves model X (the name was not passed before)."""
     from seeinpairs.settings import ModelConfig
-    from seeinpairs.evaluation.runner import ExperimentRunner
 
     config = ModelConfig(backend="openai_compat", name="served-model", options={"base_url": "http://fake/v1"})
-    backend = ExperimentRunner.create_backend(SimpleNamespace(), config)
+    backend = create_backend(config)
     assert backend.model == "served-model" and backend.base_url == "http://fake/v1"
 
 

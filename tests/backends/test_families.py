@@ -10,7 +10,8 @@ import transformers
 
 from seeinpairs.backends import create_backend
 from seeinpairs.backends.chat_layout import labelled_messages, template_keeps_image_order
-from seeinpairs.backends.hf import HFBackend, answer_token_ids
+from seeinpairs.backends.encoding import answer_token_ids
+from seeinpairs.backends.hf import HFBackend
 from seeinpairs.backends.processors import load_processor
 from seeinpairs.backends.tiny import TINY_FAMILIES
 from seeinpairs.backends.tiny_families import UNSUPPORTED_FAMILIES
@@ -26,7 +27,7 @@ _BACKENDS: dict = {}
 
 def backend(tiny_models, family) -> HFBackend:
     if family not in _BACKENDS:
-        _BACKENDS[family] = create_backend("hf", model=str(tiny_models[family]), device="cpu")
+        _BACKENDS[family] = create_backend({"name": str(tiny_models[family]), "device": "cpu"})
     return _BACKENDS[family]
 
 
@@ -247,8 +248,7 @@ def test_llava_onevision_records_the_query_resolution_that_the_processor_uses(ti
     assert query_tokens(single) > query_tokens(paired)  # the difference the record is about
     assert resolution_records(b.processor, [single, paired]) == [{"query_resolution": "anyres"},
                                                                {"query_resolution": "base"}]
-    b.score_options([single, paired])
-    assert b.last_score_records == [{"query_resolution": "anyres"}, {"query_resolution": "base"}]
+    assert [s.how for s in b.score([single, paired])] == [{"query_resolution": "anyres"}, {"query_resolution": "base"}]
 
 
 @pytest.mark.parametrize("family", sorted(set(FAMILIES) - {"llava_onevision"}))

@@ -90,7 +90,7 @@ def test_option_order_permutes_scores(backends):
 
 
 def test_registry_creates_hf_backend(tiny_models):
-    backend = create_backend("hf", model=tiny_models["qwen2_vl"], device="cpu")
+    backend = create_backend({"name": str(tiny_models["qwen2_vl"]), "device": "cpu"})
     assert backend.identity()["backend"] == "hf"
     assert backend.identity()["fingerprint"] == HFBackend(tiny_models["qwen2_vl"], device="cpu").identity()["fingerprint"]
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from test_hf import FAMILIES, make_request
 
-from seeinpairs.backends.hf import HFBackend, answer_token_ids
+from seeinpairs.backends.encoding import answer_token_ids
+from seeinpairs.backends.hf import HFBackend
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,13 @@ def test_client_against_served_model_matches_in_process(live_server, served_back
     tokenizer = served_backend.tokenizer
     for option in requests_[0].options:
         assert len(tokenizer(option, add_special_tokens=False)["input_ids"]) == 1
-    client = create_backend("openai_compat", model="tiny", base_url=live_server + "/v1", api_key=SERVE_TOKEN,
-                            top_logprobs=1000, concurrency=3)
-    remote = client.score_options(requests_)
+    client = create_backend({"backend": "openai_compat", "name": "tiny", "options": {
+        "base_url": live_server + "/v1", "api_key": SERVE_TOKEN, "top_logprobs": 1000, "concurrency": 3}})
+    scored = client.score(requests_)
+    remote = [s.log_likelihoods for s in scored]
     local = served_backend.score_options(requests_)
-    assert [r["method"] for r in client.last_score_records] == ["logprobs"] * 3
-    assert all(not r["notes"] for r in client.last_score_records)
+    assert [s.how["method"] for s in scored] == ["logprobs"] * 3
+    assert all(not s.how["notes"] for s in scored)
     for r, l in zip(remote, local):
         assert np.allclose(r, l, atol=1e-4)
         assert np.allclose(option_probabilities(r), option_probabilities(l), atol=1e-4)
@@ -83,9 +84,9 @@ def test_fallback_to_generation_when_no_logprobs(requests_):
 
     transport, calls = fake_server(handler)
     client = OpenAICompatBackend("m", base_url="http://fake/v1", transport=transport, api_key_env=None)
-    scores = client.score_options(requests_[:1])[0]
-    assert option_probabilities(scores).tolist() == [0.0, 1.0]
-    assert client.last_score_records[0]["method"] == "generation"
+    scored = client.score(requests_[:1])[0]
+    assert option_probabilities(scored.log_likelihoods).tolist() == [0.0, 1.0]
+    assert scored.how["method"] == "generation"
     assert calls[0]["logprobs"] is True and calls[0]["max_tokens"] == 1 and calls[1]["temperature"] == 0
 
 
@@ -229,11 +230,12 @@ def test_auto_scoring_keeps_exact_first_tokens_and_rescores_the_rest():
     server = PromptLogprobServer()
     client = OpenAICompatBackend("m", base_url="http://fake/v1", transport=httpx.MockTransport(server),
                                  api_key_env=None)
-    assert client.score_options([_request_with(["normal", "opacity"])]) == [[-0.3, -2.0]]
-    assert len(server.bodies) == 1 and client.last_score_records[0]["method"] == "logprobs"
+    scored = client.score([_request_with(["normal", "opacity"])])[0]
+    assert scored.log_likelihoods == [-0.3, -2.0]
+    assert len(server.bodies) == 1 and scored.how["method"] == "logprobs"
     # 'abnormal' spans two tokens: first-token scoring would give it ' abno' alone; the whole option is rescored
-    scores = client.score_options([_request_with(["normal", "abnormal"])])[0]
-    assert scores == pytest.approx([-0.3, -1.25]) and client.last_score_records[0]["method"] == "prompt-logprobs"
+    scored = client.score([_request_with(["normal", "abnormal"])])[0]
+    assert scored.log_likelihoods == pytest.approx([-0.3, -1.25]) and scored.how["method"] == "prompt-logprobs"
     appended = [b for b in server.bodies if "prompt_logprobs" in b]
     assert [b["messages"][-1] for b in appended] == [{"role": "assistant", "content": "normal"},
                                                       {"role": "assistant", "content": "abnormal"}]
@@ -245,8 +247,8 @@ def test_servers_without_prompt_logprobs_keep_first_token_scores():
     client = OpenAICompatBackend("m", base_url="http://fake/v1", transport=httpx.MockTransport(server),
                                  api_key_env=None)
     for _ in range(2):
-        scores = client.score_options([_request_with(["normal", "abnormal"])])[0]
-        assert scores == [-0.3, -1.2] and client.last_score_records[0]["notes"] == ["first-token:abnormal"]
+        scored = client.score([_request_with(["normal", "abnormal"])])[0]
+        assert scored.log_likelihoods == [-0.3, -1.2] and scored.how["notes"] == ["first-token:abnormal"]
     assert sum("prompt_logprobs" in b for b in server.bodies) == 1  # asked once, then remembered
     strict = OpenAICompatBackend("m", base_url="http://fake/v1", transport=httpx.MockTransport(server),
                                  api_key_env=None, scoring="prompt_logprobs")
@@ -271,9 +273,9 @@ def test_generation_fallback_is_constrained_to_the_options_where_the_server_can(
         client = OpenAICompatBackend("m", base_url="http://fake/v1", transport=transport, api_key_env=None,
                                      scoring="first_token")
         for _ in range(2):
-            scores = client.score_options(requests_[:1])[0]
-            record = client.last_score_records[0]
-            assert option_probabilities(scores).tolist() == [0.0, 1.0] and record["method"] == "generation"
+            scored = client.score(requests_[:1])[0]
+            record = scored.how
+            assert option_probabilities(scored.log_likelihoods).tolist() == [0.0, 1.0] and record["method"] == "generation"
             assert record["notes"] == ([expected] if expected else [])
         refused = [c for c in calls if ("structured_outputs" in c and "structured_outputs" not in accepts)
                    or ("guided_choice" in c and "guided_choice" not in accepts)]

@@ -64,7 +64,7 @@ def test_finished_run_is_not_recomputed(synthetic_data, tiny_models, tmp_path, m
     def fail(*args, **kwargs):
         raise AssertionError("model was called for a finished run")
 
-    monkeypatch.setattr(HFBackend, "score_options", fail)
+    monkeypatch.setattr(HFBackend, "score", fail)
     monkeypatch.setattr(HFBackend, "__init__", fail)
     result = run_experiment(config, progress=False)
     assert (result.summary["n"] == 10).all()
@@ -172,7 +172,7 @@ def test_unknown_baseline_model_is_a_config_error(synthetic_data, tiny_models, t
         ExperimentConfig.from_dict(raw)
 
 
-def test_predictions_record_how_a_remote_backend_scored(synthetic_data, tiny_models, tmp_path, monkeypatch):
+def test_predictions_record_how_a_remote_backend_scored(synthetic_data, tiny_models, tmp_path):
     """A server without log-probs falls back to generation, and each prediction says so."""
     import httpx
 
@@ -186,9 +186,12 @@ def test_predictions_record_how_a_remote_backend_scored(synthetic_data, tiny_mod
     raw["models"] = [{"backend": "openai_compat", "name": "served-model", "options": {"base_url": "http://fake/v1"}}]
     raw["eval"]["conditions"] = [{"selector": "none", "k": 0}, {"selector": "random", "k": 1}]
     config = ExperimentConfig.from_dict(raw)
-    monkeypatch.setattr(ExperimentRunner, "create_backend", lambda self, model: OpenAICompatBackend(
-        "served-model", base_url="http://fake/v1", transport=httpx.MockTransport(handler), api_key_env=None))
-    run_experiment(config, progress=False)
+    def factory(model):
+        assert model.name == "served-model"
+        return OpenAICompatBackend(model.name, base_url="http://fake/v1", transport=httpx.MockTransport(handler),
+                                   api_key_env=None)
+
+    run_experiment(config, progress=False, backend_factory=factory)
     records = PredictionStore(tmp_path / "out").records()
     assert len(records) == 20
     assert all(r["scoring"]["method"] == "generation" and r["predicted"] == "abnormal" for r in records)

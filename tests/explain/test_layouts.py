@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seeinpairs.backends.hf import HFBackend, chat_prompt, encode_prompts
+from seeinpairs.backends.encoding import chat_prompt, encode_prompts
+from seeinpairs.backends.hf import HFBackend
 from seeinpairs.explain.layouts import ExplainError, layout_for, to_original
 from seeinpairs.prompts import Request
 

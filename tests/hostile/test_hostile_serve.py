@@ -150,7 +150,7 @@ def hostile_app(synthetic_data, tiny_models, served_backend):
 
     config = serve_config(synthetic_data, tiny_models, max_upload_bytes=LIMIT, max_pixels=200 * 200,
                           max_prompt_tokens=PROMPT_LIMIT)
-    return create_app(config, backend=served_backend)
+    return create_app(config, backend_factory=lambda _: served_backend)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ def test_images_go_where_the_placeholders_are():
 
 
 def test_requests_keep_item_order_and_options(mim_files, tiny_models):
-    from seeinpairs.backends.hf import chat_prompt
+    from seeinpairs.backends.encoding import chat_prompt
     from seeinpairs.backends.processors import load_processor
 
     files, roots = mim_files

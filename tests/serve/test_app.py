@@ -100,7 +100,7 @@ def test_upload_and_pixel_limits(synthetic_data, tiny_models, served_backend):
     from seeinpairs.serve.app import create_app
 
     config = serve_config(synthetic_data, tiny_models, max_upload_bytes=5000, max_pixels=100 * 100)
-    small = TestClient(create_app(config, backend=served_backend), raise_server_exceptions=False)
+    small = TestClient(create_app(config, backend_factory=lambda _: served_backend), raise_server_exceptions=False)
     big_file = png_bytes((120, 120))  # random pixels compress badly: > 5000 bytes
     assert len(big_file) > 5000
     assert "limit" in assert_clean_error(
@@ -149,7 +149,7 @@ def test_unexpected_errors_are_generic_500(synthetic_data, tiny_models, served_b
         def score_options(self, requests):
             raise RuntimeError("secret internal detail PatientName=DOE^JOHN")
 
-    app = create_app(serve_config(synthetic_data, tiny_models), backend=Broken())
+    app = create_app(serve_config(synthetic_data, tiny_models), backend_factory=lambda _: Broken())
     client = TestClient(app, raise_server_exceptions=False)
     response = client.post("/v1/diagnose", files={"image": ("q.png", png_bytes(), "image/png")}, headers=AUTH)
     message = assert_clean_error(response, 500)
@@ -206,7 +206,7 @@ def test_prompt_token_limit(synthetic_data, tiny_models, served_backend):
     from seeinpairs.serve.app import create_app
 
     limited = TestClient(create_app(serve_config(synthetic_data, tiny_models, max_prompt_tokens=64),
-                                    backend=served_backend), raise_server_exceptions=False)
+                                    backend_factory=lambda _: served_backend), raise_server_exceptions=False)
     long = {"messages": [{"role": "user", "content": "normal abnormal " * 200}], "max_tokens": 1}
     message = assert_clean_error(limited.post("/v1/chat/completions", json=long, headers=AUTH), 400)
     assert "max_prompt_tokens=64" in message and "tokens" in message
@@ -220,7 +220,7 @@ def test_concurrent_decodes_are_bounded(synthetic_data, tiny_models, served_back
     from seeinpairs.serve import app as app_module
 
     service = app_module.Service(serve_config(synthetic_data, tiny_models, max_concurrent_decodes=2),
-                                 backend=served_backend)
+                                 backend_factory=lambda _: served_backend)
     active, peak, changed = 0, 0, threading.Condition()
     real_load = app_module.load_image
 
@@ -280,7 +280,7 @@ def test_responses_do_not_show_server_paths(synthetic_data, tiny_models, served_
                 return RejectingProcessor(served_backend.processor)
             return getattr(served_backend, name)
 
-    client = TestClient(create_app(config, backend=Backend()), raise_server_exceptions=False)
+    client = TestClient(create_app(config, backend_factory=lambda _: Backend()), raise_server_exceptions=False)
     secrets = [str(copy), str(tiny_models["qwen2_vl"]), str(tmp_path), bank_case.image]
     responses = [client.get(f"/v1/references/{bank_case.case_id}/image", headers=AUTH),
                  client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]},

@@ -89,7 +89,7 @@ def test_max_tokens_default_and_its_newer_name(synthetic_data, tiny_models, serv
     from seeinpairs.serve.app import create_app
 
     small = TestClient(create_app(serve_config(synthetic_data, tiny_models, max_tokens_limit=5),
-                                  backend=served_backend), raise_server_exceptions=False)
+                                  backend_factory=lambda _: served_backend), raise_server_exceptions=False)
     default = chat(small)
     assert default["usage"]["completion_tokens"] == 5 or default["choices"][0]["finish_reason"] == "stop"
     assert chat(small, max_completion_tokens=2)["usage"]["completion_tokens"] <= 2
@@ -213,7 +213,7 @@ def test_a_stream_left_early_cancels_its_generation(served_backend):
     """A client that goes away mid-stream does not keep the model lock for tokens nobody reads."""
     import threading
 
-    from seeinpairs.backends.hf import chat_prompt, encode_prompts
+    from seeinpairs.backends.encoding import chat_prompt, encode_prompts
     from seeinpairs.prompts import Request
     from seeinpairs.serve.chat import ChatSettings, LocalGeneration, Step
 

@@ -116,7 +116,7 @@ def test_embedding_selector_reports_the_cosine_distance(synthetic_data, tiny_mod
     _, table, _ = synthetic_data
     case, data = query
     viewer = {"selectors": {"embedding": {"embedder": "pixel"}}}
-    app = create_app(serve_config(synthetic_data, tiny_models, viewer=viewer), backend=served_backend)
+    app = create_app(serve_config(synthetic_data, tiny_models, viewer=viewer), backend_factory=lambda _: served_backend)
     client = TestClient(app, raise_server_exceptions=False)
     config = client.get("/v1/viewer/config", headers=AUTH).json()
     assert [s["name"] for s in config["selectors"]] == ["embedding", "random"]
@@ -138,10 +138,10 @@ def test_viewer_selectors_must_be_leakage_free_and_known(synthetic_data, tiny_mo
 
     with pytest.raises(ConfigError, match="leakage-free"):
         create_app(serve_config(synthetic_data, tiny_models, viewer={"selectors": {"prior_study": {}}}),
-                   backend=served_backend)
+                   backend_factory=lambda _: served_backend)
     with pytest.raises(ConfigError, match="unknown"):
         create_app(serve_config(synthetic_data, tiny_models, viewer={"selectors": {"demographic": {"bogus": 1}}}),
-                   backend=served_backend)
+                   backend_factory=lambda _: served_backend)
 
 
 def pixels(response) -> np.ndarray:
@@ -212,7 +212,7 @@ def test_overlays_need_a_local_model_and_say_so(synthetic_data, tiny_models, que
     from seeinpairs.serve.app import create_app
 
     _, data = query
-    client = TestClient(create_app(serve_config(synthetic_data, tiny_models), backend=FixedScores()),
+    client = TestClient(create_app(serve_config(synthetic_data, tiny_models), backend_factory=lambda _: FixedScores()),
                         raise_server_exceptions=False)
     result = post(client, "/v1/viewer/diagnose", data).json()
     assert result["paired"]["log_likelihoods"]["normal"] == pytest.approx(-1.3)  # two references and the query

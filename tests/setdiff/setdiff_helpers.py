@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from seeinpairs.backends.base import Backend
+from seeinpairs.backends.base import Backend, Scored
 from seeinpairs.prompts import Request
 
 
@@ -33,9 +33,9 @@ class ScriptedBackend(Backend):
             out.append(self._reply(request) if callable(self._reply) else self._replies.pop(0))
         return out
 
-    def score_options(self, requests: Sequence[Request]) -> list[list[float]]:
+    def score(self, requests: Sequence[Request]) -> list[Scored]:
         self.scored.extend(requests)
-        return [self._score(r) if self._score else [0.0] * len(r.options) for r in requests]
+        return [Scored(self._score(r) if self._score else [0.0] * len(r.options)) for r in requests]
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.kind}

@@ -115,7 +115,7 @@ def test_two_processes_train_on_disjoint_shards_into_one_loadable_checkpoint(syn
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["engine"]["processes"] == 2 and summary["steps"] == 6
     _, table, task = synthetic_data
-    backend = create_backend("hf", model=str(out / "final"), device="cpu")
+    backend = create_backend({"name": str(out / "final"), "device": "cpu"})
     bank = ReferenceBank.from_table(table, task, split="train")
     builder = ExampleBuilder(task, backend.processor, bank, "random", [1], seed=0)
     requests = [builder.eval_request(c, 1) for c in [c for c in table if c.split == "val"][:4]]

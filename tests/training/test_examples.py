@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from seeinpairs.backends.hf import HFBackend, answer_log_probs
+from seeinpairs.backends.encoding import answer_log_probs
+from seeinpairs.backends.hf import HFBackend
 from seeinpairs.backends.processors import load_processor
 from seeinpairs.errors import ConfigError
 from seeinpairs.imaging import load_image

@@ -9,7 +9,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
 from transformers import AutoModelForImageTextToText
 
-from seeinpairs.backends.hf import answer_log_probs
+from seeinpairs.backends.encoding import answer_log_probs
 from seeinpairs.backends.lora_targets import adapted_modules
 from seeinpairs.backends.processors import load_processor
 from seeinpairs.backends.tiny import TINY_FAMILIES

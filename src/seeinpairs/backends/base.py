@@ -1,23 +1,49 @@
-"""The backend contract: score closed-set options and generate text, batched.
+"""The backend contract: score closed-set options and generate text, batched; and the one door
+that builds a backend, :func:`create_backend`, from a :class:`~seeinpairs.settings.ModelConfig`.
 
-A backend receives :class:`~seeinpairs.prompts.Request` objects and returns,
-for ``score_options``, the log-likelihood of each option's tokens after the
-assistant turn starts (summed over the option's tokens), and for ``generate``,
-the decoded answer. Identical inputs must give identical outputs.
+A backend receives :class:`~seeinpairs.prompts.Request` objects and returns, for
+:meth:`Backend.score`, the log-likelihood of each option's tokens after the assistant turn
+starts (summed over the option's tokens) together with how they were obtained, and for
+``generate``, the decoded answer. Identical inputs must give identical outputs.
+
+Each registered backend builds itself from a model config (:meth:`Backend.from_config`), so
+evaluation, serving, explanation, studies and the command line build every model the same
+way, and a model served elsewhere (``openai_compat``) can stand wherever a local one does,
+except where local weights are needed (:attr:`Backend.local_weights`).
 """
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from pydantic import ValidationError
 
-from ..backend_options import BACKEND_OPTIONS, option_problem
+from ..backend_options import option_problem
+from ..configfile import validation_message
 from ..errors import BackendError
 from ..prompts import Request
 from ..registry import Registry
+from ..settings import ModelConfig
+from .sources import checkpoint_fingerprint
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One request's option scores and how they were obtained."""
+
+    #: the summed log-probability of each option's tokens (same order as ``request.options``)
+    log_likelihoods: list[float]
+    #: what a prediction records about how its scores came about (as ``scoring``): a server's method and
+    #: notes (first-token scores, bounds, a generation fallback), or the query's resolution where it
+    #: depends on the image count; None when there is nothing to record
+    how: dict[str, Any] | None = None
+    #: the computation that produced them (e.g. ``prefix-cache``, ``next-token``, ``shared-prompt``,
+    #: ``per-option``, ``logprobs``): for logs and tests; a backend's paths agree on the scores
+    path: str = ""
 
 
 class Backend(ABC):
@@ -25,10 +51,27 @@ class Backend(ABC):
 
     #: registry name of the backend type
     kind: str = "base"
+    #: whether the model's weights are in this process (gradients, hidden states, training need them)
+    local_weights: bool = False
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "Backend":
+        """The backend of ``config`` (its ``name``, ``dtype``, ``device``, ``batch_size`` and ``options``)."""
+        raise BackendError(f"backend '{cls.kind}' cannot be built from a model config")
+
+    @classmethod
+    def content_identity(cls, config: ModelConfig) -> str:
+        """What identifies the model's content in run keys: a local folder's files are hashed (a model
+        re-trained at the same path is a new model), any other name is its own identity."""
+        return checkpoint_fingerprint(str(config.name))
 
     @abstractmethod
+    def score(self, requests: Sequence[Request]) -> list[Scored]:
+        """Per request, its options' log-likelihoods and how they were obtained."""
+
     def score_options(self, requests: Sequence[Request]) -> list[list[float]]:
         """Per request, the summed log-probability of each option (same order as ``request.options``)."""
+        return [scored.log_likelihoods for scored in self.score(requests)]
 
     @abstractmethod
     def generate(self, requests: Sequence[Request], max_new_tokens: int = 32) -> list[str]:
@@ -54,30 +97,48 @@ BACKENDS.register("openai_compat", "seeinpairs.backends.openai_compat:OpenAIComp
                   description="a model behind an OpenAI-compatible chat-completions server")
 
 
-def create_backend(name: str, **kwargs: Any) -> Backend:
-    """Create a registered backend by name (``hf``, ...).
+def create_backend(model: ModelConfig | Mapping[str, Any]) -> Backend:
+    """The backend of a model config (or of a mapping of its fields, e.g. ``{"name": folder}``).
 
     Options are checked against the backend's declared ones first, so a misspelt option is a
-    one-line :class:`BackendError` naming it and the allowed names, not a constructor's TypeError.
+    one-line :class:`BackendError` naming it and the allowed names, not a constructor's TypeError;
+    so is any other invalid field of a mapping. A tiny model is built first
+    (:func:`~.sources.concrete_model`): its config then names the built folder.
     """
+    fields = model.model_dump() if isinstance(model, ModelConfig) else dict(model)
+    name = str(fields.get("backend", "hf"))
     factory = BACKENDS.get(name)
-    options = {key: value for key, value in kwargs.items() if key not in _CONSTRUCTION_ARGUMENTS}
-    problem = option_problem(name, options) if name in BACKEND_OPTIONS else _signature_problem(factory, options)
+    problem = option_problem(name, dict(fields.get("options") or {}))
     if problem is not None:
         option, message = problem
         raise BackendError(f"backend '{name}': option '{option}': {message}")
-    return factory(**kwargs)
+    config = model if isinstance(model, ModelConfig) else model_config(fields)
+    if config.tiny is not None:
+        raise BackendError(f"model '{config.display}': a tiny model is built before its backend "
+                           "(seeinpairs.backends.concrete_model names its folder)")
+    return factory.from_config(config)
 
 
-#: constructor arguments a backend gets from the model config's own fields (or from code), not ``options``
-_CONSTRUCTION_ARGUMENTS = ("model", "dtype", "device", "batch_size", "transport")
+def model_config(fields: Mapping[str, Any]) -> ModelConfig:
+    """A model config from its fields; an invalid field is a one-line :class:`BackendError` naming it."""
+    try:
+        return ModelConfig.model_validate(dict(fields))
+    except ValidationError as exc:
+        raise BackendError(validation_message(exc, "model")) from None
 
 
-def _signature_problem(factory: Any, options: dict[str, Any]) -> tuple[str, str] | None:
-    """For a backend without declared options: an option its constructor does not take."""
-    parameters = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return None
-    allowed = [n for n in parameters if n not in ("self", *_CONSTRUCTION_ARGUMENTS)]
-    unknown = sorted(set(options) - set(parameters))
-    return (unknown[0], f"unknown option (allowed: {', '.join(allowed)})") if unknown else None
+def content_identity(config: ModelConfig) -> str:
+    """The identity of a (concrete) model config's content, as its backend defines it."""
+    return BACKENDS.get(config.backend).content_identity(config)
+
+
+def local_backend(model: ModelConfig | Mapping[str, Any], feature: str) -> Backend:
+    """The backend of ``model`` for a feature that needs the weights in this process (``feature``:
+    e.g. "explanations"); a model served elsewhere is a one-line :class:`BackendError` saying so,
+    before anything loads."""
+    name = model.backend if isinstance(model, ModelConfig) else str(dict(model).get("backend", "hf"))
+    if not BACKENDS.get(name).local_weights:
+        label = model.display if isinstance(model, ModelConfig) else dict(model).get("name")
+        raise BackendError(f"model '{label}': {feature} need the model's weights in this process; backend "
+                           f"'{name}' only reaches a model served elsewhere (use a local backend such as 'hf')")
+    return create_backend(model)

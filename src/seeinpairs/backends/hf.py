@@ -8,7 +8,7 @@ the same position as in an unbatched call, so batched and one-at-a-time
 scores agree.
 
 The encoding (prompt + answer tokens, right padded) and the answer-token
-log-probabilities are module functions shared with fine-tuning
+log-probabilities live in :mod:`.encoding`, shared with fine-tuning
 (:mod:`seeinpairs.training`), so the training loss and the option scores are
 computed by the same code on the same tokens.
 
@@ -24,11 +24,8 @@ the prompt, whatever is appended after it).
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,216 +35,17 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 
 from ..errors import BackendError
 from ..prompts import Request
-from .base import Backend
-from .chat_layout import labelled_messages
-from .modeling import base_model, last_position_mask
+from ..settings import ModelConfig
+from .base import Backend, Scored
+from .encoding import (answer_log_probs, answer_token_ids, append_answers, chat_prompt, continuation,
+                       encode_answers, encode_prompts, next_token_log_probs)
+from .modeling import DTYPES, resolve_device
+from .prefix_cache import score_with_prefix_cache
 from .processors import load_processor
 from .resolution import resolution_records
 from .shared_prompt import score_prompt_options, shared_prompt_ready
+from .sources import checkpoint_fingerprint
 from .vision_cache import VisionFeatureCache, install_vision_cache
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def checkpoint_fingerprint(name_or_path: str) -> str:
-    """Identity of a checkpoint's content: a local folder is hashed (name, size, head and tail of
-    each file), so a re-trained model at the same path gets a new identity; a hub id is its own."""
-    path = Path(name_or_path)
-    if not path.is_dir():
-        return name_or_path
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        if file.suffix not in (".json", ".safetensors", ".bin", ".jinja", ".model", ".txt"):
-            continue
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(path)}:{size}".encode())
-        with open(file, "rb") as handle:
-            digest.update(handle.read(1 << 20))
-            if size > 2 << 20:
-                handle.seek(-(1 << 20), 2)
-                digest.update(handle.read())
-    return digest.hexdigest()[:16]
-
-
-# ----- shared encoding: used by HFBackend.score_options and by fine-tuning --------------------------
-def chat_prompt(processor, request: Request) -> str:
-    """The request rendered with the checkpoint's chat template, ending where the assistant answers.
-
-    Under a template that renders a message's images before its text, each image gets its own turn,
-    so every label still stands right before its image (:mod:`.chat_layout`)."""
-    return processor.apply_chat_template(labelled_messages(processor, request.messages), add_generation_prompt=True,
-                                         tokenize=False)
-
-
-def continuation(prompt: str, option: str) -> str:
-    """The option as the assistant would write it: after a colon comes a space."""
-    return option if not prompt or prompt[-1].isspace() else " " + option
-
-
-def answer_token_ids(tokenizer, prompt: str, option: str) -> list[int]:
-    """The token ids of ``option`` written as the answer to ``prompt`` (what is scored and trained on)."""
-    ids = tokenizer(continuation(prompt, option), add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise BackendError(f"option '{option}' tokenizes to nothing")
-    return list(ids)
-
-
-def template_adds_bos(tokenizer, texts: list[str]) -> bool:
-    """True when the rendered prompts already start with the BOS token (Gemma 3, Llama templates emit it):
-    tokenizing them must not add a second one."""
-    bos = getattr(tokenizer, "bos_token", None)
-    return bool(bos) and bool(texts) and all(text.startswith(bos) for text in texts)
-
-
-def encode_prompts(processor, texts: list[str], images: list[list], padding_side: str,
-                   name: str = "model") -> dict[str, torch.Tensor]:
-    """Run the processor on prompts and their images with the given padding side.
-
-    Prompts whose chat template already wrote the BOS token are tokenized without special tokens,
-    as transformers' own ``apply_chat_template(tokenize=True)`` does, so they start with one BOS."""
-    tokenizer = processor.tokenizer
-    special = {"add_special_tokens": False} if template_adds_bos(tokenizer, texts) else {}
-    previous = tokenizer.padding_side
-    tokenizer.padding_side = padding_side
-    try:
-        # text-only prompts (a language-model judge, a proposer reading captions): no image input at all,
-        # since processors cannot concatenate an empty image list
-        encoded = processor(text=texts, images=images if any(len(i) for i in images) else None, padding=True,
-                            return_tensors="pt", **special)
-    except Exception as exc:  # processors raise ValueError/TypeError/IndexError on mismatched inputs
-        raise BackendError(f"{name}: the processor rejected the request ({str(exc).splitlines()[0]})") from None
-    finally:
-        tokenizer.padding_side = previous
-    return dict(encoded)
-
-
-@dataclass
-class AnswerBatch:
-    """Prompts with answer tokens appended, right padded, ready for one forward pass.
-
-    ``inputs`` are the model's keyword arguments; row ``i`` holds its prompt in
-    positions ``[0, prompt_lengths[i])`` and ``answer_ids[i]`` right after it.
-    """
-
-    inputs: dict[str, Any]
-    prompt_lengths: list[int]
-    answer_ids: list[list[int]]
-
-    @property
-    def labels(self) -> torch.Tensor:
-        """Causal-LM labels: the answer tokens at their positions, -100 everywhere else."""
-        input_ids = self.inputs["input_ids"]
-        labels = torch.full_like(input_ids, -100)
-        for row, (length, ids) in enumerate(zip(self.prompt_lengths, self.answer_ids)):
-            labels[row, length:length + len(ids)] = input_ids[row, length:length + len(ids)]
-        return labels
-
-    def to(self, device: torch.device | str) -> "AnswerBatch":
-        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
-        return AnswerBatch(inputs, self.prompt_lengths, self.answer_ids)
-
-
-def _per_token(encoded: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The processor outputs with one integer entry per token (ids, mask, mm_token_type_ids, ...)."""
-    shape = encoded["input_ids"].shape
-    return {k: v for k, v in encoded.items()
-            if isinstance(v, torch.Tensor) and v.shape == shape and not torch.is_floating_point(v)}
-
-
-def append_answers(encoded: dict[str, Any], answer_ids: list[list[int]], pad_id: int) -> AnswerBatch:
-    """Append each row's answer tokens after its last real token (rows must be right padded).
-
-    Per-token tensors other than ids and mask (e.g. ``mm_token_type_ids``) are extended with zeros.
-    Per-token masks over images (Mllama's ``cross_attention_mask``, batch x seq x images x tiles) are
-    extended with the row's last prompt position, as generation does: answer tokens see the images
-    the end of the prompt sees.
-    """
-    input_ids, attention = encoded["input_ids"], encoded["attention_mask"]
-    lengths = attention.sum(dim=1).tolist()
-    width = max(length + len(ids) for length, ids in zip(lengths, answer_ids))
-    rows = len(answer_ids)
-    per_token = _per_token(encoded)
-    grown = {k: torch.zeros((rows, width), dtype=v.dtype) for k, v in per_token.items()}
-    grown["input_ids"].fill_(pad_id)
-    for row, (length, ids) in enumerate(zip(lengths, answer_ids)):
-        for key, value in per_token.items():
-            grown[key][row, :length] = value[row, :length]
-        grown["input_ids"][row, length:length + len(ids)] = torch.tensor(ids, dtype=input_ids.dtype)
-        grown["attention_mask"][row, :length + len(ids)] = 1
-    result = dict(encoded)
-    result.update(grown)
-    for key, value in encoded.items():
-        if isinstance(value, torch.Tensor) and value.ndim > 2 and value.shape[:2] == input_ids.shape \
-                and not torch.is_floating_point(value):
-            wide = torch.zeros((rows, width, *value.shape[2:]), dtype=value.dtype)
-            for row, (length, ids) in enumerate(zip(lengths, answer_ids)):
-                wide[row, :length] = value[row, :length]
-                wide[row, length:length + len(ids)] = value[row, length - 1]
-            result[key] = wide
-    return AnswerBatch(result, [int(n) for n in lengths], [list(ids) for ids in answer_ids])
-
-
-def encode_answers(processor, prompts: list[str], images: list[list], answer_ids: list[list[int]],
-                   name: str = "model") -> AnswerBatch:
-    """Encode prompts with their images and append the answer tokens: the one encoding that both
-    option scoring and fine-tuning use."""
-    encoded = encode_prompts(processor, prompts, images, "right", name)
-    pad_id = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else 0
-    return append_answers(encoded, answer_ids, pad_id)
-
-
-def _accepts_logits_to_keep(model) -> bool:
-    """True when the model's forward takes a boolean (batch, seq) ``logits_to_keep`` mask."""
-    if not hasattr(transformers.modeling_utils, "slice_logits_to_keep"):
-        return False  # older transformers: only an int or a 1-D tensor
-    try:
-        return "logits_to_keep" in inspect.signature(base_model(model).forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _logits_at(model, inputs: dict[str, Any], keep: torch.Tensor) -> torch.Tensor:
-    """The logits at the positions where the boolean (batch, seq) ``keep`` is set, row-major.
-
-    Only those positions are projected to the vocabulary when the model supports
-    ``logits_to_keep``; otherwise the full logits are computed and indexed.
-    """
-    if _accepts_logits_to_keep(model):
-        sliced = model(**inputs, logits_to_keep=keep, use_cache=False).logits
-        if sliced.ndim == 2 and sliced.shape[0] == int(keep.sum()):
-            return sliced
-        if sliced.ndim == 3 and sliced.shape[:2] == keep.shape:  # the mask was ignored
-            return sliced[keep]
-    return model(**inputs, use_cache=False).logits[keep]
-
-
-def next_token_log_probs(model, encoded: dict[str, Any]) -> torch.Tensor:
-    """Per row of right-padded prompts, the log-probabilities (batch, vocab) of the token that
-    follows the prompt: the log-softmax at each row's last real position, from one forward pass."""
-    keep = last_position_mask(encoded["attention_mask"])
-    return torch.log_softmax(_logits_at(model, encoded, keep).float(), dim=-1)
-
-
-def answer_log_probs(model, batch: AnswerBatch) -> list[torch.Tensor]:
-    """Per row, the log-probability of each answer token given everything before it.
-
-    Logits are computed only where an answer token is predicted (when the model
-    supports ``logits_to_keep``), which keeps memory small for large vocabularies.
-    Gradients flow when called outside ``torch.inference_mode``/``no_grad``.
-    """
-    labels = batch.labels.to(batch.inputs["input_ids"].device)
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
-    targets = labels[:, 1:][labels[:, 1:] != -100]  # row-major, the order of hidden_states[keep]
-    log_probs = torch.log_softmax(_logits_at(model, batch.inputs, keep).float(), dim=-1)
-    picked = log_probs.gather(1, targets[:, None]).squeeze(1)
-    return list(torch.split(picked, [len(ids) for ids in batch.answer_ids]))
 
 
 def peft_adapter_base(path: str | Path) -> str | None:
@@ -274,6 +72,7 @@ class HFBackend(Backend):
     """
 
     kind = "hf"
+    local_weights = True
     #: score requests whose options are all one token from one forward pass of the prompt
     single_pass: bool = True
     #: requests with multi-token options run their prompt once and every option on its KV cache
@@ -293,8 +92,8 @@ class HFBackend(Backend):
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
         self.name_or_path = str(model)
-        if dtype not in _DTYPES:
-            raise BackendError(f"unknown dtype '{dtype}' (use {', '.join(_DTYPES)})")
+        if dtype not in DTYPES:
+            raise BackendError(f"unknown dtype '{dtype}' (use {', '.join(DTYPES)})")
         if batch_size < 1:
             raise BackendError(f"batch_size must be >= 1, got {batch_size}")
         self.dtype_name = dtype
@@ -313,7 +112,7 @@ class HFBackend(Backend):
         self.processor = load_processor(source, **kwargs)
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         model_kwargs = {**kwargs, **({"attn_implementation": attn_implementation} if attn_implementation else {})}
-        self.model = AutoModelForImageTextToText.from_pretrained(source, dtype=_DTYPES[dtype], **model_kwargs)
+        self.model = AutoModelForImageTextToText.from_pretrained(source, dtype=DTYPES[dtype], **model_kwargs)
         if adapter_base is not None:
             from peft import PeftModel
 
@@ -324,6 +123,12 @@ class HFBackend(Backend):
         self.revision = revision
         self._fingerprint = checkpoint_fingerprint(self.name_or_path)
         self._install_vision_cache(vision_cache_mb)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "HFBackend":
+        """The checkpoint ``config.name`` with the config's dtype, device, batch size and options."""
+        return cls(str(config.name), dtype=config.dtype, device=config.device, batch_size=config.batch_size,
+                   **config.options)
 
     @classmethod
     def from_components(cls, model, processor, name: str = "in-memory", batch_size: int = 8,
@@ -379,24 +184,25 @@ class HFBackend(Backend):
 
     # ----- backend API -----------------------------------------------------------------------
     @torch.inference_mode()
-    def score_options(self, requests: Sequence[Request]) -> list[list[float]]:
-        # recorded with each prediction: the query's resolution where it depends on the image count
-        self.last_score_records = resolution_records(self.processor, list(requests))
+    def score(self, requests: Sequence[Request]) -> list[Scored]:
+        """Every path gives the exact summed log-likelihoods; ``path`` names the one each request took:
+        ``prefix-cache``, ``next-token`` (one-token options, one pass), ``shared-prompt`` or ``per-option``.
+        ``how`` holds the query's resolution where it depends on the image count (:mod:`.resolution`)."""
+        resolutions = resolution_records(self.processor, list(requests)) or [None] * len(requests)
         prompts = [self.prompt_text(r) for r in requests]
         scores: list[list[float]] = [[0.0] * len(r.options) for r in requests]
+        paths = ["per-option"] * len(requests)
         option_ids = [[answer_token_ids(self.tokenizer, prompt, o) for o in r.options]
                       for prompt, r in zip(prompts, requests)]
         one_token = [self.single_pass and bool(ids) and all(len(i) == 1 for i in ids) for ids in option_ids]
         single = [ri for ri, flag in enumerate(one_token) if flag]
         if self.prefix_cache and single:  # groups sharing a reference prefix: the prefix's KV is computed once
-            from .prefix_cache import score_with_prefix_cache
-
             cached = score_with_prefix_cache(self, [requests[ri] for ri in single],
                                              [prompts[ri] for ri in single], [option_ids[ri] for ri in single])
             if cached is not None:
                 for ri, values in zip(list(single), cached):
                     if values is not None:
-                        scores[ri] = values
+                        scores[ri], paths[ri] = values, "prefix-cache"
                 single = [ri for ri, values in zip(single, cached) if values is None]
         # one forward pass per request whose options are all one token: the next-token distribution
         for start in range(0, len(single), self.batch_size):
@@ -405,7 +211,7 @@ class HFBackend(Backend):
             encoded = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}
             log_probs = next_token_log_probs(self.model, encoded)
             for row, ri in enumerate(chunk):
-                scores[ri] = [float(log_probs[row, ids[0]]) for ids in option_ids[ri]]
+                scores[ri], paths[ri] = [float(log_probs[row, ids[0]]) for ids in option_ids[ri]], "next-token"
         rest = [ri for ri, flag in enumerate(one_token) if not flag]
         probe = next((ri for ri in rest if option_ids[ri]), None)  # a request to check an unverified family on
         if probe is not None and self.single_pass and self.shared_prompt and shared_prompt_ready(
@@ -413,11 +219,11 @@ class HFBackend(Backend):
             for start in range(0, len(rest), self.batch_size):
                 chunk = rest[start:start + self.batch_size]
                 for ri, values in zip(chunk, self._score_shared(chunk, requests, prompts, option_ids)):
-                    scores[ri] = values
-            return scores
-        for ri, values in zip(rest, self._score_per_option(rest, requests, prompts, option_ids)):
-            scores[ri] = values
-        return scores
+                    scores[ri], paths[ri] = values, "shared-prompt"
+        else:
+            for ri, values in zip(rest, self._score_per_option(rest, requests, prompts, option_ids)):
+                scores[ri] = values
+        return [Scored(values, how, path) for values, how, path in zip(scores, resolutions, paths)]
 
     def _score_per_option(self, indices: list[int], requests: Sequence[Request], prompts: list[str],
                           option_ids: list[list[list[int]]]) -> list[list[float]]:

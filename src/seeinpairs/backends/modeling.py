@@ -1,9 +1,19 @@
-"""Small helpers on transformers models and right-padded batches, shared by the scoring
-paths (:mod:`.hf`, :mod:`.shared_prompt`, :mod:`.prefix_cache`)."""
+"""Small helpers on torch devices, dtypes, transformers models and right-padded batches, shared by
+the scoring paths (:mod:`.hf`, :mod:`.shared_prompt`, :mod:`.prefix_cache`) and by fine-tuning."""
 
 from __future__ import annotations
 
 import torch
+
+#: the dtypes a model config may name
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU; any other name as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def base_model(model):

@@ -25,7 +25,7 @@ where the server accepts a choice constraint (vLLM's ``structured_outputs`` or,
 before 0.12, ``guided_choice``; noted as ``constrained:<name>``), mapped to an
 option by exact then prefix match, and that option gets probability 1 (method
 ``generation``; ``generation-unmatched`` and a uniform score when nothing matches).
-Per request, ``last_score_records`` holds how it was scored.
+Each request's :class:`~.base.Scored` says how it was scored (``how``).
 
 First-token scores are exact only when every option is one whole returned token.
 Where they are not (an option matched by its first token only, shared first
@@ -55,7 +55,8 @@ from PIL import Image
 
 from ..errors import BackendError
 from ..prompts import Request
-from .base import Backend
+from ..settings import ModelConfig
+from .base import Backend, Scored
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,12 @@ class OpenAICompatBackend(Backend):
         self._refused_constraints: dict[str, bool] = {}  # choice constraints the server refused
         self._model_checked = False
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout), transport=transport)
-        self.last_score_records: list[dict[str, Any]] = []
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "OpenAICompatBackend":
+        """The served model ``config.name`` with the config's options (dtype, device and batch size are
+        the server's business)."""
+        return cls(str(config.name or ""), **config.options)
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
@@ -335,14 +341,14 @@ class OpenAICompatBackend(Backend):
             scores.append(value)
         return scores
 
-    def score_options(self, requests: Sequence[Request]) -> list[list[float]]:
+    def score(self, requests: Sequence[Request]) -> list[Scored]:
+        """Each request's scores with how they were found (``{"method", "notes", ...}``), which predictions keep."""
         self.check_model()
         results = self._map(self._score_one, list(requests))
-        self.last_score_records = [record for _, record in results]
-        for record in self.last_score_records:
+        for _, record in results:
             if record["method"] != "logprobs" or record["notes"]:
                 logger.info("openai_compat scoring: %s %s", record["method"], ",".join(record["notes"]))
-        return [scores for scores, _ in results]
+        return [Scored(scores, how=record, path=record["method"]) for scores, record in results]
 
     def _generate_one(self, messages: list[dict], max_tokens: int) -> str:
         data = self._post({"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0})

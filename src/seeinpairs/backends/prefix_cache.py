@@ -37,6 +37,7 @@ import torch
 from transformers import DynamicCache
 
 from ..prompts import Request
+from .encoding import answer_token_ids
 from .modeling import base_model, last_position_mask
 
 #: model type -> how positions continue after the prefix ("mrope": Qwen2-VL 3-D; "linear": 1-D).
@@ -166,8 +167,6 @@ def score_with_prefix_cache(backend, requests: Sequence[Request], prompts: Seque
     """Scores of the requests that the prefix cache can serve (one-token options, a supported family, a
     shared prefix with at least one other request); ``None`` entries for the rest. Returns None when the
     model is unsupported or no request qualifies."""
-    from .hf import answer_token_ids  # local: hf imports this module
-
     model = backend.model
     kind = position_kind(model)
     if kind is None:

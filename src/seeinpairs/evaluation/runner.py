@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -42,9 +42,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..atomic import FileSet, atomic_write_text, folder_lock, recover_file_sets
 from ..backend_options import prediction_options
-from ..backends.base import Backend, create_backend, option_probabilities
-from ..backends.hf import checkpoint_fingerprint
-from ..backends.tiny import build_tiny_vlm, built_tiny_vlm, tiny_marker
+from ..backends import Backend, concrete_model, content_identity, create_backend, option_probabilities
 from ..cases import Case, CaseTable, stable_digest
 from ..errors import BankError, ConfigError
 from ..imaging import file_hash, load_image
@@ -58,6 +56,9 @@ from ..settings import ModelConfig, complete_task
 from .config import ExperimentConfig
 from .stats import mcnemar, paired_bootstrap_delta, summarise, table_names, write_tables
 from .store import PredictionStore, run_key
+
+#: builds the backend of a (concrete) model config; :func:`~seeinpairs.backends.create_backend` by default
+BackendFactory = Callable[[ModelConfig], Backend]
 
 #: one line per invocation that computed predictions: where (threads, CPU/GPU, versions) and how many
 ENVIRONMENT_FILE = "environment.jsonl"
@@ -288,10 +289,16 @@ def select_eval_cases(table: CaseTable, split: str, max_cases: int | None) -> li
 
 
 class ExperimentRunner:
-    """Runs (or resumes) every condition of a config and summarises the metrics."""
+    """Runs (or resumes) every condition of a config and summarises the metrics.
+
+    ``backend_factory`` builds each model's backend from its concrete config (tiny models built,
+    this process's device chosen): :func:`~seeinpairs.backends.create_backend` unless a caller
+    (a test, a service) supplies its own.
+    """
 
     def __init__(self, config: ExperimentConfig, progress: bool = True, console: Console | None = None,
-                 dist: DistContext | None = None) -> None:
+                 dist: DistContext | None = None, backend_factory: BackendFactory = create_backend) -> None:
+        self.backend_factory = backend_factory
         self.console = console or Console(stderr=True)
         self.dist = dist if dist is not None else DistContext()
         self.dist.init()
@@ -311,7 +318,7 @@ class ExperimentRunner:
         self.builder = PromptBuilder(self.task, image_loader=self._load)
         self._data_identity = {"manifest": str(Path(config.data.manifest).name),
                                "sha256": file_hash(config.data.manifest), "split": config.eval.split}
-        self._model_paths: dict[str, str] = {}
+        self._models: dict[str, ModelConfig] = {}
 
     # ----- components ---------------------------------------------------------------------------
     @property
@@ -354,47 +361,29 @@ class ExperimentRunner:
             raise BankError(f"k={largest} is larger than the reference bank ({len(self.bank)} healthy cases "
                             f"in split '{self.config.bank.split}')")
 
-    def model_path(self, model: ModelConfig) -> str:
-        """The checkpoint of a model; tiny models are built once into the output folder."""
-        if model.display not in self._model_paths:
-            if model.tiny is not None:
-                folder = self.output_dir / "models" / f"tiny-{model.tiny}-s{model.tiny_seed}"
-                if not built_tiny_vlm(folder, tiny_marker(model.tiny, model.tiny_seed)):
-                    texts = [*self.task.classes, self.task.question, *self.task.descriptions.values()]
-                    build_tiny_vlm(model.tiny, folder, texts=texts, seed=model.tiny_seed)
-                self._model_paths[model.display] = str(folder)
-            else:
-                self._model_paths[model.display] = str(model.name)
-        return self._model_paths[model.display]
+    def concrete_model(self, model: ModelConfig) -> ModelConfig:
+        """The model as its backend loads it: a tiny model built once into the output folder (its
+        tokenizer learning the task's words); in a data-parallel launch, this process's GPU."""
+        if model.display not in self._models:
+            texts = [*self.task.classes, self.task.question, *self.task.descriptions.values()]
+            rank = self.dist.local_rank if self.dist.enabled else None
+            self._models[model.display] = concrete_model(model, self.output_dir / "models", texts, rank)
+        return self._models[model.display]
 
     def condition_key(self, cond: Condition) -> tuple[str, dict[str, Any]]:
         model = cond.model
-        path = self.model_path(model)
         description = {
             "data": self._data_identity,
             "task": self.task.model_dump(),
             "bank": ({"split": self.config.bank.split} if cond.mode == "paired" else {"split": "all"})
             if cond.k > 0 else None,
             "model": {"backend": model.backend, "source": model.name or f"tiny:{model.tiny}",
-                      "fingerprint": checkpoint_fingerprint(path), "dtype": model.dtype,
+                      "fingerprint": content_identity(self.concrete_model(model)), "dtype": model.dtype,
                       "options": prediction_options(model.backend, model.options)},
             "selector": cond.selector, "k": cond.k, "params": cond.params, "seed": cond.seed,
             "prompt": PROMPT_VERSION,
         }
         return run_key(description), description
-
-    def create_backend(self, model: ModelConfig) -> Backend:
-        kwargs = {**model.options, "model": model.name}  # a remote backend's model is the served name
-        if model.backend == "hf":
-            device = model.device
-            if self.dist.enabled and device.split(":")[0] in ("auto", "cuda"):
-                import torch
-
-                if torch.cuda.is_available():  # one GPU per process
-                    device = f"cuda:{self.dist.local_rank}"
-            kwargs.update(model=self.model_path(model), dtype=model.dtype, device=device,
-                          batch_size=model.batch_size)
-        return create_backend(model.backend, **kwargs)
 
     # ----- running ------------------------------------------------------------------------------
     def _predict(self, backend: Backend, cond: Condition, key: str, cases: list[Case]) -> list[dict]:
@@ -402,14 +391,11 @@ class ExperimentRunner:
         selections = [selector.select(case, cond.k, case_rng(cond.seed, case.case_id)) for case in cases]
         requests = [self.builder.build(case, sel.references) for case, sel in zip(cases, selections)]
         started = time.perf_counter()
-        scores = backend.score_options(requests)
+        scored = backend.score(requests)
         seconds = (time.perf_counter() - started) / max(1, len(cases))
-        # how each request was scored, where a backend reports it (e.g. log-probs vs generation fallback)
-        scoring = list(getattr(backend, "last_score_records", None) or [])
-        if len(scoring) != len(cases):
-            scoring = [None] * len(cases)
         records = []
-        for case, selection, request, option_scores, how in zip(cases, selections, requests, scores, scoring):
+        for case, selection, request, result in zip(cases, selections, requests, scored):
+            option_scores, how = result.log_likelihoods, result.how  # how: e.g. log-probs vs generation fallback
             probs = option_probabilities(option_scores)
             records.append({
                 "run_key": key, "case_id": case.case_id, "mode": cond.mode, "model": cond.model.display,
@@ -471,7 +457,7 @@ class ExperimentRunner:
                 display = cond.model.display
                 if display not in backends:
                     backends.clear()  # one model in memory at a time
-                    backends[display] = self.create_backend(cond.model)
+                    backends[display] = self.backend_factory(self.concrete_model(cond.model))
                 backend = backends[display]
                 bar.update(overall, description=cond.label)
                 step = cond.model.batch_size
@@ -550,16 +536,17 @@ class ExperimentRunner:
         return ExperimentResult(summary, tests_frame, {c.label: r for c, r in by_cond.items()}, self.output_dir)
 
 
-def run_experiment(config: ExperimentConfig, progress: bool = True,
-                   distributed: bool = False) -> ExperimentResult | None:
+def run_experiment(config: ExperimentConfig, progress: bool = True, distributed: bool = False,
+                   backend_factory: BackendFactory = create_backend) -> ExperimentResult | None:
     """Run (or resume) an experiment.
 
     ``distributed``: join the data-parallel launch described by the environment
     (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, as torchrun / accelerate set them);
-    then only rank 0 gets the result, the other ranks None.
+    then only rank 0 gets the result, the other ranks None. ``backend_factory``: see
+    :class:`ExperimentRunner`.
     """
     dist = DistContext.from_env() if distributed else DistContext()
-    return ExperimentRunner(config, progress=progress, dist=dist).run()
+    return ExperimentRunner(config, progress=progress, dist=dist, backend_factory=backend_factory).run()
 
 
 def conditions_table(conditions: Iterable[Condition]) -> pd.DataFrame:

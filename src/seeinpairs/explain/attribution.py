@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from ..backends.base import option_probabilities
-from ..backends.hf import (
+from ..backends.encoding import (
     answer_log_probs,
     answer_token_ids,
     append_answers,

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..atomic import FileSet
 from ..runtime import environment_record
-from ..backends.hf import HFBackend
+from ..backends.base import Backend
 from ..cases import Case, CaseTable
 from ..evaluation.runner import case_rng
 from ..evaluation.stats import bootstrap_mean_ci, bootstrap_mean_delta_ci
@@ -128,7 +128,7 @@ def _paired_delta(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> tuple
 class EvidenceRunner:
     """Runs the analysis for a single-image and a paired HF model on one case table."""
 
-    def __init__(self, single: HFBackend, paired: HFBackend, table: CaseTable, task: Task, bank: ReferenceBank,
+    def __init__(self, single: Backend, paired: Backend, table: CaseTable, task: Task, bank: ReferenceBank,
                  config: EvidenceConfig, mask_root: str | Path | None = None) -> None:
         self.single, self.paired = single, paired
         self.table, self.task, self.bank, self.config = table, task, bank, config
@@ -140,7 +140,7 @@ class EvidenceRunner:
     def _select(self, case: Case):
         return self.selector.select(case, self.config.k, case_rng(self.config.seed, case.case_id))
 
-    def _explain(self, backend: HFBackend, case: Case, paired: bool, option: str | None) -> Explanation:
+    def _explain(self, backend: Backend, case: Case, paired: bool, option: str | None) -> Explanation:
         explainer = RequestExplainer.from_backend(backend, ig_steps=self.config.ig_steps)
         references = self._select(case).references if paired else []
         return explainer.explain(self.prompts.build(case, references), option=option, methods=self.config.methods)

@@ -22,7 +22,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..backends.hf import chat_prompt, encode_prompts
+from ..backends.encoding import chat_prompt, encode_prompts
 from ..prompts import Request
 from .layouts import layout_for
 

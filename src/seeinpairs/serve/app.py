@@ -31,7 +31,7 @@ import uuid
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any, Callable, Iterator
 
 import numpy as np
 from fastapi import FastAPI, Form, UploadFile
@@ -42,12 +42,13 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as StarletteRequest
 
-from ..backends.base import option_probabilities
+from ..backends import Backend, create_backend, option_probabilities
 from ..cases import Case
 from ..errors import ConfigError, ImageError, SeeInPairsError
 from ..imaging import load_image
 from ..prompts import PromptBuilder, Request
 from ..references import ReferenceBank, create_selector
+from ..settings import ModelConfig
 from . import chat as chatting
 from .errors import APIError
 from .guard import RequestGuard, error_response
@@ -181,7 +182,9 @@ def decode_data_url(url: str, limit: int) -> bytes:
 class Service:
     """The hosted model, bank, selector and prompt builder; model calls hold ``lock``."""
 
-    def __init__(self, config: ServeConfig, backend=None) -> None:
+    def __init__(self, config: ServeConfig, backend_factory: Callable[[ModelConfig], Backend] = create_backend) -> None:
+        """``backend_factory`` builds the hosted model's backend from ``config.model`` (any backend: a
+        checkpoint loaded here, or a model served elsewhere); a caller may hand in one already loaded."""
         from ..evaluation.runner import prepare_data
 
         self.config = config = prepare_data(config)  # an adapter's data written if needed, its task completed
@@ -195,11 +198,7 @@ class Service:
                                         **(config.selector.params if self.k > 0 else {}))
         if self.k > len(self.bank):
             raise ConfigError(f"selector k={self.k} is larger than the reference bank ({len(self.bank)} cases)")
-        if backend is None:  # any backend: a checkpoint loaded here, or a model served elsewhere
-            from ..backends import create_backend
-
-            backend = create_backend(config.model.backend, **config.model.backend_arguments())
-        self.backend = backend
+        self.backend = backend = backend_factory(config.model)
         self.local = chatting.is_local(backend)
         self.model_name = config.model.label or config.model.name
         self.created = int(time.time())
@@ -344,7 +343,7 @@ class Service:
         """The local model's inputs for ``request`` and their length, refused if longer than allowed."""
         import torch
 
-        from ..backends.hf import chat_prompt, encode_prompts
+        from ..backends.encoding import chat_prompt, encode_prompts
 
         backend = self.backend
         prompt = chat_prompt(backend.processor, request)
@@ -395,9 +394,10 @@ def validation_problem(error: dict[str, Any]) -> str:
 
 
 # ----- the application -----------------------------------------------------------------------------
-def create_app(config: ServeConfig, backend=None) -> FastAPI:
-    """The app for ``config``; ``backend`` replaces loading ``config.model`` (an already loaded HFBackend)."""
-    service = Service(config, backend)
+def create_app(config: ServeConfig,
+               backend_factory: Callable[[ModelConfig], Backend] = create_backend) -> FastAPI:
+    """The app for ``config``; ``backend_factory`` builds its model's backend (see :class:`Service`)."""
+    service = Service(config, backend_factory)
     app = FastAPI(title="seeinpairs", version="1", summary="Reference-guided comparative diagnosis",
                   description="Diagnosis with healthy references selected server-side, and an OpenAI-compatible "
                               "chat endpoint for the hosted model.")

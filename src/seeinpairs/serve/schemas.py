@@ -8,41 +8,29 @@ from typing import Any, Literal
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..backend_options import checked_options, known_backend
-
 from ..cases import normalise_sex
 from ..configfile import ConfigFile, resolve_path
 from ..imaging import MAX_PIXELS
-from ..settings import BankConfig, ConfigTask, DataConfig, check_partial_task, partial_task_input
+from ..settings import BankConfig, ConfigTask, DataConfig, ModelConfig, check_partial_task, partial_task_input
 
 #: environment variable holding the bearer token when the config names none
 TOKEN_ENV = "SEEINPAIRS_API_TOKEN"
 
 
-class ServedModel(BaseModel):
-    """The served model: any backend (``hf`` loads a checkpoint here; ``openai_compat`` fronts a model
-    served elsewhere, e.g. by vLLM, with ``name`` its served name and ``options.base_url`` its server)."""
+class ServedModel(ModelConfig):
+    """The served model: a model config with a ``name`` (any backend: ``hf`` loads a checkpoint here;
+    ``openai_compat`` fronts a model served elsewhere, e.g. by vLLM, with ``name`` its served name and
+    ``options.base_url`` its server), on the CPU unless it says otherwise. ``label`` is the name clients
+    send as "model" (default: the name)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    backend: str = "hf"
     name: str  # hf: hub id or local folder; openai_compat: the served model name
-    label: str | None = None  # the name clients send as "model" (default: the folder or hub id)
-    dtype: str = "float32"
     device: str = "cpu"
-    batch_size: int = Field(8, ge=1)
-    #: the backend's options (seeinpairs.backend_options), checked when the config is read
-    options: dict[str, Any] = Field(default_factory=dict)
 
-    _known_backend = field_validator("backend")(known_backend)
-    _backend_options = field_validator("options")(checked_options)
-
-    def backend_arguments(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`seeinpairs.backends.create_backend` for this model."""
-        arguments = {**self.options, "model": self.name}
-        if self.backend == "hf":
-            arguments.update(dtype=self.dtype, device=self.device, batch_size=self.batch_size)
-        return arguments
+    @model_validator(mode="after")
+    def _served(self) -> "ServedModel":
+        if self.conditions is not None:
+            raise ValueError("a served model has no 'conditions' (the selector and k are the config's 'selector')")
+        return self
 
 
 class SelectorSettings(BaseModel):

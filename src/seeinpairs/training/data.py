@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ..backends.hf import AnswerBatch, answer_token_ids, chat_prompt, encode_answers
+from ..backends.encoding import AnswerBatch, answer_token_ids, chat_prompt, encode_answers
 from ..cases import Case, stable_digest
 from ..errors import ConfigError
 from ..evaluation.runner import case_rng

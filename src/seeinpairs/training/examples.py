@@ -21,13 +21,8 @@ from typing import Any, Protocol
 import torch
 
 from ..backends.base import option_probabilities
-from ..backends.hf import (
-    AnswerBatch,
-    HFBackend,
-    answer_log_probs,
-    answer_token_ids,
-    chat_prompt,
-)
+from ..backends.encoding import AnswerBatch, answer_log_probs, answer_token_ids, chat_prompt
+from ..backends.hf import HFBackend
 from ..cases import Case
 from ..errors import ConfigError
 from ..prompts import Request

@@ -58,13 +58,9 @@ from rich.progress import (
 from transformers import AutoModelForImageTextToText
 
 from ..backends.base import option_probabilities
-from ..backends.hf import (
-    HFBackend,
-    answer_log_probs,
-    answer_token_ids,
-    chat_prompt,
-    resolve_device,
-)
+from ..backends.encoding import answer_log_probs, answer_token_ids, chat_prompt
+from ..backends.hf import HFBackend
+from ..backends.modeling import DTYPES, resolve_device
 from ..backends.modeling import base_model as unwrapped_base_model
 from ..backends.processors import load_processor
 from ..atomic import atomic_dir, atomic_write_text, folder_lock
@@ -98,7 +94,6 @@ from .examples import (
     examples_digest,
 )
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 STATE_FILE = "trainer_state.pt"
 
 
@@ -178,9 +173,9 @@ def _load_model(path: str, config: SFTSettings, device: torch.device, quantize: 
     """The model at ``model.dtype`` on ``device``; ``quantize``: its linear layers in 4 or 8 bits
     (bitsandbytes, placed by ``device_map``), prepared for training an adapter on top (peft's
     ``prepare_model_for_kbit_training``: norms in float32, inputs that carry gradients)."""
-    if config.model.dtype not in _DTYPES:
-        raise ConfigError(f"field 'model.dtype': unknown dtype '{config.model.dtype}' (use {', '.join(_DTYPES)})")
-    dtype = _DTYPES[config.model.dtype]
+    if config.model.dtype not in DTYPES:
+        raise ConfigError(f"field 'model.dtype': unknown dtype '{config.model.dtype}' (use {', '.join(DTYPES)})")
+    dtype = DTYPES[config.model.dtype]
     if quantize is None:
         return AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, **_load_kwargs(config)).to(device)
     from peft import prepare_model_for_kbit_training
