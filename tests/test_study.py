@@ -3,8 +3,11 @@
 import json
 
 import pandas as pd
+import pytest
 
 from seeinpairs.datasets.synthetic import SYNTHETIC_TASK
+from seeinpairs.errors import BackendError
+from seeinpairs.settings import ModelConfig
 from seeinpairs.study import StudyConfig, run_study
 
 
@@ -121,3 +124,10 @@ def test_a_study_reports_a_model_with_a_flat_training_loss_as_failed_training(tm
     assert stored.loc[stored["model"] == "paired-trained", "degenerate"].str.contains("flat training loss").all()
     html = result.report.read_text()
     assert "Failed training" in html and "flat training loss" in html
+
+
+def test_a_study_of_a_served_model_says_in_one_line_that_training_needs_local_weights(tmp_path):
+    served = ModelConfig(backend="openai_compat", name="served-model", options={"base_url": "http://fake/v1"})
+    config = small_study(tmp_path).model_copy(update={"model": served, "tiny_spec": {}})
+    with pytest.raises(BackendError, match="^model 'served-model': training needs the model's weights"):
+        run_study(config, progress=False)

@@ -36,7 +36,7 @@ def _local_backend(runner, model):
     out: they tune scoring speed (a vision cache would even block the gradients), not the weights."""
     from .backends import local_backend
 
-    return local_backend(runner.concrete_model(model).model_copy(update={"options": {}}), "explanations")
+    return local_backend(runner.concrete_model(model).model_copy(update={"options": {}}), "attribution")
 
 
 def register(app: typer.Typer, console: Console) -> None:

@@ -301,7 +301,7 @@ def run_study_evidence(config: StudyConfig, table: CaseTable, single: Path, pair
 
     # the trained folders, with the model's dtype, device and batch size (its options tune the base model's scoring)
     backends = [local_backend(config.model.model_copy(update={"name": str(path), "tiny": None, "options": {}}),
-                              "explanations") for path in (single, paired)]
+                              "attribution") for path in (single, paired)]
     bank = ReferenceBank.from_table(table, config.task, split=config.bank.split, cache_dir=config.bank.cache_dir)
     root = config.data.image_root or Path(config.data.manifest).parent
     return EvidenceRunner(*backends, table, config.task, bank, config.evidence, mask_root=root).run()

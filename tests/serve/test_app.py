@@ -9,6 +9,7 @@ from PIL import Image
 
 from seeinpairs.backends.base import option_probabilities
 from seeinpairs.cases import Case
+from seeinpairs.errors import ConfigError
 from seeinpairs.prompts import PromptBuilder
 
 AUTH = {"Authorization": f"Bearer {SERVE_TOKEN}"}
@@ -302,3 +303,18 @@ def test_serve_config_docstring_example_is_valid():
     config = yaml.safe_load(textwrap.dedent(block))
     assert config["task"]["question"].endswith("?")
     ServeConfig.from_dict(config)
+
+
+def test_the_service_builds_its_model_through_the_factory_from_the_served_config(synthetic_data, tiny_models,
+                                                                                 served_backend):
+    from seeinpairs.serve.app import create_app
+    from seeinpairs.settings import ModelConfig
+
+    seen = []
+    app = create_app(serve_config(synthetic_data, tiny_models),
+                     backend_factory=lambda model: seen.append(model) or served_backend)
+    assert app.state.service.backend is served_backend
+    assert isinstance(seen[0], ModelConfig) and seen[0].name == str(tiny_models["qwen2_vl"])
+    assert (seen[0].label, seen[0].device, seen[0].backend) == ("tiny", "cpu", "hf")  # the CPU unless told
+    with pytest.raises(ConfigError, match="field 'model': a served model has no 'conditions'"):
+        serve_config(synthetic_data, tiny_models, model={"name": "m", "conditions": [{"selector": "none", "k": 0}]})

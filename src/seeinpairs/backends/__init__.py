@@ -6,8 +6,8 @@ The entries are lazy: importing this package does not import transformers; the f
 """
 
 from .base import (BACKENDS, Backend, Scored, content_identity, create_backend, local_backend,
-                   option_probabilities)
+                   option_probabilities, require_local_weights)
 from .sources import concrete_model
 
 __all__ = ["BACKENDS", "Backend", "Scored", "concrete_model", "content_identity", "create_backend",
-           "local_backend", "option_probabilities"]
+           "local_backend", "option_probabilities", "require_local_weights"]

@@ -132,13 +132,15 @@ def content_identity(config: ModelConfig) -> str:
     return BACKENDS.get(config.backend).content_identity(config)
 
 
-def local_backend(model: ModelConfig | Mapping[str, Any], feature: str) -> Backend:
-    """The backend of ``model`` for a feature that needs the weights in this process (``feature``:
-    e.g. "explanations"); a model served elsewhere is a one-line :class:`BackendError` saying so,
-    before anything loads."""
-    name = model.backend if isinstance(model, ModelConfig) else str(dict(model).get("backend", "hf"))
-    if not BACKENDS.get(name).local_weights:
-        label = model.display if isinstance(model, ModelConfig) else dict(model).get("name")
-        raise BackendError(f"model '{label}': {feature} need the model's weights in this process; backend "
-                           f"'{name}' only reaches a model served elsewhere (use a local backend such as 'hf')")
+def require_local_weights(model: ModelConfig, feature: str) -> None:
+    """A one-line :class:`BackendError` when ``feature`` (e.g. "attribution", "training"), which needs
+    the model's weights in this process, is asked of a model served elsewhere; checked before anything loads."""
+    if not BACKENDS.get(model.backend).local_weights:
+        raise BackendError(f"model '{model.display}': {feature} needs the model's weights in this process; "
+                           f"backend '{model.backend}' only reaches a model served elsewhere (use 'hf')")
+
+
+def local_backend(model: ModelConfig, feature: str) -> Backend:
+    """The backend of ``model`` for ``feature``, which needs its weights (see :func:`require_local_weights`)."""
+    require_local_weights(model, feature)
     return create_backend(model)

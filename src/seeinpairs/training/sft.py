@@ -58,6 +58,7 @@ from rich.progress import (
 from transformers import AutoModelForImageTextToText
 
 from ..backends.base import option_probabilities
+from ..backends import require_local_weights
 from ..backends.encoding import answer_log_probs, answer_token_ids, chat_prompt
 from ..backends.hf import HFBackend
 from ..backends.modeling import DTYPES, resolve_device
@@ -138,6 +139,7 @@ def base_model_path(config: SFTSettings, texts: Sequence[str] | None = None) -> 
     descriptions), so the words of the prompts and answers are single tokens where possible.
     """
     model = config.model
+    require_local_weights(model, "training")
     if model.tiny is None:
         if config.tiny_spec:
             raise ConfigError("field 'tiny_spec': only applies to a tiny model (model.tiny)")
