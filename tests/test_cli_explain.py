@@ -46,3 +46,15 @@ def test_evidence_runs_on_the_config_models(tmp_path, synthetic_data, tiny_model
     assert (tmp_path / "evidence" / "swaps.csv").exists()
     assert_one_line_error(run_cli("evidence", config, "--single", "x", "--paired", "paired"),
                           "--model 'x' is not a model label")
+
+
+def test_explaining_a_served_model_says_in_one_line_that_attribution_needs_its_weights(tmp_path, synthetic_data):
+    root, table, _ = synthetic_data
+    config = {"name": "served", "task": SYNTHETIC_TASK.model_dump(), "data": {"manifest": str(root / "manifest.csv")},
+              "models": [{"backend": "openai_compat", "name": "served-model", "options": {"base_url": "http://fake/v1"}}],
+              "eval": {"split": "test"}, "output_dir": str(tmp_path / "run")}
+    path = tmp_path / "served.yaml"
+    path.write_text(yaml.safe_dump(config))
+    case = next(c for c in table if c.split == "test")
+    assert_one_line_error(run_cli("explain", path, "--case-id", case.case_id, "--output", tmp_path / "out"),
+                          "attribution needs the model's weights in this process")

@@ -120,8 +120,9 @@ def register(app: typer.Typer, console: Console) -> None:
                                          mask_field=mask_field)
         data = runner.config.data
         root = mask_root or data.image_root or Path(data.manifest).parent
-        result = EvidenceRunner(_local_backend(runner, _model(runner, single)), _local_backend(runner, _model(runner, paired)),
-                                runner.table, runner.task, runner.bank, evidence_config, mask_root=root).run()
+        single_backend, paired_backend = (_local_backend(runner, _model(runner, m)) for m in (single, paired))
+        result = EvidenceRunner(single_backend, paired_backend, runner.table, runner.task, runner.bank,
+                                evidence_config, mask_root=root).run()
         result.save(output)
         report = write_report(output / "report.html", ReportInputs(
             title=f"seeinpairs evidence: {runner.config.name}", sections=[evidence_section(result)],

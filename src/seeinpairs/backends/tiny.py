@@ -5,7 +5,7 @@ downloading weights. Each builder creates a small model of a real family
 (Qwen2-VL, Idefics3/SmolVLM), a byte-level BPE tokenizer trained locally on
 prompt vocabulary, and the family's processor and chat template, then saves
 them together with ``save_pretrained`` so the folder reloads like any hub
-checkpoint (``HFBackend(model=folder)``).
+checkpoint (``create_backend({"name": folder})``).
 """
 
 from __future__ import annotations

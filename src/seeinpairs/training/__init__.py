@@ -2,7 +2,7 @@
 
 ``train(TrainConfig.from_yaml(path))`` fine-tunes (LoRA or full) on the cases of a
 manifest, validates, keeps the best checkpoint and writes ``output_dir/final``,
-which loads with ``HFBackend(model=output_dir / "final")`` like any checkpoint.
+which loads with ``create_backend({"name": output_dir / "final"})`` like any checkpoint.
 ``train_on_examples(SFTSettings(...), train_examples, val_examples)`` runs the same
 loop on examples given as (request, gold answer) pairs, e.g. multi-image QA.
 """

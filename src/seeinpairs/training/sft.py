@@ -11,7 +11,7 @@ Layout of ``output_dir``::
     best/               the best checkpoint so far by validation loss (model + processor, or adapter)
     last/               resume state: weights, optimizer, scheduler, RNG, step, history
     adapter/            LoRA only: the final adapter (loadable by HFBackend too)
-    final/              the final model (LoRA merged in) + processor: HFBackend(model=output_dir/final)
+    final/              the final model (LoRA merged in) + processor: create_backend({"name": output_dir/final})
     history.json        one record per evaluation: step, train loss, val loss, val metrics
     train_summary.json  what was trained on, how long, and the best step
 
@@ -100,7 +100,7 @@ STATE_FILE = "trainer_state.pt"
 
 @dataclass
 class TrainResult:
-    """What :func:`train` produced. ``checkpoint`` loads with ``HFBackend(model=checkpoint)``."""
+    """What :func:`train` produced. ``checkpoint`` loads with ``create_backend({"name": checkpoint})``."""
 
     checkpoint: Path
     output_dir: Path
@@ -439,7 +439,7 @@ def train_on_examples(settings: SFTSettings, train_examples: Sequence[ExampleLik
     anywhere in its messages (e.g. multi-image QA). The loss is the gold answer's token NLL,
     as in :func:`train`, and everything else is the same too: full training for tiny models and
     LoRA for pretrained ones (``settings.lora``), ``best/`` by validation loss, ``last/`` for
-    ``resume``, ``final/`` loadable by ``HFBackend``.
+    ``resume``, ``final/`` loadable by ``create_backend``.
 
     Validation (every ``settings.eval_every`` steps) on ``val_examples``: the mean answer NLL per
     gold token (``val_loss``, which picks the best checkpoint) and, over the examples whose answer is
