@@ -44,7 +44,7 @@ from .modeling import base_model, last_position_mask
 from .processors import load_processor
 from .resolution import resolution_records
 from .shared_prompt import score_prompt_options, shared_prompt_ready
-from .vision_cache import VisionFeatureCache, install_vision_cache
+from .vision_cache import VisionFeatureCache, install_vision_cache, vision_cache_reason
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -118,8 +118,9 @@ def encode_prompts(processor, texts: list[str], images: list[list], padding_side
     try:
         # text-only prompts (a language-model judge, a proposer reading captions): no image input at all,
         # since processors cannot concatenate an empty image list
+        # padding_side is passed too: some processors (InternVL) default to left padding in their own kwargs
         encoded = processor(text=texts, images=images if any(len(i) for i in images) else None, padding=True,
-                            return_tensors="pt", **special)
+                            padding_side=padding_side, return_tensors="pt", **special)
     except Exception as exc:  # processors raise ValueError/TypeError/IndexError on mismatched inputs
         raise BackendError(f"{name}: the processor rejected the request ({str(exc).splitlines()[0]})") from None
     finally:
@@ -280,8 +281,12 @@ class HFBackend(Backend):
     #: (:mod:`.shared_prompt`); False scores each (request, option) with its own full pass
     shared_prompt: bool = True
     #: single-pass requests sharing a prefix (instruction + the same references) reuse its KV cache
-    #: (:mod:`.prefix_cache`; Qwen2-VL and Idefics3; other families run uncached)
+    #: (:mod:`.prefix_cache`; the families in its registry; others run uncached, with the reason recorded)
     prefix_cache: bool = False
+    #: why a requested vision cache is not installed (recorded with every prediction), else None
+    vision_cache_note: str | None = None
+    #: per request of the last ``score_options`` call, how it was scored when a cache was asked for
+    last_score_records: list[dict[str, Any] | None] = []
 
     def __init__(self, model: str | Path, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
                  revision: str | None = None, vision_cache_mb: int = 0, prefix_cache: bool = False,
@@ -352,8 +357,8 @@ class HFBackend(Backend):
             identity = f"{self._fingerprint}|{self.dtype_name}|{self.revision}"
             self.vision_cache = install_vision_cache(self.model, int(vision_cache_mb * 2**20), identity)
             if self.vision_cache is None:
-                warnings.warn(f"vision_cache_mb: no vision cache for model type "
-                              f"'{getattr(self.model.config, 'model_type', None)}'; running uncached", stacklevel=3)
+                self.vision_cache_note = vision_cache_reason(self.model)
+                warnings.warn(f"vision_cache_mb: {self.vision_cache_note}; running uncached", stacklevel=3)
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.name_or_path, "fingerprint": self._fingerprint,
@@ -388,16 +393,22 @@ class HFBackend(Backend):
                       for prompt, r in zip(prompts, requests)]
         one_token = [self.single_pass and bool(ids) and all(len(i) == 1 for i in ids) for ids in option_ids]
         single = [ri for ri, flag in enumerate(one_token) if flag]
+        methods = ["single-pass" if flag else "per-option" for flag in one_token]
+        notes: list[str | None] = [None if flag else "prefix-cache: options of several tokens" for flag in one_token]
         if self.prefix_cache and single:  # groups sharing a reference prefix: the prefix's KV is computed once
             from .prefix_cache import score_with_prefix_cache
 
-            cached = score_with_prefix_cache(self, [requests[ri] for ri in single],
-                                             [prompts[ri] for ri in single], [option_ids[ri] for ri in single])
+            single_notes: list[str | None] = [None] * len(single)
+            cached = score_with_prefix_cache(self, [requests[ri] for ri in single], [prompts[ri] for ri in single],
+                                             [option_ids[ri] for ri in single], notes=single_notes)
+            for ri, note in zip(single, single_notes):
+                notes[ri] = note
             if cached is not None:
                 for ri, values in zip(list(single), cached):
                     if values is not None:
-                        scores[ri] = values
+                        scores[ri], methods[ri] = values, "prefix-cache"
                 single = [ri for ri, values in zip(single, cached) if values is None]
+        self.last_score_records = self._score_records(methods, notes)
         # one forward pass per request whose options are all one token: the next-token distribution
         for start in range(0, len(single), self.batch_size):
             chunk = single[start:start + self.batch_size]
@@ -414,10 +425,21 @@ class HFBackend(Backend):
                 chunk = rest[start:start + self.batch_size]
                 for ri, values in zip(chunk, self._score_shared(chunk, requests, prompts, option_ids)):
                     scores[ri] = values
+                    if self.last_score_records[ri] is not None:
+                        self.last_score_records[ri]["method"] = "shared-prompt"
             return scores
         for ri, values in zip(rest, self._score_per_option(rest, requests, prompts, option_ids)):
             scores[ri] = values
         return scores
+
+    def _score_records(self, methods: list[str], notes: list[str | None]) -> list[dict[str, Any] | None]:
+        """Per request, how it was scored (``{"method", "notes"}``, the shape openai_compat records) when a cache
+        was asked for, with why a requested fast path did not serve it; None where nothing was asked."""
+        if not self.prefix_cache and not self.vision_cache_note:
+            return [None] * len(methods)
+        extra = [self.vision_cache_note] if self.vision_cache_note else []
+        return [{"method": method, "notes": [*([note] if note and self.prefix_cache else []), *extra]}
+                for method, note in zip(methods, notes)]
 
     def _score_per_option(self, indices: list[int], requests: Sequence[Request], prompts: list[str],
                           option_ids: list[list[list[int]]]) -> list[list[float]]:
