@@ -70,13 +70,14 @@ class PrefixFamily:
 
 #: model type -> its prefix-cache entry; each one is tested equal to the uncached path
 #: (tests/backends/test_prefix_cache.py, parametrised over the tiny families). SmolVLM v1
-#: checkpoints are model type "idefics3".
+#: checkpoints are model type "idefics3", SmolVLM2 ones "smolvlm".
 PREFIX_FAMILIES: dict[str, PrefixFamily] = {
     "qwen2_vl": PrefixFamily("mrope", VISION_START),
     "qwen2_5_vl": PrefixFamily("mrope", VISION_START),
     "qwen3_vl": PrefixFamily("mrope", VISION_START),
     "glm4v": PrefixFamily("mrope", "<|begin_of_image|>"),
     "idefics3": PrefixFamily("linear"),
+    "smolvlm": PrefixFamily("linear"),
     "llava": PrefixFamily("linear"),
     "internvl": PrefixFamily("linear"),
     "gemma3": PrefixFamily("linear", "<start_of_image>", full_token_types=True),

@@ -21,7 +21,7 @@ Each family is registered explicitly (:data:`VISION_FAMILIES`), by how its pixel
   on the other images in the call.
 * ``rows`` (Gemma 3, LLaVA, InternVL): ``pixel_values`` is (images or tiles, C, H, W), each row
   encoded on its own; row *i*'s features are ``pooler_output[i]``.
-* ``idefics`` (Idefics3 / SmolVLM): ``pixel_values`` is (batch, images, C, H, W), all-zero images are
+* ``idefics`` (Idefics3 / SmolVLM, SmolVLM2): ``pixel_values`` is (batch, images, C, H, W), all-zero images are
   padding; an image's key also covers its ``pixel_attention_mask``. ``pooler_output[b]`` is the
   concatenation of row *b*'s real images' features.
 
@@ -65,6 +65,7 @@ VISION_FAMILIES: dict[str, VisionFamily] = {
     "llava": VisionFamily("rows", list_output=True),
     "internvl": VisionFamily("rows"),
     "idefics3": VisionFamily("idefics"),
+    "smolvlm": VisionFamily("idefics"),
 }
 
 #: model type -> why its image features are not cached (it runs uncached)
