@@ -179,26 +179,36 @@ def test_every_tiny_family_is_registered_or_has_a_reason():
     assert all(UNSUPPORTED_FAMILIES.values())
 
 
-@pytest.mark.parametrize("family", TINY_FAMILIES.list_names())
-def test_each_family_is_cached_equal_to_uncached_or_records_why_not(tiny_models, family):
-    """Repeated references, varied sizes and reference counts, one- and multi-token options, twice over."""
-    plain = HFBackend(tiny_models[family], device="cpu", batch_size=4)
+def varied_requests() -> list[Request]:
+    """Repeated references, varied sizes and reference counts, one- and multi-token options."""
     rng = np.random.default_rng(17)
     requests = fixed_reference_requests(3, 3, 2) + [make_request(rng, k) for k in (0, 1, 3)]
-    requests.append(make_request(rng, 2, ("normal", "abnormal opacity")))
-    reference = plain.score_options(requests)
+    return requests + [make_request(rng, 2, ("normal", "abnormal opacity"))]
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES.list_names())
+def test_each_registered_family_is_cached_equal_to_uncached(tiny_models, family):
     if family in UNSUPPORTED_FAMILIES:
-        with pytest.warns(UserWarning, match=f"not registered for {family}"):
-            cached = HFBackend(tiny_models[family], device="cpu", batch_size=4, vision_cache_mb=16)
-        assert cached.vision_cache is None
-        reason = vision_cache_reason(cached.model)
-        assert reason == f"vision-cache: not registered for {family} ({UNSUPPORTED_FAMILIES[family]})"
-        assert_close(cached.score_options(requests[:2]), reference[:2])
-        assert all(record["notes"] == [reason] for record in cached.last_score_records)
-        return
+        pytest.skip(UNSUPPORTED_FAMILIES[family])
+    plain = HFBackend(tiny_models[family], device="cpu", batch_size=4)
     cached = HFBackend(tiny_models[family], device="cpu", batch_size=4, vision_cache_mb=16)
-    assert cached.vision_cache_note is None
+    assert cached.vision_cache is not None and cached.vision_cache_note is None
+    requests = varied_requests()
+    reference = plain.score_options(requests)
     assert_close(cached.score_options(requests), reference)
     assert_close(cached.score_options(requests[::-1]), reference[::-1])
     stats = cached.vision_cache.stats()
     assert stats["hits"] > stats["misses"] > 0
+
+
+@pytest.mark.parametrize("unregistered", sorted(set(UNSUPPORTED_FAMILIES) & set(TINY_FAMILIES.list_names())))
+def test_an_unregistered_family_runs_uncached_and_records_why(tiny_models, unregistered):
+    plain = HFBackend(tiny_models[unregistered], device="cpu", batch_size=4)
+    with pytest.warns(UserWarning, match=f"not registered for {unregistered}"):
+        cached = HFBackend(tiny_models[unregistered], device="cpu", batch_size=4, vision_cache_mb=16)
+    assert cached.vision_cache is None
+    reason = vision_cache_reason(cached.model)
+    assert reason == f"vision-cache: not registered for {unregistered} ({UNSUPPORTED_FAMILIES[unregistered]})"
+    requests = varied_requests()[:2]
+    assert_close(cached.score_options(requests), plain.score_options(requests))
+    assert [record["notes"] for record in cached.last_score_records] == [[reason]] * len(requests)

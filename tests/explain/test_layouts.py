@@ -69,23 +69,42 @@ def test_every_tiny_family_has_a_layout_or_a_stated_reason():
     assert not set(LAYOUTS.list_names()) & set(UNSUPPORTED_LAYOUTS)
 
 
-@pytest.mark.parametrize("family", TINY_FAMILIES.list_names())
-def test_each_family_maps_each_image_of_a_two_image_request_or_says_what_is_unsupported(tiny_models, family):
-    backend = HFBackend(tiny_models[family], device="cpu")
-    sizes = [(60, 70), (48, 52)]
+def two_image_request(sizes) -> Request:
     rng = np.random.default_rng(0)
     images = [Image.fromarray((rng.random(size) * 255).astype(np.uint8)).convert("RGB") for size in sizes]
     content = [{"type": "text", "text": "Reference 1:"}, {"type": "image"}, {"type": "text", "text": "Query:"},
                {"type": "image"}, {"type": "text", "text": "Is the query image abnormal?"}]
-    request = Request(messages=[{"role": "user", "content": content}], images=images, options=["normal", "abnormal"])
+    return Request(messages=[{"role": "user", "content": content}], images=images, options=["normal", "abnormal"])
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES.list_names())
+def test_each_family_maps_each_image_of_a_two_image_request(tiny_models, family):
     if family in UNSUPPORTED_LAYOUTS:
-        with pytest.raises(ExplainError) as error:
-            RequestExplainer.from_backend(backend)
-        message = str(error.value)
-        assert "\n" not in message and f"'{family}'" in message and UNSUPPORTED_LAYOUTS[family] in message
-        return
-    explanation = RequestExplainer.from_backend(backend).explain(request, methods=("grad_x_input", "attention"))
+        pytest.skip(UNSUPPORTED_LAYOUTS[family])
+    backend = HFBackend(tiny_models[family], device="cpu")
+    sizes = [(60, 70), (48, 52)]
+    explanation = RequestExplainer.from_backend(backend).explain(two_image_request(sizes),
+                                                                 methods=("grad_x_input", "attention"))
     for method in ("grad_x_input", "attention"):
         maps = explanation.maps[method]
         assert [m.shape for m in maps] == sizes
         assert all(np.isfinite(m).all() and np.abs(m).sum() > 0 for m in maps)
+
+
+@pytest.mark.parametrize("unsupported", sorted(set(UNSUPPORTED_LAYOUTS) & set(TINY_FAMILIES.list_names())))
+def test_an_unsupported_family_is_one_line_saying_what_is_unsupported(tiny_models, unsupported):
+    backend = HFBackend(tiny_models[unsupported], device="cpu")
+    with pytest.raises(ExplainError) as error:
+        RequestExplainer.from_backend(backend)
+    message = str(error.value)
+    assert "\n" not in message and f"'{unsupported}'" in message and UNSUPPORTED_LAYOUTS[unsupported] in message
+
+
+def test_llava_onevision_refuses_a_single_image_in_one_line(tiny_models):
+    """One image in the prompt is cut into anyres tiles, which have no layout: a clear error, not a wrong map."""
+    backend = HFBackend(tiny_models["llava_onevision"], device="cpu")
+    request = two_image_request([(60, 70), (48, 52)])
+    single = Request(messages=[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Normal?"}]}],
+                     images=request.images[:1], options=request.options)
+    with pytest.raises(ExplainError, match="llava_onevision: .*several images.*anyres"):
+        RequestExplainer.from_backend(backend).explain(single, methods=("grad_x_input",))
