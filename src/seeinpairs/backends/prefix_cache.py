@@ -49,7 +49,7 @@ import torch
 from transformers import DynamicCache
 
 from ..prompts import Request
-from .modeling import base_model, last_position_mask
+from .modeling import base_model, last_position_mask, not_registered
 
 VISION_START = "<|vision_start|>"
 
@@ -116,9 +116,7 @@ def prefix_cache_reason(model) -> str | None:
     """Why the prefix cache does not serve ``model`` (one line), or None when it does."""
     if supports_prefix_cache(model):
         return None
-    model_type = getattr(base_model(model).config, "model_type", None)
-    why = UNSUPPORTED_FAMILIES.get(model_type, "no entry tested equal to the uncached path")
-    return f"prefix-cache: not registered for {model_type} ({why})"
+    return not_registered("prefix-cache", getattr(base_model(model).config, "model_type", None), UNSUPPORTED_FAMILIES)
 
 
 def query_marker(processor, model) -> str:

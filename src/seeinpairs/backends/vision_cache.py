@@ -41,6 +41,8 @@ from typing import Any, Callable
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from .modeling import not_registered
+
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,7 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
 def vision_cache_reason(model) -> str | None:
     """Why ``model`` gets no vision cache (one line), or None when its family is registered."""
     family = getattr(model.config, "model_type", None)
-    if family in VISION_FAMILIES:
-        return None
-    why = UNSUPPORTED_FAMILIES.get(family, "no entry tested equal to the uncached path")
-    return f"vision-cache: not registered for {family} ({why})"
+    return None if family in VISION_FAMILIES else not_registered("vision-cache", family, UNSUPPORTED_FAMILIES)
 
 
 def _update(digest, tensor: torch.Tensor) -> None:
