@@ -187,24 +187,26 @@ class _Checker:
         return "ok", f"{len(answers[0])} characters in 4 new tokens"
 
     def prefix_cache(self) -> tuple[str, str]:
-        from .backends.prefix_cache import score_with_prefix_cache, supports_prefix_cache
+        from .backends.prefix_cache import prefix_cache_reason, score_with_prefix_cache, supports_prefix_cache
 
         if not supports_prefix_cache(self.backend.model):
-            return "not registered", f"no prefix-cache position rule for model type '{self.model_type}'"
-        cached = score_with_prefix_cache(self.backend, self.one_token)
+            return "not registered", prefix_cache_reason(self.backend.model)
+        notes: list[str | None] = [None] * len(self.one_token)
+        cached = score_with_prefix_cache(self.backend, self.one_token, notes=notes)
         served = [(c, r) for c, r in zip(cached or [], self._reference()) if c is not None]
         if not served:
-            return "fallback", "the prompt did not split exactly at the query; the uncached path ran"
+            why = next((note for note in notes if note), "no request was served")
+            return "fallback", f"{why}; the uncached path ran"
         status, detail = _compare([c for c, _ in served], [r for _, r in served], "prefix cache vs uncached")
         return status, f"{detail}, {len(served)} of {len(self.one_token)} requests served"
 
     def vision_cache(self) -> tuple[str, str]:
-        from .backends.vision_cache import install_vision_cache, uninstall_vision_cache
+        from .backends.vision_cache import install_vision_cache, uninstall_vision_cache, vision_cache_reason
 
         model = self.backend.model
         cache = install_vision_cache(model, 64 * 2**20, identity="check-model")
         if cache is None:
-            return "not registered", f"no vision-feature cache for model type '{self.model_type}'"
+            return "not registered", vision_cache_reason(model)
         try:
             filled = self._score(self.one_token, prefix_cache=False)
             reused = self._score(self.one_token, prefix_cache=False)
@@ -226,7 +228,10 @@ class _Checker:
             return "not registered", str(exc)
         request = self.one_token[0]
         inputs = encode_prompts(b.processor, [b.prompt_text(request)], [request.images], "right", b.name_or_path)
-        slots = layout.slots(dict(inputs))
+        try:
+            slots = layout.slots(dict(inputs), [(image.height, image.width) for image in request.images])
+        except ExplainError as exc:
+            return "failed", str(exc)
         if len(slots) != len(request.images):
             return "failed", f"{len(slots)} image slots for {len(request.images)} images"
         return "ok", f"{len(slots)} image slots, token grids {[s.token_grid for s in slots]}"

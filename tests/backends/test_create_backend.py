@@ -73,7 +73,7 @@ def test_features_that_need_local_weights_refuse_a_served_model_in_one_line():
 
 def test_hf_scores_say_which_path_computed_them_and_agree(tiny_models):
     """One-token options: one pass of the prompt (or the prefix cache); longer options: the shared prompt.
-    Every path gives the per-option scores; none qualifies them (``how`` is None)."""
+    Every path gives the per-option scores; with a cache asked for, ``how`` records the method each took."""
     backend = create_backend({"name": str(tiny_models["qwen2_vl"]), "device": "cpu", "batch_size": 4,
                               "options": {"prefix_cache": True}})
     rng = np.random.default_rng(5)
@@ -82,8 +82,9 @@ def test_hf_scores_say_which_path_computed_them_and_agree(tiny_models):
     twin = type(twin)(messages=twin.messages, images=[shared.images[0], twin.images[1]], options=twin.options)
     requests = [shared, twin, make_request(rng, 2), make_request(rng, 1, ("normal", "abnormal opacity"))]
     scored = backend.score(requests)
-    assert all(isinstance(s, Scored) and s.how is None for s in scored)
+    assert all(isinstance(s, Scored) for s in scored)
     assert [s.path for s in scored] == ["prefix-cache", "prefix-cache", "next-token", "shared-prompt"]
+    assert [s.how["method"] for s in scored] == [s.path for s in scored]
     backend.single_pass = False
     reference = backend.score(requests)
     assert [s.path for s in reference] == ["per-option"] * 4

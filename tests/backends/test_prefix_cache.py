@@ -7,7 +7,17 @@ from shared_helpers import random_image
 
 from seeinpairs.backends.hf import HFBackend
 from seeinpairs.backends import prefix_cache
-from seeinpairs.backends.prefix_cache import group_by_prefix, query_marker, score_with_prefix_cache
+from seeinpairs.backends.prefix_cache import (
+    PREFIX_FAMILIES,
+    UNSUPPORTED_FAMILIES,
+    PrefixFamily,
+    group_by_prefix,
+    prefix_cache_reason,
+    query_marker,
+    score_with_prefix_cache,
+    supports_prefix_cache,
+)
+from seeinpairs.backends.tiny import TINY_FAMILIES
 from seeinpairs.prompts import Request
 
 
@@ -71,7 +81,7 @@ def test_prefix_cache_scores_equal_the_uncached_single_pass(backend, requests):
 def test_prefix_cache_falls_back_for_multi_token_options_and_other_families(backend, requests, monkeypatch):
     multi = [comparative(r.images[:-1], r.images[-1], ("normal", "abnormal opacity")) for r in requests[:3]]
     assert score_with_prefix_cache(backend, multi) is None
-    monkeypatch.setattr(prefix_cache, "SUPPORTED_MODEL_TYPES", {})  # a family the cache does not handle
+    monkeypatch.setattr(prefix_cache, "PREFIX_FAMILIES", {})  # a family the cache does not handle
     assert score_with_prefix_cache(backend, requests) is None
     backend.prefix_cache = True
     try:
@@ -112,3 +122,56 @@ def test_prefix_is_reused_across_calls_and_dropped_when_weights_change(tiny_mode
     assert store.misses == 2
     for got, want in zip(changed, reference.score_options(shared[4:])):
         assert np.max(np.abs(np.array(got) - np.array(want))) < 1e-4
+
+
+def test_every_tiny_family_is_registered_or_has_a_reason():
+    families = set(TINY_FAMILIES.list_names())
+    assert families <= set(PREFIX_FAMILIES) | set(UNSUPPORTED_FAMILIES)
+    assert not set(PREFIX_FAMILIES) & set(UNSUPPORTED_FAMILIES)
+    assert all(UNSUPPORTED_FAMILIES.values())
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES.list_names())
+def test_each_registered_family_is_served_equal_to_the_uncached_path(tiny_models, requests, family):
+    if family in UNSUPPORTED_FAMILIES:
+        pytest.skip(UNSUPPORTED_FAMILIES[family])
+    backend = HFBackend(tiny_models[family], device="cpu", batch_size=4)
+    shared = [requests[i] for i in (0, 2, 3, 4)]  # the same two references, queries of varied sizes
+    plain = backend.score(shared)
+    assert all("method" not in (s.how or {}) for s in plain)  # nothing asked, nothing recorded
+    uncached = [s.log_likelihoods for s in plain]
+    backend.prefix_cache = True
+    scored = backend.score(shared)
+    cached = [s.log_likelihoods for s in scored]
+    assert supports_prefix_cache(backend.model)
+    assert [(s.how["method"], s.how["notes"]) for s in scored] == [("prefix-cache", [])] * len(shared)
+    diff = max(np.max(np.abs(np.array(c) - np.array(u))) for c, u in zip(cached, uncached))
+    print(f"{family}: max abs diff cached vs uncached {diff:.2e}")
+    assert diff < 1e-4, diff
+
+
+@pytest.mark.parametrize("unregistered", sorted(set(UNSUPPORTED_FAMILIES) & set(TINY_FAMILIES.list_names())))
+def test_an_unregistered_family_runs_uncached_and_records_why(tiny_models, requests, unregistered):
+    backend = HFBackend(tiny_models[unregistered], device="cpu", batch_size=4)
+    shared = [requests[i] for i in (0, 2, 3)]
+    uncached = backend.score_options(shared)
+    backend.prefix_cache = True
+    scored = backend.score(shared)
+    assert [s.log_likelihoods for s in scored] == uncached
+    reason = prefix_cache_reason(backend.model)
+    assert reason == f"prefix-cache: not registered for {unregistered} ({UNSUPPORTED_FAMILIES[unregistered]})"
+    assert [(s.how["method"], s.how["notes"]) for s in scored] == [("next-token", [reason])] * len(shared)
+
+
+def test_a_plain_1d_entry_for_gemma3_is_caught_and_runs_uncached(tiny_models, requests, monkeypatch):
+    """Gemma 3's image blocks attend bidirectionally, by token types read at absolute positions: an entry
+    without the prefix's token types scores the query differently, which the first-query check catches."""
+    monkeypatch.setitem(PREFIX_FAMILIES, "gemma3", PrefixFamily("linear", "<start_of_image>"))
+    backend = HFBackend(tiny_models["gemma3"], device="cpu", batch_size=4)
+    shared = [requests[i] for i in (0, 2, 3)]
+    uncached = backend.score_options(shared)
+    notes: list = [None] * len(shared)
+    assert score_with_prefix_cache(backend, shared, notes=notes) == [None] * len(shared)
+    assert all(note.startswith("prefix-cache: cached scores differ from the full pass") for note in notes)
+    backend.prefix_cache = True
+    assert backend.score_options(shared) == uncached

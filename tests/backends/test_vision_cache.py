@@ -7,7 +7,15 @@ from shared_helpers import random_image
 from test_hf import FAMILIES, make_request
 
 from seeinpairs.backends.hf import HFBackend
-from seeinpairs.backends.vision_cache import VisionFeatureCache, install_vision_cache, uninstall_vision_cache
+from seeinpairs.backends.tiny import TINY_FAMILIES
+from seeinpairs.backends.vision_cache import (
+    UNSUPPORTED_FAMILIES,
+    VISION_FAMILIES,
+    VisionFeatureCache,
+    install_vision_cache,
+    uninstall_vision_cache,
+    vision_cache_reason,
+)
 from seeinpairs.prompts import Request
 
 QUESTION = "Is there an abnormal opacity in the query image?"
@@ -163,3 +171,45 @@ def test_install_and_uninstall(tiny_models):
     assert cache is not None and "get_image_features" in vars(backend.model.model)
     uninstall_vision_cache(backend.model)
     assert "get_image_features" not in vars(backend.model.model)
+
+
+def test_every_tiny_family_is_registered_or_has_a_reason():
+    assert set(TINY_FAMILIES.list_names()) <= set(VISION_FAMILIES) | set(UNSUPPORTED_FAMILIES)
+    assert not set(VISION_FAMILIES) & set(UNSUPPORTED_FAMILIES)
+    assert all(UNSUPPORTED_FAMILIES.values())
+
+
+def varied_requests() -> list[Request]:
+    """Repeated references, varied sizes and reference counts, one- and multi-token options."""
+    rng = np.random.default_rng(17)
+    requests = fixed_reference_requests(3, 3, 2) + [make_request(rng, k) for k in (0, 1, 3)]
+    return requests + [make_request(rng, 2, ("normal", "abnormal opacity"))]
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES.list_names())
+def test_each_registered_family_is_cached_equal_to_uncached(tiny_models, family):
+    if family in UNSUPPORTED_FAMILIES:
+        pytest.skip(UNSUPPORTED_FAMILIES[family])
+    plain = HFBackend(tiny_models[family], device="cpu", batch_size=4)
+    cached = HFBackend(tiny_models[family], device="cpu", batch_size=4, vision_cache_mb=16)
+    assert cached.vision_cache is not None and cached.vision_cache_note is None
+    requests = varied_requests()
+    reference = plain.score_options(requests)
+    assert_close(cached.score_options(requests), reference)
+    assert_close(cached.score_options(requests[::-1]), reference[::-1])
+    stats = cached.vision_cache.stats()
+    assert stats["hits"] > stats["misses"] > 0
+
+
+@pytest.mark.parametrize("unregistered", sorted(set(UNSUPPORTED_FAMILIES) & set(TINY_FAMILIES.list_names())))
+def test_an_unregistered_family_runs_uncached_and_records_why(tiny_models, unregistered):
+    plain = HFBackend(tiny_models[unregistered], device="cpu", batch_size=4)
+    with pytest.warns(UserWarning, match=f"not registered for {unregistered}"):
+        cached = HFBackend(tiny_models[unregistered], device="cpu", batch_size=4, vision_cache_mb=16)
+    assert cached.vision_cache is None
+    reason = vision_cache_reason(cached.model)
+    assert reason == f"vision-cache: not registered for {unregistered} ({UNSUPPORTED_FAMILIES[unregistered]})"
+    requests = varied_requests()[:2]
+    scored = cached.score(requests)
+    assert_close([s.log_likelihoods for s in scored], plain.score_options(requests))
+    assert [s.how["notes"] for s in scored] == [[reason]] * len(requests)

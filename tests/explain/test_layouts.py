@@ -6,7 +6,9 @@ from PIL import Image
 
 from seeinpairs.backends.encoding import chat_prompt, encode_prompts
 from seeinpairs.backends.hf import HFBackend
-from seeinpairs.explain.layouts import ExplainError, layout_for, to_original
+from seeinpairs.backends.tiny import TINY_FAMILIES
+from seeinpairs.explain import RequestExplainer
+from seeinpairs.explain.layouts import LAYOUTS, UNSUPPORTED_LAYOUTS, ExplainError, layout_for, to_original
 from seeinpairs.prompts import Request
 
 
@@ -17,7 +19,10 @@ def square_image(height: int, width: int, box: tuple[int, int, int, int]) -> Ima
     return Image.fromarray(pixels).convert("RGB")
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "idefics3"])
+MAPPED = [family for family in TINY_FAMILIES.list_names() if family not in UNSUPPORTED_LAYOUTS]
+
+
+@pytest.mark.parametrize("family", MAPPED)
 def test_pixel_values_map_back_onto_each_original_image(tiny_models, family):
     backend = HFBackend(tiny_models[family], device="cpu")
     boxes = [(5, 40, 25, 65), (40, 3, 58, 20)]  # a different bright square in each image
@@ -27,13 +32,17 @@ def test_pixel_values_map_back_onto_each_original_image(tiny_models, family):
                       images=images, options=["normal", "abnormal"])
     encoded = encode_prompts(backend.processor, [chat_prompt(backend.processor, request)], [images], "right")
     layout = layout_for(backend.model, backend.processor)
-    slots = layout.slots(encoded)
+    slots = layout.slots(encoded, [(60, 70)] * 2)
     assert len(slots) == 2
     n_tokens = int((encoded["input_ids"][0] == backend.model.config.image_token_id).sum())
-    assert sum(len(s.token_positions) for s in slots) == n_tokens
+    image_positions = set((encoded["input_ids"][0] == backend.model.config.image_token_id).nonzero().flatten().tolist())
+    mapped = [p for s in slots for p in s.token_positions]
+    assert len(set(mapped)) == len(mapped) and set(mapped) <= image_positions
+    # every image token is on a grid, except InternVL's thumbnail tiles and LLaVA-OneVision's newline tokens
+    assert len(mapped) == n_tokens or family in ("internvl", "llava_onevision")
     assert all(len(s.token_positions) == s.token_grid[0] * s.token_grid[1] for s in slots)
     pixels = encoded["pixel_values"]
-    maps = layout.pixel_maps(encoded, pixels - pixels.min())  # brightness, summed over channels
+    maps = layout.pixel_maps(encoded, pixels - pixels.min(), [(60, 70)] * 2)  # brightness, summed over channels
     for values, slot, (top, left, bottom, right) in zip(maps, slots, boxes):
         original = to_original(values, slot, (60, 70))
         assert original.shape == (60, 70)
@@ -54,3 +63,49 @@ def test_unsupported_family_is_one_clear_error():
 
     with pytest.raises(ExplainError, match="not available for model type 'paligemma'.*supported: .*qwen2_vl"):
         layout_for(Model(), None)
+
+
+def test_every_tiny_family_has_a_layout_or_a_stated_reason():
+    assert set(TINY_FAMILIES.list_names()) <= set(LAYOUTS.list_names()) | set(UNSUPPORTED_LAYOUTS)
+    assert not set(LAYOUTS.list_names()) & set(UNSUPPORTED_LAYOUTS)
+
+
+def two_image_request(sizes) -> Request:
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray((rng.random(size) * 255).astype(np.uint8)).convert("RGB") for size in sizes]
+    content = [{"type": "text", "text": "Reference 1:"}, {"type": "image"}, {"type": "text", "text": "Query:"},
+               {"type": "image"}, {"type": "text", "text": "Is the query image abnormal?"}]
+    return Request(messages=[{"role": "user", "content": content}], images=images, options=["normal", "abnormal"])
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES.list_names())
+def test_each_family_maps_each_image_of_a_two_image_request(tiny_models, family):
+    if family in UNSUPPORTED_LAYOUTS:
+        pytest.skip(UNSUPPORTED_LAYOUTS[family])
+    backend = HFBackend(tiny_models[family], device="cpu")
+    sizes = [(60, 70), (48, 52)]
+    explanation = RequestExplainer.from_backend(backend).explain(two_image_request(sizes),
+                                                                 methods=("grad_x_input", "attention"))
+    for method in ("grad_x_input", "attention"):
+        maps = explanation.maps[method]
+        assert [m.shape for m in maps] == sizes
+        assert all(np.isfinite(m).all() and np.abs(m).sum() > 0 for m in maps)
+
+
+@pytest.mark.parametrize("unsupported", sorted(set(UNSUPPORTED_LAYOUTS) & set(TINY_FAMILIES.list_names())))
+def test_an_unsupported_family_is_one_line_saying_what_is_unsupported(tiny_models, unsupported):
+    backend = HFBackend(tiny_models[unsupported], device="cpu")
+    with pytest.raises(ExplainError) as error:
+        RequestExplainer.from_backend(backend)
+    message = str(error.value)
+    assert "\n" not in message and f"'{unsupported}'" in message and UNSUPPORTED_LAYOUTS[unsupported] in message
+
+
+def test_llava_onevision_refuses_a_single_image_in_one_line(tiny_models):
+    """One image in the prompt is cut into anyres tiles, which have no layout: a clear error, not a wrong map."""
+    backend = HFBackend(tiny_models["llava_onevision"], device="cpu")
+    request = two_image_request([(60, 70), (48, 52)])
+    single = Request(messages=[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Normal?"}]}],
+                     images=request.images[:1], options=request.options)
+    with pytest.raises(ExplainError, match="llava_onevision: .*several images.*anyres"):
+        RequestExplainer.from_backend(backend).explain(single, methods=("grad_x_input",))

@@ -67,8 +67,9 @@ def encode_prompts(processor, texts: list[str], images: list[list], padding_side
     try:
         # text-only prompts (a language-model judge, a proposer reading captions): no image input at all,
         # since processors cannot concatenate an empty image list
+        # padding_side is passed too: some processors (InternVL) default to left padding in their own kwargs
         encoded = processor(text=texts, images=images if any(len(i) for i in images) else None, padding=True,
-                            return_tensors="pt", **special)
+                            padding_side=padding_side, return_tensors="pt", **special)
     except Exception as exc:  # processors raise ValueError/TypeError/IndexError on mismatched inputs
         raise BackendError(f"{name}: the processor rejected the request ({str(exc).splitlines()[0]})") from None
     finally:

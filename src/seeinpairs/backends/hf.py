@@ -45,7 +45,7 @@ from .processors import load_processor
 from .resolution import resolution_records
 from .shared_prompt import score_prompt_options, shared_prompt_ready
 from .sources import checkpoint_fingerprint
-from .vision_cache import VisionFeatureCache, install_vision_cache
+from .vision_cache import VisionFeatureCache, install_vision_cache, vision_cache_reason
 
 
 def peft_adapter_base(path: str | Path) -> str | None:
@@ -79,8 +79,10 @@ class HFBackend(Backend):
     #: (:mod:`.shared_prompt`); False scores each (request, option) with its own full pass
     shared_prompt: bool = True
     #: single-pass requests sharing a prefix (instruction + the same references) reuse its KV cache
-    #: (:mod:`.prefix_cache`; Qwen2-VL and Idefics3; other families run uncached)
+    #: (:mod:`.prefix_cache`; the families in its registry; others run uncached, with the reason recorded)
     prefix_cache: bool = False
+    #: why a requested vision cache is not installed (recorded with every prediction), else None
+    vision_cache_note: str | None = None
 
     def __init__(self, model: str | Path, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
                  revision: str | None = None, vision_cache_mb: int = 0, prefix_cache: bool = False,
@@ -157,8 +159,8 @@ class HFBackend(Backend):
             identity = f"{self._fingerprint}|{self.dtype_name}|{self.revision}"
             self.vision_cache = install_vision_cache(self.model, int(vision_cache_mb * 2**20), identity)
             if self.vision_cache is None:
-                warnings.warn(f"vision_cache_mb: no vision cache for model type "
-                              f"'{getattr(self.model.config, 'model_type', None)}'; running uncached", stacklevel=3)
+                self.vision_cache_note = vision_cache_reason(self.model)
+                warnings.warn(f"vision_cache_mb: {self.vision_cache_note}; running uncached", stacklevel=3)
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.name_or_path, "fingerprint": self._fingerprint,
@@ -187,7 +189,8 @@ class HFBackend(Backend):
     def score(self, requests: Sequence[Request]) -> list[Scored]:
         """Every path gives the exact summed log-likelihoods; ``path`` names the one each request took:
         ``prefix-cache``, ``next-token`` (one-token options, one pass), ``shared-prompt`` or ``per-option``.
-        ``how`` holds the query's resolution where it depends on the image count (:mod:`.resolution`)."""
+        ``how`` holds the query's resolution where it depends on the image count (:mod:`.resolution`) and,
+        when a cache was asked for, the method and why a requested fast path did not serve the request."""
         resolutions = resolution_records(self.processor, list(requests)) or [None] * len(requests)
         prompts = [self.prompt_text(r) for r in requests]
         scores: list[list[float]] = [[0.0] * len(r.options) for r in requests]
@@ -196,9 +199,13 @@ class HFBackend(Backend):
                       for prompt, r in zip(prompts, requests)]
         one_token = [self.single_pass and bool(ids) and all(len(i) == 1 for i in ids) for ids in option_ids]
         single = [ri for ri, flag in enumerate(one_token) if flag]
+        notes: list[str | None] = [None if flag else "prefix-cache: options of several tokens" for flag in one_token]
         if self.prefix_cache and single:  # groups sharing a reference prefix: the prefix's KV is computed once
-            cached = score_with_prefix_cache(self, [requests[ri] for ri in single],
-                                             [prompts[ri] for ri in single], [option_ids[ri] for ri in single])
+            single_notes: list[str | None] = [None] * len(single)
+            cached = score_with_prefix_cache(self, [requests[ri] for ri in single], [prompts[ri] for ri in single],
+                                             [option_ids[ri] for ri in single], notes=single_notes)
+            for ri, note in zip(single, single_notes):
+                notes[ri] = note
             if cached is not None:
                 for ri, values in zip(list(single), cached):
                     if values is not None:
@@ -223,7 +230,18 @@ class HFBackend(Backend):
         else:
             for ri, values in zip(rest, self._score_per_option(rest, requests, prompts, option_ids)):
                 scores[ri] = values
-        return [Scored(values, how, path) for values, how, path in zip(scores, resolutions, paths)]
+        records = self._score_records(paths, notes)
+        return [Scored(values, _joined(how, record), path)
+                for values, how, record, path in zip(scores, resolutions, records, paths)]
+
+    def _score_records(self, methods: list[str], notes: list[str | None]) -> list[dict[str, Any] | None]:
+        """Per request, how it was scored (``{"method", "notes"}``, the shape openai_compat records) when a cache
+        was asked for, with why a requested fast path did not serve it; None where nothing was asked."""
+        if not self.prefix_cache and not self.vision_cache_note:
+            return [None] * len(methods)
+        extra = [self.vision_cache_note] if self.vision_cache_note else []
+        return [{"method": method, "notes": [*([note] if note and self.prefix_cache else []), *extra]}
+                for method, note in zip(methods, notes)]
 
     def _score_per_option(self, indices: list[int], requests: Sequence[Request], prompts: list[str],
                           option_ids: list[list[list[int]]]) -> list[list[float]]:
@@ -271,3 +289,9 @@ class HFBackend(Backend):
             new_tokens = output[:, encoded["input_ids"].shape[1]:]
             answers.extend(t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return answers
+
+
+def _joined(*records: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One record of how a request was scored from several partial ones (resolution, method and notes)."""
+    merged = {key: value for record in records if record for key, value in record.items()}
+    return merged or None

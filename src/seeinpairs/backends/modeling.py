@@ -1,5 +1,6 @@
 """Small helpers on torch devices, dtypes, transformers models and right-padded batches, shared by
-the scoring paths (:mod:`.hf`, :mod:`.shared_prompt`, :mod:`.prefix_cache`) and by fine-tuning."""
+the scoring paths (:mod:`.hf`, :mod:`.shared_prompt`, :mod:`.prefix_cache`, :mod:`.vision_cache`) and by
+fine-tuning."""
 
 from __future__ import annotations
 
@@ -29,3 +30,10 @@ def last_position_mask(attention: torch.Tensor) -> torch.Tensor:
     keep = torch.zeros_like(attention, dtype=torch.bool)
     keep[torch.arange(keep.shape[0], device=keep.device), attention.sum(dim=1) - 1] = True
     return keep
+
+
+def not_registered(feature: str, model_type: str | None, reasons: dict[str, str]) -> str:
+    """The one line a prediction records when a fast path is not registered for a family: the feature, the
+    model type and why (from ``reasons``, the feature's list of families it deliberately leaves out)."""
+    why = reasons.get(str(model_type), "no entry tested equal to the uncached path")
+    return f"{feature}: not registered for {model_type} ({why})"

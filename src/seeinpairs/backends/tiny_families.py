@@ -10,6 +10,7 @@ torchvision are listed in :data:`UNSUPPORTED_FAMILIES` with the reason.
 
 from __future__ import annotations
 
+import torch
 import transformers
 
 from .processors import image_only_class
@@ -105,6 +106,10 @@ def build_gemma3(spec: TinySpec, texts: list[str]):
         boi_token_id=ids["<start_of_image>"], eoi_token_id=ids["<end_of_image>"],
     )
     model = transformers.Gemma3ForConditionalGeneration(config)
+    # transformers initialises the image projection to zeros, which would make every image invisible to the
+    # random model (zero image features, zero pixel gradients): a random projection lets images matter
+    torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight,
+                          std=config.text_config.initializer_range)
     image_processor = transformers.Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size},
                                                            do_pan_and_scan=False)
     processor = transformers.Gemma3Processor(image_processor, tokenizer, image_seq_length=tokens_per_image,

@@ -12,18 +12,22 @@ within a call is computed once), and reassembles the features in order in the st
 original returns (``BaseModelOutputWithPooling`` whose ``pooler_output`` holds the features).
 The cache is bounded in bytes (the cached tensors' storage) with least-recently-used eviction.
 
-Supported families:
+Each family is registered explicitly (:data:`VISION_FAMILIES`), by how its pixels split into images:
 
-* ``qwen2_vl`` / ``qwen2_5_vl``: ``pixel_values`` is (total patches, patch dim) with
-  ``image_grid_thw`` (images, 3); image *i* owns ``t*h*w`` consecutive patch rows and its
-  features are ``pooler_output[i]``. The vision tower attends within each image only, so one
-  image's features do not depend on the other images in the call.
-* ``idefics3`` (SmolVLM): ``pixel_values`` is (batch, images, C, H, W), all-zero images are
+* ``grid`` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, GLM-4V): ``pixel_values`` is (total patches, patch dim)
+  with ``image_grid_thw`` (images, 3); image *i* owns ``t*h*w`` consecutive patch rows and its
+  features are ``pooler_output[i]`` (Qwen3-VL also ``deepstack_features[layer][i]``, cached with
+  them). The vision tower attends within each image only, so one image's features do not depend
+  on the other images in the call.
+* ``rows`` (Gemma 3, LLaVA, InternVL): ``pixel_values`` is (images or tiles, C, H, W), each row
+  encoded on its own; row *i*'s features are ``pooler_output[i]``.
+* ``idefics`` (Idefics3 / SmolVLM, SmolVLM2): ``pixel_values`` is (batch, images, C, H, W), all-zero images are
   padding; an image's key also covers its ``pixel_attention_mask``. ``pooler_output[b]`` is the
   concatenation of row *b*'s real images' features.
 
-Other families are left unwrapped (``install_vision_cache`` returns ``None``). The cache is
-bypassed (the original runs) when gradients are enabled (training) or when the call carries
+Each registered family is tested equal to the uncached path; the others are listed with the
+reason in :data:`UNSUPPORTED_FAMILIES` and left unwrapped (``install_vision_cache`` returns
+``None``). The cache is bypassed (the original runs) when gradients are enabled (training) or when the call carries
 extra keyword arguments (e.g. ``output_attentions``), since cached features carry neither.
 """
 
@@ -31,14 +35,54 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
-IDEFICS_FAMILIES = ("idefics3",)
-SUPPORTED_FAMILIES = QWEN_FAMILIES + IDEFICS_FAMILIES
+from .modeling import not_registered
+
+
+
+@dataclass(frozen=True)
+class VisionFamily:
+    """How one family's ``get_image_features`` input splits into images (see the module docstring).
+    ``deepstack``: the output also carries per-layer ``deepstack_features``; ``list_output``: the
+    original returns its per-image features as a list rather than one tensor."""
+
+    kind: str
+    deepstack: bool = False
+    list_output: bool = False
+
+
+#: model type -> how its image features are cached; each one is tested equal to the uncached path
+#: (tests/backends/test_vision_cache.py, parametrised over the tiny families)
+VISION_FAMILIES: dict[str, VisionFamily] = {
+    "qwen2_vl": VisionFamily("grid"),
+    "qwen2_5_vl": VisionFamily("grid"),
+    "glm4v": VisionFamily("grid"),
+    "qwen3_vl": VisionFamily("grid", deepstack=True),
+    "gemma3": VisionFamily("rows"),
+    "llava": VisionFamily("rows", list_output=True),
+    "internvl": VisionFamily("rows"),
+    "idefics3": VisionFamily("idefics"),
+    "smolvlm": VisionFamily("idefics"),
+}
+
+#: model type -> why its image features are not cached (it runs uncached)
+UNSUPPORTED_FAMILIES: dict[str, str] = {
+    "llava_onevision": "an image's features depend on how many images share its prompt (anyres patches when "
+                       "alone, base features when several), not on its pixels only",
+    "mllama": "the vision model runs inside the forward pass (no get_image_features to wrap) and its output "
+              "depends on the tiles' aspect ratios",
+}
+
+
+def vision_cache_reason(model) -> str | None:
+    """Why ``model`` gets no vision cache (one line), or None when its family is registered."""
+    family = getattr(model.config, "model_type", None)
+    return None if family in VISION_FAMILIES else not_registered("vision-cache", family, UNSUPPORTED_FAMILIES)
 
 
 def _update(digest, tensor: torch.Tensor) -> None:
@@ -135,16 +179,27 @@ def _inner_model(model) -> Any:
 
 
 def _plain_kwargs(kwargs: dict[str, Any]) -> bool:
-    """True when the call carries nothing but ``return_dict`` (and other modalities' inputs)."""
-    return all(k == "return_dict" or k.startswith("video_") or v is None for k, v in kwargs.items())
+    """True when the call carries nothing but ``return_dict`` and ``use_cache`` (which the forward pass hands on
+    and the vision tower ignores), and other modalities' inputs."""
+    return all(k in _PASSED_ON or k.startswith("video_") or v is None for k, v in kwargs.items())
 
 
-def _finish(features, kwargs: dict[str, Any]):
-    out = BaseModelOutputWithPooling(pooler_output=features)
+_PASSED_ON = ("return_dict", "use_cache")
+
+
+def _finish(features, kwargs: dict[str, Any], deepstack: list | None = None):
+    if deepstack is None:
+        out = BaseModelOutputWithPooling(pooler_output=features)
+    else:
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+        out = BaseModelOutputWithDeepstackFeatures(pooler_output=features, deepstack_features=deepstack)
     return out if kwargs.get("return_dict", True) is not False else out.to_tuple()
 
 
-def _qwen_wrapper(original, cache: VisionFeatureCache):
+def _grid_wrapper(original, cache: VisionFeatureCache, family: VisionFamily):
+    """Images as runs of patch rows sized by ``image_grid_thw``; with ``deepstack``, an entry stacks an image's
+    features and its deepstack features (same shape) along a new first dimension."""
     def get_image_features(pixel_values, image_grid_thw=None, **kwargs):
         if image_grid_thw is None or torch.is_grad_enabled() or not _plain_kwargs(kwargs):
             return original(pixel_values, image_grid_thw, **kwargs)
@@ -154,11 +209,42 @@ def _qwen_wrapper(original, cache: VisionFeatureCache):
 
         def compute(indices: list[int]) -> list[torch.Tensor]:
             out = original(torch.cat([chunks[i] for i in indices]), image_grid_thw[indices], return_dict=True)
-            return list(out.pooler_output)
+            if not family.deepstack:
+                return list(out.pooler_output)
+            return [torch.stack([pooled, *(layer[i] for layer in out.deepstack_features)])
+                    for i, pooled in enumerate(out.pooler_output)]
 
-        return _finish(tuple(cache.lookup(keys, compute)), kwargs)
+        found = cache.lookup(keys, compute)
+        if not family.deepstack:
+            return _finish(tuple(found), kwargs)
+        layers = [tuple(entry[1 + layer] for entry in found) for layer in range(found[0].shape[0] - 1)]
+        return _finish(tuple(entry[0] for entry in found), kwargs, deepstack=layers)
 
     return get_image_features
+
+
+def _rows_wrapper(original, cache: VisionFeatureCache, family: VisionFamily):
+    """One image (or tile) per row of ``pixel_values``; the call's other arguments (feature layer, selection
+    strategy) come from the model's config and go into every key."""
+    def get_image_features(pixel_values, *args, **kwargs):
+        if torch.is_grad_enabled() or args or not _plain_kwargs(_without_settings(kwargs)):
+            return original(pixel_values, *args, **kwargs)
+        settings = {k: v for k, v in kwargs.items() if k not in _PASSED_ON}
+        tag = torch.tensor(list(repr(sorted(settings.items())).encode()), dtype=torch.uint8)
+        keys = [cache.key(row, tag) for row in pixel_values]
+
+        def compute(indices: list[int]) -> list[torch.Tensor]:
+            return list(original(pixel_values[indices], **settings, return_dict=True).pooler_output)
+
+        found = cache.lookup(keys, compute)
+        return _finish(list(found) if family.list_output else torch.stack(found), kwargs)
+
+    return get_image_features
+
+
+def _without_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` less the config-derived settings the rows families pass (they are part of the key)."""
+    return {k: v for k, v in kwargs.items() if k not in ("vision_feature_layer", "vision_feature_select_strategy")}
 
 
 def _idefics_wrapper(original, cache: VisionFeatureCache, inner):
@@ -198,15 +284,18 @@ def _idefics_wrapper(original, cache: VisionFeatureCache, inner):
 def install_vision_cache(model, max_bytes: int, identity: str = "") -> VisionFeatureCache | None:
     """Wrap ``model``'s image-feature method with a cache of ``max_bytes``; ``None`` where the family is
     not supported (the model is then left as it is). Installing twice replaces the earlier cache."""
-    family = getattr(model.config, "model_type", None)
-    if family not in SUPPORTED_FAMILIES:
+    model_type = getattr(model.config, "model_type", None)
+    family = VISION_FAMILIES.get(model_type)
+    if family is None:
         return None
     inner = _inner_model(model)
     uninstall_vision_cache(model)
     original = inner.get_image_features
-    cache = VisionFeatureCache(max_bytes, identity=f"{family}|{identity}")
-    if family in QWEN_FAMILIES:
-        wrapper = _qwen_wrapper(original, cache)
+    cache = VisionFeatureCache(max_bytes, identity=f"{model_type}|{identity}")
+    if family.kind == "grid":
+        wrapper = _grid_wrapper(original, cache, family)
+    elif family.kind == "rows":
+        wrapper = _rows_wrapper(original, cache, family)
     else:
         wrapper = _idefics_wrapper(original, cache, inner)
     wrapper.vision_cache = cache  # type: ignore[attr-defined]

@@ -42,6 +42,7 @@ from .layouts import (
     ImageLayout,
     ImageSlot,
     layout_for,
+    place_on_original,
     resize_map,
     to_original,
 )
@@ -171,10 +172,10 @@ class RequestExplainer:
             with torch.no_grad():
                 log_probs = self._option_log_probs(encoded, option_ids, pixels)
             target = self._target(request, option, log_probs)
-            slots = self.layout.slots(encoded)
+            sizes = [(image.height, image.width) for image in request.images]
+            slots = self.layout.slots(encoded, sizes)
             if len(slots) != len(request.images):
                 raise ExplainError(f"the model inputs hold {len(slots)} images but the request has {len(request.images)}")
-            sizes = [(image.height, image.width) for image in request.images]
             explanation = Explanation(
                 option=request.options[target], options=list(request.options),
                 probabilities=option_probabilities(log_probs.tolist()).tolist(),
@@ -182,14 +183,14 @@ class RequestExplainer:
             for method in methods:
                 if method in GRADIENT_METHODS:
                     per_element = self._gradient_attribution(method, request, encoded, option_ids, pixels, target)
-                    model_maps = self.layout.pixel_maps(encoded, per_element)
-                    masses = [float(np.abs(m[:s.valid[0], :s.valid[1]]).sum()) for m, s in zip(model_maps, slots)]
+                    model_maps = self.layout.pixel_maps(encoded, per_element, sizes)
+                    masses = [float(np.abs(s.crop(m)).sum()) for m, s in zip(model_maps, slots)]
                 else:
                     model_maps, masses = self._attention_maps(method, encoded, pixels, slots)
                 total = sum(masses)
                 explanation.image_mass[method] = [m / total if total > 0 else float("nan") for m in masses]
                 explanation.maps[method] = [to_original(m, s, size) if method in GRADIENT_METHODS
-                                            else resize_map(m, size)
+                                            else place_on_original(m, s, size)
                                             for m, s, size in zip(model_maps, slots, sizes)]
             return explanation
         finally:
@@ -238,6 +239,6 @@ class RequestExplainer:
         for slot in slots:
             grid = row[slot.token_positions].reshape(slot.token_grid)
             upsampled = resize_map(grid, slot.model_grid)  # token grid onto the model's pixel grid
-            maps.append(upsampled[:slot.valid[0], :slot.valid[1]])
+            maps.append(slot.crop(upsampled))
             masses.append(float(np.abs(grid).sum()))
         return maps, masses

@@ -2,15 +2,18 @@
 
 Attribution needs two inverse maps that differ per model family: from the
 processor's ``pixel_values`` back to each image's pixel grid (Qwen2-VL packs
-images into flattened, merge-ordered patches; Idefics3 keeps one padded tile
-per image), and from the image placeholder tokens in ``input_ids`` back to a
-spatial token grid. A layout is registered per ``model_type``; a family that
-is not registered fails with one clear line instead of a wrong map.
+images into flattened, merge-ordered patches; Idefics3, Gemma 3 and LLaVA keep one
+tile per image; InternVL cuts an image into a grid of tiles plus a thumbnail), and
+from the image placeholder tokens in ``input_ids`` back to a spatial token grid. A
+layout is registered per ``model_type``; a family that is not registered fails with
+one clear line that says what is unsupported (:data:`UNSUPPORTED_LAYOUTS`) instead of
+a wrong map.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +42,17 @@ class ImageSlot:
     token_grid: tuple[int, int]
     valid: tuple[int, int]
     model_grid: tuple[int, int]
+    #: original (height, width) -> the (top, left, bottom, right) box of the original that the model grid
+    #: shows, for processors that crop (LLaVA's center crop); None: the whole image
+    shown: Callable[[tuple[int, int]], tuple[int, int, int, int]] | None = None
+    #: (top, left, bottom, right) of the image inside the model grid where the processor padded around it
+    #: (LLaVA-OneVision pads to a centered square); None: the top-left ``valid`` region
+    content: tuple[int, int, int, int] | None = None
+
+    def crop(self, values: np.ndarray) -> np.ndarray:
+        """The part of a model-grid map that shows the image (padding cut off)."""
+        top, left, bottom, right = self.content or (0, 0, *self.valid)
+        return values[top:bottom, left:right]
 
 
 class ImageLayout:
@@ -49,10 +63,13 @@ class ImageLayout:
         self.processor = processor
         self.image_token_id = int(model.config.image_token_id)
 
-    def slots(self, inputs: dict[str, Any]) -> list[ImageSlot]:
+    def slots(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None = None) -> list[ImageSlot]:
+        """Per image, where it lives in the inputs; ``sizes`` are the original images' (height, width), which
+        tiling families need to know how an image was cut."""
         raise NotImplementedError
 
-    def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor) -> list[np.ndarray]:
+    def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor,
+                   sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
         """Per image, ``per_element`` (same shape as ``pixel_values``) summed over channels (and frames)
         onto the model-space pixel grid (height, width), padding included."""
         raise NotImplementedError
@@ -67,10 +84,19 @@ class ImageLayout:
 #: per ``config.model_type``; a layout serving several families is registered under each
 LAYOUTS: Registry[ImageLayout] = Registry("attribution layout", expects=ImageLayout)
 
+#: model type -> what attribution maps do not support for it (the one-line error says so)
+UNSUPPORTED_LAYOUTS: dict[str, str] = {
+    "mllama": "images enter through cross-attention layers, not image tokens in the prompt, so there is no "
+              "token grid to map",
+}
+
 
 def layout_for(model, processor) -> ImageLayout:
     """The layout of ``model``'s family (by ``config.model_type``)."""
     model_type = str(getattr(model.config, "model_type", ""))
+    if model_type in UNSUPPORTED_LAYOUTS:
+        raise ExplainError(f"attribution maps are not available for model type '{model_type}': "
+                           f"{UNSUPPORTED_LAYOUTS[model_type]}")
     if model_type not in LAYOUTS.list_names():
         raise ExplainError(f"attribution maps are not available for model type '{model_type}' "
                            f"(supported: {', '.join(LAYOUTS.list_names())})")
@@ -79,8 +105,10 @@ def layout_for(model, processor) -> ImageLayout:
 
 @LAYOUTS.register("qwen2_vl")
 @LAYOUTS.register("qwen2_5_vl")
+@LAYOUTS.register("qwen3_vl")
+@LAYOUTS.register("glm4v")
 class QwenVLLayout(ImageLayout):
-    """Qwen2-VL / Qwen2.5-VL: every image is ``grid_t x grid_h x grid_w`` patches of ``patch`` pixels,
+    """Qwen2-VL / Qwen2.5-VL / Qwen3-VL / GLM-4V: every image is ``grid_t x grid_h x grid_w`` patches of ``patch`` pixels,
     flattened in (t, h/merge, w/merge, merge, merge) order with (channel, frame, py, px) columns;
     ``merge x merge`` patches become one language-model token."""
 
@@ -94,7 +122,7 @@ class QwenVLLayout(ImageLayout):
     def _grids(self, inputs: dict[str, Any]) -> list[tuple[int, int, int]]:
         return [tuple(int(v) for v in row) for row in inputs["image_grid_thw"].tolist()]
 
-    def slots(self, inputs: dict[str, Any]) -> list[ImageSlot]:
+    def slots(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None = None) -> list[ImageSlot]:
         positions = self._image_token_positions(inputs)
         slots, start = [], 0
         for t, h, w in self._grids(inputs):
@@ -106,7 +134,8 @@ class QwenVLLayout(ImageLayout):
             start += count
         return slots
 
-    def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor) -> list[np.ndarray]:
+    def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor,
+                   sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
         maps, start = [], 0
         values = per_element.detach().float().cpu()
         channels = values.shape[1] // (self.frames * self.patch * self.patch)
@@ -127,7 +156,7 @@ class Idefics3Layout(ImageLayout):
     """Idefics3 / SmolVLM without image splitting: one (padded) tile per image whose
     ``image_seq_len`` tokens form a square grid after the pixel shuffle."""
 
-    def slots(self, inputs: dict[str, Any]) -> list[ImageSlot]:
+    def slots(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None = None) -> list[ImageSlot]:
         pixels = inputs["pixel_values"]
         positions = self._image_token_positions(inputs)
         n_images = int(pixels.shape[1])
@@ -148,9 +177,174 @@ class Idefics3Layout(ImageLayout):
             slots.append(ImageSlot(positions[i * per_image:(i + 1) * per_image], (side, side), valid, (height, width)))
         return slots
 
-    def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor) -> list[np.ndarray]:
+    def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor,
+                   sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
         values = per_element.detach().float().cpu()
         return [values[0, i].sum(0).numpy() for i in range(values.shape[1])]
+
+
+def _even_split(positions: list[int], n_images: int, family: str) -> int:
+    """Image tokens per image when every image has the same count, else one clear error."""
+    if n_images == 0 or len(positions) % n_images:
+        raise ExplainError(f"{family}: image tokens do not divide evenly among the images")
+    return len(positions) // n_images
+
+
+def _square_side(count: int, family: str) -> int:
+    side = math.isqrt(count)
+    if side * side != count:
+        raise ExplainError(f"{family}: {count} tokens per image do not form a square grid")
+    return side
+
+
+def _center_crop_box(shortest_edge: int, crop: tuple[int, int]) -> Callable[[tuple[int, int]], tuple[int, ...]]:
+    """The box of an original image that survives resizing its shortest edge to ``shortest_edge`` and
+    center-cropping (height, width) = ``crop`` (CLIP-style preprocessing)."""
+    def box(original: tuple[int, int]) -> tuple[int, int, int, int]:
+        height, width = original
+        scale = shortest_edge / min(height, width)
+        shown_h, shown_w = min(height, round(crop[0] / scale)), min(width, round(crop[1] / scale))
+        top, left = (height - shown_h) // 2, (width - shown_w) // 2
+        return top, left, top + shown_h, left + shown_w
+
+    return box
+
+
+@LAYOUTS.register("gemma3")
+@LAYOUTS.register("llava")
+class OneTileLayout(ImageLayout):
+    """Gemma 3 / LLaVA: each image is one (images, C, H, W) tile whose tokens form a square grid. Gemma 3
+    resizes the whole image onto the tile; LLaVA (CLIP preprocessing) resizes the shortest edge and
+    center-crops, so its maps are zero outside the box the model saw."""
+
+    def __init__(self, model, processor) -> None:
+        super().__init__(model, processor)
+        self.family = str(model.config.model_type)
+        image_processor = processor.image_processor
+        self.shown = None
+        if getattr(image_processor, "do_center_crop", False):
+            crop = image_processor.crop_size
+            self.shown = _center_crop_box(int(image_processor.size["shortest_edge"]),
+                                          (int(crop["height"]), int(crop["width"])))
+
+    def slots(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None = None) -> list[ImageSlot]:
+        pixels = inputs["pixel_values"]
+        positions = self._image_token_positions(inputs)
+        per_image = _even_split(positions, int(pixels.shape[0]), self.family)
+        side = _square_side(per_image, self.family)
+        grid = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+        return [ImageSlot(positions[i * per_image:(i + 1) * per_image], (side, side), grid, grid, self.shown)
+                for i in range(int(pixels.shape[0]))]
+
+    def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor,
+                   sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
+        values = per_element.detach().float().cpu()
+        return [values[i].sum(0).numpy() for i in range(values.shape[0])]
+
+
+@LAYOUTS.register("llava_onevision")
+class LlavaOnevisionLayout(ImageLayout):
+    """LLaVA-OneVision with several images in the prompt: each image is its base tile (the image padded to a
+    centered square and resized, ``pixel_values[i, 0]``) whose square token grid is followed by one newline
+    token. A prompt with
+    one image uses anyres tiles, which are not mapped (one clear error)."""
+
+    def slots(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None = None) -> list[ImageSlot]:
+        pixels = inputs["pixel_values"]
+        n_images = int(pixels.shape[0])
+        if n_images < 2:
+            raise ExplainError("llava_onevision: attribution maps need a prompt with several images (a single "
+                               "image is cut into anyres tiles, which are not mapped)")
+        if sizes is None or len(sizes) != n_images:
+            raise ExplainError("llava_onevision: attribution maps need the original image sizes, one per image")
+        positions = self._image_token_positions(inputs)
+        per_image = _even_split(positions, n_images, "llava_onevision")
+        side = _square_side(per_image - 1, "llava_onevision")  # the last token is the image newline
+        grid = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+        return [ImageSlot(positions[i * per_image:i * per_image + side * side], (side, side), grid, grid,
+                          content=_padded_square_box(size, grid)) for i, size in enumerate(sizes)]
+
+    def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor,
+                   sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
+        values = per_element.detach().float().cpu()
+        return [values[i, 0].sum(0).numpy() for i in range(values.shape[0])]
+
+
+@LAYOUTS.register("internvl")
+class InternVLLayout(ImageLayout):
+    """InternVL: an image is one tile, or a (rows x columns) grid of tiles in raster order followed by a
+    thumbnail of the whole image (the arrangement follows from the original size, as the processor chose
+    it). The tiles' maps are put together on the grid and the thumbnail's map is resized onto it and added;
+    the token grid is the tiles' token grids put together (the thumbnail's tokens are not in it)."""
+
+    def _arrangements(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None
+                      ) -> list[tuple[list[int], int, int, int]]:
+        """Per image: its token positions, first tile index, rows and columns of tiles."""
+        from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
+
+        positions = self._image_token_positions(inputs)
+        per_tile = int(self.processor.image_seq_length)
+        runs = _runs(positions)
+        if sizes is None or len(runs) != len(sizes):
+            raise ExplainError("internvl: attribution maps need the original image sizes, one per image")
+        image_processor = self.processor.image_processor
+        tile = (int(image_processor.size["height"]), int(image_processor.size["width"]))
+        result, first = [], 0
+        for run, size in zip(runs, sizes):
+            n_tiles = len(run) // per_tile
+            columns, rows = (1, 1) if n_tiles == 1 else get_optimal_tiled_canvas(
+                size, tile, int(image_processor.min_patches), int(image_processor.max_patches))
+            if n_tiles not in (1, rows * columns + 1):
+                raise ExplainError(f"internvl: {n_tiles} tiles do not match a {rows} x {columns} grid and a thumbnail")
+            result.append((run, first, rows, columns))
+            first += n_tiles
+        return result
+
+    def slots(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None = None) -> list[ImageSlot]:
+        pixels = inputs["pixel_values"]
+        side = _square_side(int(self.processor.image_seq_length), "internvl")
+        height, width = int(pixels.shape[-2]), int(pixels.shape[-1])
+        slots = []
+        for run, _, rows, columns in self._arrangements(inputs, sizes):
+            tokens = np.asarray(run[:rows * columns * side * side]).reshape(rows, columns, side, side)
+            ordered = tokens.transpose(0, 2, 1, 3).reshape(-1).tolist()  # raster order over the whole grid
+            grid = (rows * height, columns * width)
+            slots.append(ImageSlot(ordered, (rows * side, columns * side), grid, grid))
+        return slots
+
+    def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor,
+                   sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
+        values = per_element.detach().float().cpu().sum(1).numpy()  # (tiles, H, W)
+        height, width = values.shape[-2:]
+        maps = []
+        for _, first, rows, columns in self._arrangements(inputs, sizes):
+            tiles = values[first:first + rows * columns].reshape(rows, columns, height, width)
+            grid = tiles.transpose(0, 2, 1, 3).reshape(rows * height, columns * width)
+            if rows * columns > 1:  # the thumbnail sees the whole image
+                grid = grid + resize_map(values[first + rows * columns], grid.shape)
+            maps.append(grid)
+        return maps
+
+
+def _padded_square_box(size: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where an image of (height, width) ``size`` lies in a ``grid`` it was padded to a centered square for."""
+    height, width = size
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    scale_h, scale_w = grid[0] / side, grid[1] / side
+    return (round(top * scale_h), round(left * scale_w), round((top + height) * scale_h),
+            round((left + width) * scale_w))
+
+
+def _runs(positions: list[int]) -> list[list[int]]:
+    """Consecutive runs of token positions (InternVL wraps each image's tokens in its own <img> ... </img>)."""
+    runs: list[list[int]] = []
+    for position in positions:
+        if runs and position == runs[-1][-1] + 1:
+            runs[-1].append(position)
+        else:
+            runs.append([position])
+    return runs
 
 
 def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -167,5 +361,15 @@ def to_original(values: np.ndarray, slot: ImageSlot, original: tuple[int, int]) 
     original image's (height, width)."""
     if values.shape != slot.model_grid:
         values = resize_map(values, slot.model_grid)
-    cropped = values[:slot.valid[0], :slot.valid[1]]
-    return resize_map(cropped, original)
+    return place_on_original(slot.crop(values), slot, original)
+
+
+def place_on_original(cropped: np.ndarray, slot: ImageSlot, original: tuple[int, int]) -> np.ndarray:
+    """A map of what the model saw of the image (padding already cropped) at the original's (height, width):
+    resized onto the whole image, or onto the box the processor kept where it cropped."""
+    if slot.shown is None:
+        return resize_map(cropped, original)
+    top, left, bottom, right = slot.shown(original)
+    full = np.zeros(original, dtype=np.float32)  # what the model did not see gets no attribution
+    full[top:bottom, left:right] = resize_map(cropped, (bottom - top, right - left))
+    return full

@@ -39,7 +39,7 @@ def query_states(model, processor, requests: Sequence[Request]) -> np.ndarray:
     rows = []
     for request in requests:
         encoded = encode_prompts(processor, [chat_prompt(processor, request)], [request.images], "right")
-        positions = layout.slots(encoded)[-1].token_positions
+        positions = layout.slots(encoded, [(image.height, image.width) for image in request.images])[-1].token_positions
         hidden = model(**_to_device(encoded, device), use_cache=False, output_hidden_states=True).hidden_states
         rows.append(torch.stack([h[0, positions].float().mean(0) for h in hidden]).cpu().numpy())
     return np.stack(rows)
