@@ -152,7 +152,7 @@ def _resolve_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _load_image_processor(model_id: str, revision: str | None, trust_remote_code: bool) -> Any:
+def load_image_processor(model_id: str, revision: str | None, trust_remote_code: bool) -> Any:
     """AutoImageProcessor, falling back to the PIL backend when torchvision is absent.
 
     transformers 5 defaults to torchvision-backed processors; CPU-only installs
@@ -228,7 +228,7 @@ class HFEmbedder(Embedder):
         self.batch_size = int(batch_size)
         self.device = _resolve_device(device)
         self.name = f"hf:{model_id}"
-        self.processor = _load_image_processor(model_id, revision, trust_remote_code)
+        self.processor = load_image_processor(model_id, revision, trust_remote_code)
         try:
             model = AutoModel.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:

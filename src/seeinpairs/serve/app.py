@@ -157,7 +157,8 @@ class ImageDecoder:
             return self.load(self.to_file(data, filename, folder))
 
 
-def _read_limited(upload: UploadFile, limit: int) -> bytes:
+def read_limited(upload: UploadFile, limit: int) -> bytes:
+    """An upload's bytes, or a 413 as soon as it holds more than ``limit`` (one byte past it is read)."""
     data = upload.file.read(limit + 1)
     if len(data) > limit:
         raise APIError(413, f"upload exceeds the limit of {limit} bytes", "too_large")
@@ -444,7 +445,7 @@ def create_app(config: ServeConfig,
         """Select healthy references for the uploaded query, ask the model, return the answer and probabilities."""
         if form.image is None:
             raise APIError(400, "no image: send the query as the multipart field 'image'", "missing_file")
-        data = _read_limited(form.image, service.config.max_upload_bytes)
+        data = read_limited(form.image, service.config.max_upload_bytes)
         return service.diagnose(data, form.image.filename, form.age, form.sex, form.site)
 
     @app.get("/v1/references/{case_id}/image", responses={200: {"content": {"image/png": {}}}, **_ERRORS},

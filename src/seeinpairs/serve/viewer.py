@@ -37,7 +37,7 @@ from ..imaging import NAMED_WINDOWS, load_image
 from ..prompts import PromptBuilder, Request
 from ..references import create_selector
 from ..references.selectors import DemographicSelector, EmbeddingSelector, Selector, attribute
-from .app import APIError, Service, _read_limited
+from .app import APIError, Service, read_limited
 from .schemas import DiagnoseForm
 
 #: what the page says about the probabilities it draws as bars
@@ -323,7 +323,7 @@ def viewer_router(service: Service) -> APIRouter:
     def upload(form: DiagnoseForm) -> bytes:
         if form.image is None:
             raise APIError(400, "no image: send the query as the multipart field 'image'", "missing_file")
-        return _read_limited(form.image, service.config.max_upload_bytes)
+        return read_limited(form.image, service.config.max_upload_bytes)
 
     @router.get("/config")
     def config() -> dict[str, Any]:

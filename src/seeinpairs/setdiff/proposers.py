@@ -115,7 +115,7 @@ def _text(text: str) -> dict[str, str]:
     return {"type": "text", "text": text}
 
 
-def _ask(text_parts: Sequence[Any], images: Sequence[Image.Image] = ()) -> Request:
+def one_turn_request(text_parts: Sequence[Any], images: Sequence[Image.Image] = ()) -> Request:
     """A one-turn request; ``text_parts`` holds strings and ``None`` for each image slot, in order."""
     content = [_text(p) if isinstance(p, str) else {"type": "image"} for p in text_parts]
     return Request(messages=[{"role": "user", "content": content}], images=list(images), options=[])
@@ -188,7 +188,7 @@ class CaptionLMProposer(Proposer):
         """Captions of ``paths`` (each image captioned once per proposer)."""
         missing = [p for p in dict.fromkeys(paths) if p not in self._captions]
         if missing:
-            replies = self.captioner.generate([_ask([None, self.caption_prompt], [self.load(p)]) for p in missing],
+            replies = self.captioner.generate([one_turn_request([None, self.caption_prompt], [self.load(p)]) for p in missing],
                                               max_new_tokens=48)
             self._captions.update(zip(missing, replies))
         return [self._captions[p] for p in paths]
@@ -203,12 +203,13 @@ class CaptionLMProposer(Proposer):
             text = ("Captions of images from set A:\n" + "\n".join(f"- {c}" for c in cap1)
                     + "\nCaptions of images from set B:\n" + "\n".join(f"- {c}" for c in cap2) + "\n"
                     + DIFFERENCE_INSTRUCTION.format(low=self.n_differences[0], high=self.n_differences[1]))
-            requests.append(_ask([text]))
+            requests.append(one_turn_request([text]))
         replies = self.language_model.generate(requests, max_new_tokens=self.max_new_tokens)
-        return _collect(replies, len(requests))
+        return collect_proposal(replies, len(requests))
 
 
-def _collect(replies: Sequence[str], calls: int) -> Proposal:
+def collect_proposal(replies: Sequence[str], calls: int) -> Proposal:
+    """The hypotheses parsed from a proposer's replies (first occurrence kept), with the unparsable count."""
     hypotheses: list[str] = []
     failures = 0
     for reply in replies:
@@ -256,8 +257,8 @@ class ImageGridProposer(Proposer):
                 cap2 = self.captions.captions([pair.set2.images[i] for i in idx2])
                 parts.append("Captions of set A: " + " | ".join(cap1) + "\nCaptions of set B: " + " | ".join(cap2))
             parts.append(DIFFERENCE_INSTRUCTION.format(low=self.n_differences[0], high=self.n_differences[1]))
-            requests.append(_ask(parts, [grid1, grid2]))
-        return _collect(self.model.generate(requests, max_new_tokens=self.max_new_tokens), len(requests))
+            requests.append(one_turn_request(parts, [grid1, grid2]))
+        return collect_proposal(self.model.generate(requests, max_new_tokens=self.max_new_tokens), len(requests))
 
 
 # ----- zoom-in refinement (iteration 2) ---------------------------------------------------------------------------
@@ -290,7 +291,7 @@ class ZoomRefinementProposer(Proposer):
     def refine(self, pair: SetPair, hypotheses: Sequence[str], seed: int = 0) -> Proposal:
         rounds = self.grid.grids(pair, seed)
         listed = "; ".join(hypotheses) or "none yet"
-        box_requests = [_ask(["Set A:", None, "Set B:", None,
+        box_requests = [one_turn_request(["Set A:", None, "Set B:", None,
                               (f"Candidate differences so far: {listed}.\nName {self.n_boxes} regions worth a closer "
                                "look, as a JSON list of boxes [x0, y0, x1, y1] in fractions of the image (0 to 1).")],
                              [g1, g2]) for _, _, g1, g2 in rounds]
@@ -310,9 +311,9 @@ class ZoomRefinementProposer(Proposer):
                     images.append(image_grid(crops, self.grid.rows, self.grid.cols, self.grid.cell))
             parts.append(f"Candidate differences so far: {listed}.\nUsing the zoomed regions, correct and refine "
                          "them: reply with a JSON list of strings naming what set A shows more often than set B.")
-            refine_requests.append(_ask(parts, images))
+            refine_requests.append(one_turn_request(parts, images))
         replies = self.model.generate(refine_requests, max_new_tokens=self.max_new_tokens) if refine_requests else []
-        refined = _collect(replies, len(refine_requests))
+        refined = collect_proposal(replies, len(refine_requests))
         return Proposal(refined.hypotheses, list(box_replies) + list(replies), failures + refined.parse_failures,
                         len(box_requests) + refined.calls)
 

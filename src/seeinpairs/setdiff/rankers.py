@@ -217,7 +217,7 @@ class DualEncoderRanker(Ranker):
         import transformers
         from transformers import AutoModel, AutoTokenizer
 
-        from ..embedders import _load_image_processor
+        from ..embedders import load_image_processor
 
         transformers.utils.logging.disable_progress_bar()
         try:
@@ -228,7 +228,7 @@ class DualEncoderRanker(Ranker):
         if not hasattr(self.model, "get_text_features") or not hasattr(self.model, "get_image_features"):
             raise BackendError(f"dual_encoder ranker: '{model_id}' is not a dual encoder "
                                "(no get_text_features/get_image_features)")
-        self.processor = _load_image_processor(model_id, None, False)
+        self.processor = load_image_processor(model_id, None, False)
         self.kind = "hf"
 
     def _init_open_clip(self, spec: str) -> None:

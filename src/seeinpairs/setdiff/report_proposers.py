@@ -34,8 +34,8 @@ from .proposers import (
     DIFFERENCE_INSTRUCTION,
     Proposal,
     Proposer,
-    _ask,
-    _collect,
+    one_turn_request,
+    collect_proposal,
     image_grid,
     sample_rounds,
 )
@@ -122,10 +122,10 @@ class ReportLMProposer(RefiningProposer):
             feedback=feedback,
             instruction=DIFFERENCE_INSTRUCTION.format(low=self.n_differences[0], high=self.n_differences[1]))
         if not self.with_images:
-            return _ask([text])
+            return one_turn_request([text])
         grids = [image_grid([self.load(s.images[i]) for i in idx], cell=self.cell)
                  for s, idx in ((pair.set1, idx1), (pair.set2, idx2))]
-        return _ask([text, "Set A:", None, "Set B:", None], grids)
+        return one_turn_request([text, "Set A:", None, "Set B:", None], grids)
 
     def _samples(self, pair: SetPair, seed: int, salt: str) -> list[tuple[list[int], list[int]]]:
         return list(zip(sample_rounds(pair.set1, self.sample_size, self.rounds, seed, f"{pair.pair_id}:1{salt}"),
@@ -133,7 +133,7 @@ class ReportLMProposer(RefiningProposer):
 
     def propose(self, pair: SetPair, seed: int = 0) -> Proposal:
         requests = [self._request(pair, i1, i2, "") for i1, i2 in self._samples(pair, seed, "")]
-        return _collect(self.model.generate(requests, max_new_tokens=self.max_new_tokens), len(requests))
+        return collect_proposal(self.model.generate(requests, max_new_tokens=self.max_new_tokens), len(requests))
 
     def refine(self, pair: SetPair, feedback: RoundFeedback, seed: int = 0) -> Proposal:
         k = self.n_counter_examples
@@ -143,7 +143,7 @@ class ReportLMProposer(RefiningProposer):
             set1_low=_listed(_reports(pair, 1, feedback.set1_low[:k], self.budget)))
         salt = f":round{feedback.round + 1}"
         requests = [self._request(pair, i1, i2, text) for i1, i2 in self._samples(pair, seed, salt)]
-        return _collect(self.model.generate(requests, max_new_tokens=self.max_new_tokens), len(requests))
+        return collect_proposal(self.model.generate(requests, max_new_tokens=self.max_new_tokens), len(requests))
 
 
 # ----- extractive: n-grams that separate the sets' reports -----------------------------------------------------
