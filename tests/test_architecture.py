@@ -292,21 +292,25 @@ def _strongly_connected(graph: dict[str, dict[str, Import]]) -> list[list[str]]:
 
 
 def _shortest_cycle(graph: dict[str, dict[str, Import]], members: list[str]) -> list[Import]:
-    """The shortest cycle through the first member, staying inside the component (breadth first)."""
-    start, inside = members[0], set(members)
-    paths: dict[str, list[Import]] = {start: []}
-    frontier = [start]
-    while frontier:
-        following = []
-        for node in frontier:
-            for successor, imp in sorted(graph.get(node, {}).items()):
-                if successor == start:
-                    return paths[node] + [imp]
-                if successor in inside and successor not in paths:
-                    paths[successor] = paths[node] + [imp]
-                    following.append(successor)
-        frontier = following
-    raise AssertionError(f"no cycle through {start}")  # a strongly connected component always has one
+    """The shortest cycle inside a strongly connected component (breadth first from each member)."""
+    inside, best = set(members), None
+    for start in members:
+        paths: dict[str, list[Import]] = {start: []}
+        frontier, cycle = [start], None
+        while frontier and cycle is None:
+            following = []
+            for node in frontier:
+                for successor, imp in sorted(graph.get(node, {}).items()):
+                    if successor == start and cycle is None:
+                        cycle = paths[node] + [imp]
+                    elif successor in inside and successor not in paths:
+                        paths[successor] = paths[node] + [imp]
+                        following.append(successor)
+            frontier = following
+        if cycle is not None and (best is None or len(cycle) < len(best)):
+            best = cycle
+    assert best is not None, f"no cycle among {members}"  # a strongly connected component always has one
+    return best
 
 
 def import_cycles() -> dict[tuple[str, ...], list[str]]:
