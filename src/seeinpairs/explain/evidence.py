@@ -89,6 +89,8 @@ class EvidenceResult:
                 getattr(self, name).to_csv(files.path(f"{name}.csv"), index=False)
             for index, (_, png) in enumerate(self.overlays):
                 files.path(f"overlay_{index}.png").write_bytes(png)
+            for earlier in out.glob("overlay_*.png"):  # an earlier, longer run's overlays are not this run's
+                files.remove(earlier.name)
             files.path("evidence_config.json").write_text(json.dumps(self.config, indent=2, default=str))
             files.path("environment.json").write_text(json.dumps(environment_record(), indent=2))
         return out
