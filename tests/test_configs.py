@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from seeinpairs.errors import ConfigError
 from seeinpairs.evaluation.config import ConditionConfig, ExperimentConfig, PartialTask, complete_task
@@ -178,10 +179,11 @@ def test_the_dumped_training_config_leaves_out_settings_at_their_default_so_olde
     assert changed["lora"]["quantize"] == 4
 
 
-def test_lora_targets_are_explicit_else_the_model_types_attention_else_all_linear():
-    assert LoraConfig(target_modules=["q_proj"]).targets("qwen2_vl") == ["q_proj"]
-    assert LoraConfig().targets("idefics3") == r".*text_model.*\.(q_proj|k_proj|v_proj|o_proj)"
-    assert LoraConfig().targets("unknown_family") == "all-linear"
+def test_lora_targets_are_explicit_else_read_from_the_model_else_a_one_line_error_naming_the_field():
+    assert LoraConfig(target_modules=["q_proj"]).targets(torch.nn.Linear(2, 2)) == ["q_proj"]
+    with pytest.raises(ConfigError, match=r"^field 'lora.target_modules': no language model with attention "
+                                          r"projections found in Linear; name the modules to adapt"):
+        LoraConfig().targets(torch.nn.Linear(2, 2))
 
 
 def test_training_paths_resolve_against_the_files_folder(tmp_path):
