@@ -1,4 +1,4 @@
-"""The experiment, training and serve configs: their defaults, one-line errors naming the field, and paths.
+"""The experiment, training and serve configs and the records they share (``settings``): their defaults, one-line errors naming the field, and paths.
 
 Each config is read the same way (:class:`seeinpairs.configfile.ConfigFile`); these tests pin what
 each adds: the defaults a minimal file gets, the checks across fields, and which paths resolve
@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from seeinpairs.errors import ConfigError
-from seeinpairs.evaluation.config import ConditionConfig, ExperimentConfig, PartialTask, complete_task
+from seeinpairs.evaluation.config import ExperimentConfig
 from seeinpairs.serve.schemas import ServeConfig
+from seeinpairs.settings import ConditionConfig, PartialTask, complete_task
 from seeinpairs.tasks import Task
 from seeinpairs.training.config import LoraConfig, TrainConfig
 
@@ -213,6 +214,7 @@ def test_a_minimal_serve_config_has_bounded_requests_and_two_random_references()
     ({"thumbnail_size": 8}, "field 'thumbnail_size': Input should be greater than or equal to 16"),
     ({"task": {"name": "t"}}, "field 'task.question': Field required"),
     ({"port": 8000}, "field 'port': Extra inputs are not permitted"),
+    ({"model": {"name": "m", "conditions": [{"k": 0}]}}, "field 'model': a served model has no 'conditions'"),
 ])
 def test_serve_errors_are_one_line_naming_the_field(change, expected):
     assert expected in error_of(ServeConfig, serving(**change))
@@ -226,8 +228,6 @@ def test_a_served_hf_models_local_folder_resolves_against_the_file_and_other_bac
     path.write_text(text % "")
     config = ServeConfig.from_yaml(path)
     assert config.model.name == str(tmp_path / "models" / "mine") and config.data.manifest == tmp_path / "m.csv"
-    assert config.model.backend_arguments() == {"model": str(tmp_path / "models" / "mine"), "dtype": "float32",
-                                                "device": "cpu", "batch_size": 8}
     path.write_text(text % ", backend: openai_compat, options: {base_url: 'http://gpu:8000/v1'}")
     remote = ServeConfig.from_yaml(path).model
-    assert remote.backend_arguments() == {"model": "models/mine", "base_url": "http://gpu:8000/v1"}
+    assert (remote.backend, remote.name) == ("openai_compat", "models/mine")  # a served name, not a folder

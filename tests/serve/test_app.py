@@ -218,12 +218,12 @@ def test_prompt_token_limit(synthetic_data, tiny_models, served_backend):
 def test_concurrent_decodes_are_bounded(synthetic_data, tiny_models, served_backend, monkeypatch):
     import threading
 
-    from seeinpairs.serve import app as app_module
+    from seeinpairs.serve import service as service_module
 
-    service = app_module.Service(serve_config(synthetic_data, tiny_models, max_concurrent_decodes=2),
+    service = service_module.Service(serve_config(synthetic_data, tiny_models, max_concurrent_decodes=2),
                                  backend_factory=lambda _: served_backend)
     active, peak, changed = 0, 0, threading.Condition()
-    real_load = app_module.load_image
+    real_load = service_module.load_image
 
     def slow_load(path, *args, **kwargs):
         """Stay inside until three decodes run at once (unbounded decodes would) or a while has passed."""
@@ -236,7 +236,7 @@ def test_concurrent_decodes_are_bounded(synthetic_data, tiny_models, served_back
             active -= 1
         return real_load(path, *args, **kwargs)
 
-    monkeypatch.setattr(app_module, "load_image", slow_load)
+    monkeypatch.setattr(service_module, "load_image", slow_load)
     start = threading.Barrier(6)
 
     def decode():

@@ -37,8 +37,9 @@ from ..imaging import NAMED_WINDOWS, load_image
 from ..prompts import PromptBuilder, Request
 from ..references import create_selector
 from ..references.selectors import DemographicSelector, EmbeddingSelector, Selector, attribute
-from .app import APIError, Service, read_limited
+from .errors import APIError
 from .schemas import DiagnoseForm
+from .service import Service, read_limited
 
 #: what the page says about the probabilities it draws as bars
 NORMALISATION = ("Probabilities are normalised over the closed set of options shown: they sum to 1 over "
