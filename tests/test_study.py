@@ -1,6 +1,7 @@
 """The study pipeline end to end on a very small budget (the demo runs the full-size version)."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -65,6 +66,25 @@ def test_study_trains_both_modes_on_the_same_cases_and_writes_the_report(tmp_pat
     assert json.loads((tmp_path / "study" / "study_summary.json").read_text())["seconds"] < result.seconds
 
 
+def test_a_study_reads_its_manifest_once_and_hands_the_cases_to_every_stage(tmp_path, monkeypatch):
+    from seeinpairs.cases import CaseTable
+    from seeinpairs.study import SampleEfficiencyConfig
+
+    sweep = SampleEfficiencyConfig(ladder=[8], train={"max_steps": 1})
+    config = small_study(tmp_path).model_copy(update={"evidence": None, "sample_efficiency": sweep})
+    load = CaseTable.load.__func__
+    reads = []
+
+    def counted_load(cls, path, *args, **kwargs):
+        reads.append(Path(path).resolve())
+        return load(cls, path, *args, **kwargs)
+
+    monkeypatch.setattr(CaseTable, "load", classmethod(counted_load))
+    result = run_study(config, progress=False)
+    assert not result.learning_curves.empty and result.training["paired"]["steps"] == 3  # every stage ran
+    assert reads == [Path(config.data.manifest).resolve()]
+
+
 def test_changed_training_settings_retrain_instead_of_reusing(tmp_path):
     config = small_study(tmp_path).model_copy(update={"sample_efficiency": None, "examples": 0})
     first = run_study(config, progress=False)
@@ -91,29 +111,29 @@ def test_a_flat_training_loss_labels_that_models_conditions_as_failed_training()
 
 
 def test_a_run_made_before_class_balancing_is_retrained_only_where_balancing_now_applies():
-    from seeinpairs.study import _same_class_balance
+    from seeinpairs.training import same_class_balance
 
     old_imbalanced = {"train_label_counts": {"normal": 400, "abnormal": 146}}
     old_balanced = {"train_label_counts": {"normal": 139, "abnormal": 122}}
-    assert not _same_class_balance(old_imbalanced, "auto") and _same_class_balance(old_imbalanced, "none")
-    assert _same_class_balance(old_balanced, "auto")
+    assert not same_class_balance(old_imbalanced, "auto") and same_class_balance(old_imbalanced, "none")
+    assert same_class_balance(old_balanced, "auto")
     new = {**old_imbalanced, "class_balance": {"applied": "sampler"}}
-    assert _same_class_balance(new, "auto") and not _same_class_balance(new, "loss")
+    assert same_class_balance(new, "auto") and not same_class_balance(new, "loss")
 
 
 def test_a_study_reports_a_model_with_a_flat_training_loss_as_failed_training(tmp_path, monkeypatch):
     import seeinpairs.study as study
 
-    real_train = study._train
+    real_train = study.train_condition
     why = "flat training loss: 0.583 over the last 120 steps, 0.584 before, at the class prior's 0.582"
 
-    def train_with_a_flat_paired_loss(config, output_dir, *args):
-        checkpoint, summary = real_train(config, output_dir, *args)
+    def train_with_a_flat_paired_loss(config, output_dir, *args, **kwargs):
+        checkpoint, summary = real_train(config, output_dir, *args, **kwargs)
         if output_dir.name == "paired":
             summary = {**summary, "training_flags": {"flat_loss": {"flagged": True, "why": why}}}
         return checkpoint, summary
 
-    monkeypatch.setattr(study, "_train", train_with_a_flat_paired_loss)
+    monkeypatch.setattr(study, "train_condition", train_with_a_flat_paired_loss)
     config = small_study(tmp_path).model_copy(update={"sample_efficiency": None, "examples": 0, "evidence": None})
     result = run_study(config, progress=False)
     summary = result.evaluation.summary

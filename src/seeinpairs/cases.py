@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .errors import ManifestError
+from .errors import ConfigError, ManifestError
 from .jsonl import JsonLineError, read_json_lines
 
 CORE_FIELDS = ("case_id", "images", "label", "patient_id", "age", "sex", "site", "split")
@@ -567,3 +567,23 @@ def stable_digest(text: str) -> int:
 
 def with_split(case: Case, split: str) -> Case:
     return replace(case, split=split)
+
+
+def case_rng(seed: int, case_id: str) -> np.random.Generator:
+    """A random stream for one case under one seed, independent of processing order: reference
+    choice and augmentation of a case come out the same whatever batch or process handles it."""
+    return np.random.default_rng([seed, stable_digest(case_id)])
+
+
+def select_eval_cases(table: CaseTable, split: str, max_cases: int | None) -> list[Case]:
+    """The cases of ``split``, optionally capped to a fixed, order-independent subset (chosen by a hash
+    of case ids, so evaluation and validation see the same cases however the table is ordered)."""
+    cases = [c for c in table if c.split == split]
+    if not cases:
+        found = ", ".join(table.splits) or "none"
+        raise ConfigError(f"{table.source}: no cases in evaluation split '{split}' (splits found: {found})")
+    if max_cases is not None and len(cases) > max_cases:
+        ranked = sorted(cases, key=lambda c: hashlib.sha256(c.case_id.encode()).hexdigest())
+        keep = {c.case_id for c in ranked[:max_cases]}
+        cases = [c for c in cases if c.case_id in keep]
+    return cases

@@ -59,7 +59,7 @@ def register(app: typer.Typer, console: Console) -> None:
     ) -> None:
         """Attribution maps of every image in one case's prompt (references and query) toward an option."""
         runner = _runner(config)
-        from .evaluation.runner import case_rng
+        from .cases import case_rng
         from .explain.attribution import RequestExplainer
         from .explain.overlay import METHOD_TITLES, overlay_png
         from .references.selectors import create_selector

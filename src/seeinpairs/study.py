@@ -12,21 +12,20 @@ models and stored predictions are reused when the command runs again.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from .atomic import atomic_write_text
 from .cases import CaseTable
-from .configfile import ConfigFile, resolve_path, validation_message
-from .errors import ConfigError
+from .configfile import ConfigFile, resolve_path
+from .datasets.preparation import prepare_data
 from .evaluation.config import EvalConfig, ExperimentConfig
-from .evaluation.runner import ExperimentResult, prepare_data, run_experiment
+from .evaluation.runner import ExperimentResult, run_experiment
 from .evaluation.stats import write_tables
 from .explain.evidence import EvidenceConfig, EvidenceResult, EvidenceRunner
 from .explain.report import evidence_section
@@ -35,8 +34,7 @@ from .runtime import environment_summary
 from .settings import (BankConfig, ConditionConfig, ConfigTask, DataConfig, ModelConfig, ReferenceCount, StrictModel,
                        check_partial_task, partial_task_input)
 from .stages import stage_done
-
-log = logging.getLogger(__name__)
+from .training import train_condition
 
 SINGLE_LABEL = "single-trained"
 PAIRED_LABEL = "paired-trained"
@@ -113,47 +111,6 @@ class StudyResult:
     evidence: EvidenceResult | None = None
 
 
-def _train(config: StudyConfig, output_dir: Path, k: int | list[int], selector: str,
-           selector_params: dict[str, Any], overrides: dict[str, Any], progress: bool):
-    """Train one model (or reuse a finished run in ``output_dir``); returns (checkpoint, summary)."""
-    from .training.config import TrainConfig
-    from .training.sft import train
-
-    raw = {"name": output_dir.name, "task": config.task.model_dump(), "data": config.data.model_dump(mode="json"),
-           "bank": config.bank.model_dump(mode="json"), "model": config.model.model_dump(mode="json"),
-           "tiny_spec": config.tiny_spec, **config.train, **overrides,
-           "k": k, "selector": selector if k else "none", "selector_params": selector_params if k else {},
-           "output_dir": str(output_dir)}
-    try:
-        train_config = TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(validation_message(exc, "study train settings")) from None
-    summary_path = output_dir / "train_summary.json"
-    if summary_path.exists():  # a finished run with the same settings is reused; changed settings retrain
-        summary = json.loads(summary_path.read_text())
-        checkpoint = Path(summary.get("checkpoint", ""))
-        if (checkpoint.exists() and summary.get("config") == train_config.model_dump(mode="json")
-                and _same_class_balance(summary, train_config.class_balance)):
-            stage_done("model reused", f"{output_dir} ({summary.get('steps')} steps, trained before)")
-            return checkpoint, summary
-        log.info("%s: settings changed since the last run; training again", output_dir)
-        result = train(train_config, progress=progress, resume=False)
-    else:
-        result = train(train_config, progress=progress, resume=True)
-    stage_done("model trained", f"{output_dir} (k={k}): {result.steps} steps", result.seconds)
-    return Path(result.checkpoint), result.summary
-
-
-def _same_class_balance(summary: dict[str, Any], mode: str) -> bool:
-    """Whether a finished run applied the class balancing ``mode`` applies now to its training labels
-    (a run made before class balancing existed applied none; ``auto`` is left out of the config dump)."""
-    from .training.balance import resolve_class_balance
-
-    applied = (summary.get("class_balance") or {}).get("applied", "none")
-    labels = [label for label, n in (summary.get("train_label_counts") or {}).items() for _ in range(int(n))]
-    return applied == resolve_class_balance(mode, labels)
-
-
 def training_failure(summary: dict[str, Any] | None) -> str:
     """Why a training run counts as failed by its own loss curve (its ``flat_loss`` flag), else ``""``."""
     flat = ((summary or {}).get("training_flags") or {}).get("flat_loss") or {}
@@ -188,19 +145,23 @@ def _model_entry(label: str, checkpoint: Path, batch_size: int, conditions: list
 
 
 def _evaluate(config: StudyConfig, models: list[dict[str, Any]], output_dir: Path, baseline: str | None,
-              progress: bool, seeds: list[int] | None = None) -> ExperimentResult:
+              progress: bool, table: CaseTable, seeds: list[int] | None = None) -> ExperimentResult:
     eval_config = config.eval.model_copy(update={"baseline_model": baseline, "seeds": seeds or config.eval.seeds})
     experiment = ExperimentConfig(name=config.name, task=config.task, data=config.data, bank=config.bank,
                                   models=[ModelConfig.model_validate(m) for m in models], eval=eval_config,
                                   output_dir=output_dir)
-    return run_experiment(experiment, progress=progress)
+    return run_experiment(experiment, progress=progress, table=table)
 
 
-def run_sample_efficiency(config: StudyConfig, progress: bool = True) -> pd.DataFrame:
-    """One row per (mode, n_train, seed) with the test metrics and their bootstrap CIs."""
+def run_sample_efficiency(config: StudyConfig, progress: bool = True, table: CaseTable | None = None) -> pd.DataFrame:
+    """One row per (mode, n_train, seed) with the test metrics and their bootstrap CIs.
+
+    ``table``: the cases ``config.data`` describes, when the caller has read them already."""
     sweep = config.sample_efficiency
     if sweep is None:
         return pd.DataFrame()
+    if table is None:
+        table = config.data.load_table(classes=config.task.classes)
     out = Path(config.output_dir) / "sample_efficiency"
     batch = config.model.batch_size
     rows = []
@@ -209,12 +170,13 @@ def run_sample_efficiency(config: StudyConfig, progress: bool = True) -> pd.Data
             n_train = None if n == "all" else int(n)
             tag = f"n{n}-s{seed}"
             overrides = {**sweep.train, "n_train": n_train, "seed": seed}
-            single, single_summary = _train(config, out / "models" / f"single-{tag}", 0, "none", {}, overrides,
-                                            progress)
+            single, single_summary = train_condition(config, out / "models" / f"single-{tag}", 0,
+                                                     overrides=overrides, progress=progress, table=table)
             paired_training = config.paired_training
-            paired, paired_summary = _train(config, out / "models" / f"paired-{tag}", paired_training.k,
-                                            paired_training.selector, paired_training.selector_params, overrides,
-                                            progress)
+            paired, paired_summary = train_condition(config, out / "models" / f"paired-{tag}", paired_training.k,
+                                                     paired_training.selector, paired_training.selector_params,
+                                                     overrides, progress=progress, table=table)
+            modes = {f"single-{tag}": "single", f"paired-{tag}": "paired"}
             models = [
                 _model_entry(f"single-{tag}", single, batch, [ConditionConfig(selector="none", k=0)], config.model.device),
                 _model_entry(f"paired-{tag}", paired, batch,
@@ -222,51 +184,55 @@ def run_sample_efficiency(config: StudyConfig, progress: bool = True) -> pd.Data
                              config.model.device),
             ]
             result = _evaluate(config, models, out / "eval" / tag, baseline=f"single-{tag}", progress=progress,
-                               seeds=[seed])
+                               table=table, seeds=[seed])
             summary = mark_failed_training(result.summary, {f"single-{tag}": training_failure(single_summary),
                                                             f"paired-{tag}": training_failure(paired_summary)})
             for _, row in summary.iterrows():
-                mode = "single" if row["model"].startswith("single") else "paired"
-                rows.append({"mode": mode, "n_train": n_train if n_train is not None else -1, "seed": seed,
+                rows.append({"mode": modes[row["model"]], "n_train": n_train if n_train is not None else -1, "seed": seed,
                              **{c: row[c] for c in summary.columns if c not in ("model", "mode", "selector", "k", "seed")}})
     curves = pd.DataFrame(rows)
     if not curves.empty and (curves["n_train"] == -1).any():
-        table = config.data.load_table(classes=config.task.classes)
         n_all = sum(1 for c in table if c.split == config.train.get("train_split", "train"))
         curves.loc[curves["n_train"] == -1, "n_train"] = n_all
     write_tables(curves, out, "learning_curves")
     return curves
 
 
-def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
+def run_study(config: StudyConfig, progress: bool = True, table: CaseTable | None = None) -> StudyResult:
+    """Train, evaluate, sweep and report one study. The manifest is read once here (or by the caller,
+    who passes ``table``: the cases ``config.data`` describes) and handed to every stage."""
     from .report import DEFAULT_LIMITATIONS, ReportInputs, examples_from_records, write_report
 
     started = time.perf_counter()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = prepare_data(config)  # writes the data if needed; the task completed from an adapter's
+    if table is None:
+        table = config.data.load_table(classes=config.task.classes)
     paired_training = config.paired_training
-    single, single_summary = _train(config, out / "models" / "single", 0, "none", {}, {}, progress)
-    paired, paired_summary = _train(config, out / "models" / "paired", paired_training.k, paired_training.selector,
-                                    paired_training.selector_params, {}, progress)
+    single, single_summary = train_condition(config, out / "models" / "single", 0, progress=progress, table=table)
+    paired, paired_summary = train_condition(config, out / "models" / "paired", paired_training.k,
+                                             paired_training.selector, paired_training.selector_params,
+                                             progress=progress, table=table)
     batch, device = config.model.batch_size, config.model.device
     models = [_model_entry(SINGLE_LABEL, single, batch, [ConditionConfig(selector="none", k=0)], device),
               _model_entry(PAIRED_LABEL, paired, batch, config.eval.conditions, device)]
-    evaluation = _evaluate(config, models, out / "eval", baseline=SINGLE_LABEL, progress=progress)
+    evaluation = _evaluate(config, models, out / "eval", baseline=SINGLE_LABEL, progress=progress, table=table)
     failures = {SINGLE_LABEL: training_failure(single_summary), PAIRED_LABEL: training_failure(paired_summary)}
     if any(failures.values()):  # the stored tables say it too, not only the report
         evaluation.summary = mark_failed_training(evaluation.summary, failures)
         write_tables(evaluation.summary, out / "eval", "metrics")
-    curves = run_sample_efficiency(config, progress=progress)
+    curves = run_sample_efficiency(config, progress=progress, table=table)
 
-    table = config.data.load_table(classes=config.task.classes)
     examples = []
     if config.examples and not evaluation.paired_tests.empty:
         best = evaluation.paired_tests.sort_values("delta_auroc", ascending=False).iloc[0]
-        label = next((lab for lab in evaluation.records
-                      if lab.startswith(PAIRED_LABEL) and f"| {best['selector']} k={best['k']} |" in lab), None)
-        if label is not None:
-            examples = examples_from_records(evaluation.records[label], table, n=config.examples,
+        try:
+            records = evaluation.records_for(PAIRED_LABEL, best["selector"], best["k"])
+        except KeyError:
+            records = None
+        if records is not None:
+            examples = examples_from_records(records, table, n=config.examples,
                                              title=f"{PAIRED_LABEL}, {best['selector']} k={best['k']}")
     evidence, sections = None, []
     if config.evidence is not None:

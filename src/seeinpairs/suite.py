@@ -36,7 +36,7 @@ from .configfile import ConfigFile, resolve_path
 from .errors import ConfigError
 from .evaluation.audit import audit_references
 from .evaluation.degenerate import failed_rows
-from .evaluation.runner import prepare_data
+from .datasets.preparation import prepare_data
 from .siteshift.experiment import SiteShiftSpec, run_site_shift
 from .stages import stage_done
 from .study import StudyConfig, StudyResult, run_study
@@ -146,6 +146,21 @@ class StudySuiteConfig(ConfigFile):
         return out
 
 
+class CaseTables:
+    """The case tables of a suite's studies, each read once: the seeds of a study (and its
+    site-shift experiments) share the data, so they share the loaded table."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, CaseTable] = {}
+
+    def load(self, study: StudyConfig) -> CaseTable:
+        """The cases ``study.data`` describes (with the study's class names), read on first use."""
+        key = json.dumps([study.data.model_dump(mode="json"), study.task.classes], sort_keys=True)
+        if key not in self._tables:
+            self._tables[key] = study.data.load_table(classes=study.task.classes)
+        return self._tables[key]
+
+
 @dataclass
 class SuiteResult:
     site_shift: pd.DataFrame
@@ -229,9 +244,11 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
     out.mkdir(parents=True, exist_ok=True)
     metrics, tests, leakage, baselines, curves = [], [], [], [], []
     results: dict[str, dict[int, StudyResult]] = {}
+    tables = CaseTables()
     for study_name, seed, study in runs:
         study = prepare_data(study)  # the task every stage below uses (an adapter's class names)
-        result = run_study(study, progress=progress)
+        table = tables.load(study)
+        result = run_study(study, progress=progress, table=table)
         stage_done("study finished", f"{study_name} seed {seed}", result.seconds)
         results.setdefault(study_name, {})[seed] = result
         # "seed" becomes the training seed; the reference-selection seed of evaluation is kept apart
@@ -240,7 +257,6 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
         if not result.evaluation.paired_tests.empty:
             tests.append(result.evaluation.paired_tests.rename(columns={"seed": "selection_seed"})
                          .assign(study=study_name, seed=seed))
-        table = study.data.load_table(classes=study.task.classes)
         records = [r for recs in result.evaluation.records.values() for r in recs]
         audit = audit_references(records, table)
         leakage.append({"study": study_name, "train_seed": seed, **audit.as_dict(),
@@ -254,7 +270,7 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
             stage_done("image-only baselines trained", study_name, time.perf_counter() - begun)
     frame = pd.concat(metrics, ignore_index=True)
     tests_frame = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame()
-    site_shift = run_suite_site_shift(config, profile_name, chosen, runs, out, progress, only)
+    site_shift = run_suite_site_shift(config, profile_name, chosen, runs, out, progress, only, tables)
     headline = pd.DataFrame([_headline(name, frame, tests_frame if not tests_frame.empty else
                                        pd.DataFrame(columns=["study", "selector", "k"]))
                              for name in results])
@@ -279,8 +295,9 @@ def run_suite(config: StudySuiteConfig, profile: str | None = None, progress: bo
 
 
 def run_suite_site_shift(config: StudySuiteConfig, profile_name: str, chosen: SuiteProfile, runs, out: Path,
-                         progress: bool, only: list[str] | None) -> pd.DataFrame:
-    """Every site-shift experiment the profile asks for, on its study's first-seed settings."""
+                         progress: bool, only: list[str] | None, tables: CaseTables) -> pd.DataFrame:
+    """Every site-shift experiment the profile asks for, on its study's first-seed settings
+    (``tables``: the case tables the suite has read already)."""
     names = [spec.name for spec in config.site_shift]
     if chosen.site_shift_for is not None:
         unknown = sorted(set(chosen.site_shift_for) - set(names))
@@ -300,7 +317,8 @@ def run_suite_site_shift(config: StudySuiteConfig, profile_name: str, chosen: Su
         study = studies[spec.study]
         study = prepare_data(study)
         begun = time.perf_counter()
-        frames.append(run_site_shift(spec, study, out / "site_shift" / spec.name, progress=progress))
+        frames.append(run_site_shift(spec, study, out / "site_shift" / spec.name, progress=progress,
+                                     table=tables.load(study)))
         stage_done("site shift evaluated", spec.name, time.perf_counter() - begun)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -12,9 +12,10 @@ import pytest
 
 from seeinpairs.datasets.registry import dataset_classes, describe_classes, load_dataset
 from seeinpairs.errors import ConfigError
+from seeinpairs.datasets.preparation import adapter_task_file, prepare_data
 from seeinpairs.evaluation.config import ExperimentConfig
+from seeinpairs.evaluation.runner import run_experiment
 from seeinpairs.settings import PartialTask, complete_task
-from seeinpairs.evaluation.runner import adapter_task_file, prepare_data, run_experiment
 from seeinpairs.study import StudyConfig
 from seeinpairs.tasks import Task
 from seeinpairs.training.config import TrainConfig

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from seeinpairs.evaluation.config import ExperimentConfig
-from seeinpairs.evaluation.runner import DistContext, run_experiment
+from seeinpairs.distributed import DistContext
+from seeinpairs.evaluation.runner import run_experiment
 from seeinpairs.evaluation.store import PredictionStore, rank_file_name
 
 

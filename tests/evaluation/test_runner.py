@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from seeinpairs.cases import case_rng
 from seeinpairs.errors import BankError, ConfigError, ManifestError, SeeInPairsError
 from seeinpairs.evaluation.config import ExperimentConfig
-from seeinpairs.evaluation.runner import ExperimentRunner, case_rng, run_experiment
+from seeinpairs.evaluation.runner import ConditionKey, ExperimentResult, ExperimentRunner, run_experiment
 from seeinpairs.evaluation.store import PredictionStore
 
 
@@ -86,6 +87,22 @@ def test_predictions_record_everything_needed_to_recompute_metrics(synthetic_dat
         for ref in record["reference_ids"]:
             assert table.get(ref).patient != case.patient and table.get(ref).label == task.healthy_class
         assert record["predicted"] in task.classes and abs(sum(record["probabilities"]) - 1) < 1e-6
+
+
+def test_results_are_found_by_the_condition_key_fields_never_by_its_display_name():
+    import pandas as pd
+
+    key = ConditionKey("paired-trained", "random", 2, 0, "paired")
+    assert key.display == "paired-trained | random k=2 | seed 0"  # the name tables and logs show
+    # a model whose name holds another condition's display text: matching on display substrings picks it
+    lookalike = ConditionKey("paired-trained-old | random k=2 | x", "none", 0, 0, "single")
+    result = ExperimentResult(pd.DataFrame(), pd.DataFrame(), {lookalike: [{"case_id": "a"}],
+                                                               key: [{"case_id": "b"}],
+                                                               ConditionKey("paired-trained", "random", 2, 1, "paired"):
+                                                                   [{"case_id": "c"}]})
+    assert result.records_for("paired-trained", "random", 2) == [{"case_id": "b"}]
+    with pytest.raises(KeyError):
+        result.records_for("paired-trained", "random", 3)
 
 
 def test_case_rng_is_order_independent():
@@ -227,13 +244,14 @@ def test_prior_study_is_its_own_mode_on_the_queries_that_have_a_prior(synthetic_
     result = run_experiment(config, progress=False)
     modes = dict(zip(result.summary["selector"], result.summary["mode"]))
     assert modes == {"none": "single", "random": "paired", "prior_study": "prior"}
-    prior = next(recs for label, recs in result.records.items() if "prior_study" in label)
+    prior = next(recs for key, recs in result.records.items() if key.selector == "prior_study")
+    assert {key.mode for key in result.records} == {"single", "paired", "prior"}
     assert sorted(r["case_id"] for r in prior) == expected
     for record in prior:
         query, reference = by_id[record["case_id"]], by_id[record["reference_ids"][0]]
         assert reference.patient_id == query.patient_id and reference.label == "normal"
         assert reference.extra["follow_up"] < query.extra["follow_up"]
-    random_records = next(recs for label, recs in result.records.items() if "random" in label)
+    random_records = next(recs for key, recs in result.records.items() if key.selector == "random")
     assert all(by_id[r["reference_ids"][0]].patient_id != r["patient_id"] for r in random_records)
     tests = result.paired_tests.set_index("selector")
     assert tests.loc["prior_study", "mode"] == "prior" and tests.loc["prior_study", "n"] == len(expected)

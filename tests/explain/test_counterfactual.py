@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from explain_data import TASK
 
+from seeinpairs.cases import case_rng
 from seeinpairs.errors import BankError
-from seeinpairs.evaluation.runner import case_rng
 from seeinpairs.explain.counterfactual import draw_references, reference_swap_test
 from seeinpairs.prompts import PromptBuilder
 from seeinpairs.references.bank import ReferenceBank

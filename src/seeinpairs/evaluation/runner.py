@@ -24,35 +24,33 @@ Tables are published as one set and tiny models appear only once fully built
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..atomic import FileSet, atomic_write_text, folder_lock, recover_file_sets
+from ..atomic import FileSet, folder_lock, recover_file_sets
 from ..backend_options import prediction_options
 from ..backends import Backend, concrete_model, content_identity, create_backend, option_probabilities
-from ..cases import Case, CaseTable, stable_digest
-from ..errors import BankError, ConfigError
+from ..cases import Case, CaseTable, case_rng, select_eval_cases
+from ..datasets.preparation import ensure_data, prepare_data
+from ..distributed import DistContext
+from ..errors import BankError
 from ..imaging import file_hash, load_image
 from ..prompts import PROMPT_VERSION, PromptBuilder
 from ..references.bank import ReferenceBank
 from ..references.selectors import SELECTORS, create_selector
 from ..runtime import environment_record
 from ..stages import stage_done
-from ..tasks import Task
-from ..settings import ModelConfig, complete_task
+from ..settings import ModelConfig
 from .config import ExperimentConfig
 from .stats import mcnemar, paired_bootstrap_delta, summarise, table_names, write_tables
 from .store import PredictionStore, run_key
@@ -67,79 +65,21 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DistContext:
-    """Where this process sits in a data-parallel launch (world_size 1: not distributed)."""
+class ConditionKey:
+    """What a condition's results are keyed by: its fields are read, never parsed back out of
+    ``display`` (the name tables, progress and logs show)."""
 
-    world_size: int = 1
-    rank: int = 0
-    local_rank: int = 0
+    model: str
+    selector: str
+    k: int
+    seed: int
+    mode: str
+    #: the selector's parameters as sorted JSON (not shown: two conditions may differ only in them)
+    params: str = "{}"
 
     @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> "DistContext":
-        def read(name: str, default: int) -> int:
-            value = os.environ.get(name, "")
-            try:
-                return int(value) if value.strip() else default
-            except ValueError:
-                raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
-
-        world = read("WORLD_SIZE", 1)
-        rank = read("RANK", 0)
-        local = read("LOCAL_RANK", rank)
-        if world < 1 or not 0 <= rank < world:
-            raise ConfigError(f"inconsistent distributed environment: WORLD_SIZE={world}, RANK={rank}")
-        return cls(world, rank, local)
-
-    def init(self) -> None:
-        """Join the process group (idempotent); NCCL when CUDA is available, else gloo."""
-        if not self.enabled:
-            return
-        import torch
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            return
-        if torch.cuda.is_available():
-            torch.cuda.set_device(self.local_rank)
-            dist.init_process_group("nccl")
-        else:
-            dist.init_process_group("gloo")
-
-    def barrier(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                if dist.get_backend() == "nccl":
-                    import torch
-
-                    dist.barrier(device_ids=[torch.cuda.current_device()])
-                else:
-                    dist.barrier()
-
-    def shutdown(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
-
-    @contextmanager
-    def main_first(self):
-        """Rank 0 runs the block first (writing files), the other ranks after it (finding them)."""
-        if not self.is_main:
-            self.barrier()
-        yield
-        if self.is_main:
-            self.barrier()
+    def display(self) -> str:
+        return f"{self.model} | {self.selector} k={self.k} | seed {self.seed}"
 
 
 @dataclass(frozen=True)
@@ -165,26 +105,32 @@ class Condition:
         return "paired" if SELECTORS.get(self.selector).leakage_free else "prior"
 
     @property
+    def key(self) -> ConditionKey:
+        return ConditionKey(self.model.display, self.selector, self.k, self.seed, self.mode, self.params_json)
+
+    @property
     def label(self) -> str:
-        return f"{self.model.display} | {self.selector} k={self.k} | seed {self.seed}"
+        return self.key.display
 
 
 @dataclass
 class ExperimentResult:
     summary: pd.DataFrame
     paired_tests: pd.DataFrame
-    records: dict[str, list[dict]] = field(default_factory=dict)
+    records: dict[ConditionKey, list[dict]] = field(default_factory=dict)
     output_dir: Path | None = None
+
+    def records_for(self, model: str, selector: str, k: int) -> list[dict]:
+        """The records of the first condition of ``model`` with ``selector`` and ``k`` (in grid order)."""
+        for key, records in self.records.items():
+            if (key.model, key.selector, key.k) == (model, selector, k):
+                return records
+        raise KeyError(f"{model} {selector} k={k}")
 
 
 def lock_name(dist: DistContext) -> str:
     """The lock file of one process of a run: rank 0 (or a plain run) and each other rank have their own."""
     return ".seeinpairs.lock" if dist.rank == 0 else f".seeinpairs.rank{dist.rank}.lock"
-
-
-def case_rng(seed: int, case_id: str) -> np.random.Generator:
-    """A random stream for one case under one seed, independent of processing order."""
-    return np.random.default_rng([seed, stable_digest(case_id)])
 
 
 def expand_conditions(config: ExperimentConfig) -> list[Condition]:
@@ -201,93 +147,6 @@ def expand_conditions(config: ExperimentConfig) -> list[Condition]:
     return conditions
 
 
-def ensure_data(config: ExperimentConfig) -> None:
-    """Write the manifest a config asks for (generated, or from a data set adapter) unless it exists.
-
-    The manifest is written last and atomically, so its existence means the data set is
-    complete; concurrent runs that need the same data wait for the first to write it.
-    """
-    data = config.data
-    manifest = Path(data.manifest)
-    if manifest.exists() or (data.synthetic is None and data.dataset is None):
-        return
-    if data.synthetic is not None and manifest.name != "manifest.csv":
-        raise ConfigError(f"data.manifest: a generated data set is written as manifest.csv, got '{manifest.name}'")
-    with folder_lock(manifest.parent, ".seeinpairs-data.lock", wait=True):
-        if not manifest.exists():  # not written meanwhile by the process we waited for
-            started = time.perf_counter()
-            _write_data(data)
-            stage_done("data prepared", str(manifest), time.perf_counter() - started)
-
-
-C = TypeVar("C")
-
-
-def adapter_task_file(manifest: Path) -> Path:
-    """Where the adapter's task is kept beside a manifest written from it (``manifest.task.json``)."""
-    manifest = Path(manifest)
-    return manifest.with_name(manifest.stem + ".task.json")
-
-
-def prepare_data(config: C) -> C:
-    """:func:`ensure_data`, then the config with its task completed from the adapter's (for data
-    from ``data.dataset``): the one place where a config's task becomes the task every stage uses.
-    Works for any config with ``task`` and ``data`` (experiment, study, training, serve)."""
-    ensure_data(config)  # type: ignore[arg-type]  (uses only .data)
-    dataset = config.data.dataset  # type: ignore[attr-defined]
-    if dataset is None:
-        return config
-    task = complete_task(config.task, adapter_task(config.data), str(dataset["name"]))  # type: ignore[attr-defined]
-    return config.model_copy(update={"task": task})  # type: ignore[attr-defined]
-
-
-def adapter_task(data) -> Task:
-    """The task of ``data.dataset``'s adapter: stored beside the manifest when it was written, else
-    (a manifest written before the task was kept, or by hand) from loading the adapter again."""
-    path = adapter_task_file(data.manifest)
-    if path.is_file():
-        return Task.model_validate_json(path.read_text(encoding="utf-8"))
-    from ..datasets.registry import load_dataset
-
-    return load_dataset(str(data.dataset["name"]), data.dataset["root"], **data.dataset.get("options", {}))[1]
-
-
-def _write_data(data) -> None:
-    if data.dataset is not None:
-        from ..datasets.registry import load_dataset
-
-        table, task = load_dataset(str(data.dataset["name"]), data.dataset["root"], **data.dataset.get("options", {}))
-        atomic_write_text(adapter_task_file(data.manifest), task.model_dump_json(indent=2))
-        if data.resplit is not None:
-            from ..datasets.registry import resplit_by_patient
-
-            table, report = resplit_by_patient(table, data.resplit.fractions, seed=data.resplit.seed)
-            atomic_write_text(Path(data.manifest).with_name("resplit_report.json"),
-                              json.dumps(asdict(report), indent=2))
-        table.save(data.manifest)
-        return
-    from ..datasets.synthetic import SyntheticConfig, generate_synthetic
-
-    try:
-        generator = SyntheticConfig(**data.synthetic)
-    except TypeError as exc:
-        raise ConfigError(f"data.synthetic: {exc}") from None
-    generate_synthetic(Path(data.manifest).parent, generator)
-
-
-def select_eval_cases(table: CaseTable, split: str, max_cases: int | None) -> list[Case]:
-    """The evaluation split, optionally capped to a fixed, order-independent subset."""
-    cases = [c for c in table if c.split == split]
-    if not cases:
-        found = ", ".join(table.splits) or "none"
-        raise ConfigError(f"{table.source}: no cases in evaluation split '{split}' (splits found: {found})")
-    if max_cases is not None and len(cases) > max_cases:
-        ranked = sorted(cases, key=lambda c: hashlib.sha256(c.case_id.encode()).hexdigest())
-        keep = {c.case_id for c in ranked[:max_cases]}
-        cases = [c for c in cases if c.case_id in keep]
-    return cases
-
-
 class ExperimentRunner:
     """Runs (or resumes) every condition of a config and summarises the metrics.
 
@@ -297,7 +156,10 @@ class ExperimentRunner:
     """
 
     def __init__(self, config: ExperimentConfig, progress: bool = True, console: Console | None = None,
-                 dist: DistContext | None = None, backend_factory: BackendFactory = create_backend) -> None:
+                 dist: DistContext | None = None, backend_factory: BackendFactory = create_backend,
+                 table: CaseTable | None = None) -> None:
+        """``table``: the cases ``config.data`` describes when the caller has them loaded already (a
+        study reads its manifest once for every stage); else they are read here."""
         self.backend_factory = backend_factory
         self.console = console or Console(stderr=True)
         self.dist = dist if dist is not None else DistContext()
@@ -307,7 +169,7 @@ class ExperimentRunner:
             ensure_data(config)
         self.config = config = prepare_data(config)  # the data are ready: this only completes the task
         self.task = config.task
-        self.table = config.data.load_table(classes=self.task.classes)
+        self.table = table if table is not None else config.data.load_table(classes=self.task.classes)
         self.eval_cases = select_eval_cases(self.table, config.eval.split, config.eval.max_cases)
         self.output_dir = Path(config.output_dir)
         self.store = PredictionStore(self.output_dir, rank=self.dist.rank if self.dist.enabled else None)
@@ -498,8 +360,8 @@ class ExperimentRunner:
     def summarise(self) -> ExperimentResult:
         task, ev = self.task, self.config.eval
         by_cond = self.records_by_condition()
-        labelled = {cond.label: recs for cond, recs in by_cond.items()}
-        summary = summarise(labelled, task.classes, task.healthy_class, n_boot=ev.n_boot, metrics=ev.metrics)
+        keyed = {cond.key: recs for cond, recs in by_cond.items()}
+        summary = summarise(keyed, task.classes, task.healthy_class, n_boot=ev.n_boot, metrics=ev.metrics)
         meta = pd.DataFrame([{"model": c.model.display, "mode": c.mode, "selector": c.selector, "k": c.k,
                               "seed": c.seed} for c in by_cond])
         summary = pd.concat([meta, summary.drop(columns=["condition"])], axis=1)
@@ -533,20 +395,23 @@ class ExperimentRunner:
             else:
                 write_tables(tests_frame, self.output_dir, "paired_tests", tables)
         stage_done("tables written", f"{len(summary)} conditions in {self.output_dir}")
-        return ExperimentResult(summary, tests_frame, {c.label: r for c, r in by_cond.items()}, self.output_dir)
+        return ExperimentResult(summary, tests_frame, keyed, self.output_dir)
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True, distributed: bool = False,
-                   backend_factory: BackendFactory = create_backend) -> ExperimentResult | None:
+                   backend_factory: BackendFactory = create_backend,
+                   table: CaseTable | None = None) -> ExperimentResult | None:
     """Run (or resume) an experiment.
 
     ``distributed``: join the data-parallel launch described by the environment
     (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, as torchrun / accelerate set them);
     then only rank 0 gets the result, the other ranks None. ``backend_factory``: see
-    :class:`ExperimentRunner`.
+    :class:`ExperimentRunner`. ``table``: the cases of ``config.data``, when the caller has read
+    them already.
     """
     dist = DistContext.from_env() if distributed else DistContext()
-    return ExperimentRunner(config, progress=progress, dist=dist, backend_factory=backend_factory).run()
+    return ExperimentRunner(config, progress=progress, dist=dist, backend_factory=backend_factory,
+                            table=table).run()
 
 
 def conditions_table(conditions: Iterable[Condition]) -> pd.DataFrame:

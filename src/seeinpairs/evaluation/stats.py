@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -163,7 +164,7 @@ def bootstrap_ci(
 
 
 def summarise(
-    records_by_condition: dict[str, Sequence[dict[str, Any]]],
+    records_by_condition: Mapping[Hashable, Sequence[dict[str, Any]]],
     classes: Sequence[str],
     healthy_class: str,
     n_boot: int = 1000,
@@ -171,7 +172,8 @@ def summarise(
     alpha: float = 0.05,
     metrics: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per condition: ``condition``, ``n`` (cases with gold), ``degenerate`` (why the
+    """One row per condition (keyed by any hashable name, e.g. a display string or a typed key):
+    ``condition``, ``n`` (cases with gold), ``degenerate`` (why the
     predictions look like failed training, empty when they do not; see :mod:`.degenerate`), then
     ``<m>, <m>_lo, <m>_hi`` per metric. Where predictions record the query's resolution
     (:mod:`seeinpairs.backends.resolution`), a ``query_resolution`` column follows ``degenerate``."""

@@ -31,8 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..atomic import FileSet
 from ..runtime import environment_record
 from ..backends.base import Backend
-from ..cases import Case, CaseTable
-from ..evaluation.runner import case_rng
+from ..cases import Case, CaseTable, case_rng
 from ..evaluation.stats import bootstrap_mean_ci, bootstrap_mean_delta_ci
 from ..imaging import load_image
 from ..prompts import PromptBuilder

@@ -165,7 +165,7 @@ class Service:
     def __init__(self, config: ServeConfig, backend_factory: Callable[[ModelConfig], Backend] = create_backend) -> None:
         """``backend_factory`` builds the hosted model's backend from ``config.model`` (any backend: a
         checkpoint loaded here, or a model served elsewhere); a caller may hand in one already loaded."""
-        from ..evaluation.runner import prepare_data
+        from ..datasets.preparation import prepare_data
 
         self.config = config = prepare_data(config)  # an adapter's data written if needed, its task completed
         self.task = config.task

@@ -40,6 +40,7 @@ from ..evaluation.config import ExperimentConfig
 from ..evaluation.runner import run_experiment
 from ..evaluation.stats import mcnemar, paired_bootstrap_delta, summarise
 from ..settings import BankConfig, ConditionConfig, DataConfig, ModelConfig
+from ..training import train_condition
 from .acquisition import create_protocol, simulate_sites
 from .augment import AcquisitionAugment
 from .protocols import SITE_REFERENCE_SPLIT, leave_one_site_out
@@ -97,22 +98,17 @@ def _augment(spec: SiteShiftSpec, shared: bool) -> dict[str, Any]:
     return augment.model_dump(mode="json")
 
 
-def _records(result, model: str, selector: str, k: int) -> list[dict]:
-    for label, records in result.records.items():
-        if label.startswith(f"{model} |") and f"| {selector} k={k} |" in label:
-            return records
-    raise KeyError(f"{model} {selector} k={k}")
+def run_site_shift(spec: SiteShiftSpec, study, out_dir: Path, progress: bool = True,
+                   table: CaseTable | None = None) -> pd.DataFrame:
+    """Train the four models of ``spec`` on ``study``'s settings and evaluate them on the new site.
 
-
-def run_site_shift(spec: SiteShiftSpec, study, out_dir: Path, progress: bool = True) -> pd.DataFrame:
-    """Train the four models of ``spec`` on ``study``'s settings and evaluate them on the new site."""
-    from ..study import _train
-
+    ``table``: the cases ``study.data`` describes, when the caller has read them already; the
+    re-split table of the new site is written once and read once, then handed to every stage."""
     out_dir.mkdir(parents=True, exist_ok=True)
     task = study.task
-    source = study.data.load_table(classes=task.classes)
     manifest = out_dir / "data" / "manifest.csv"
     if not manifest.exists():
+        source = table if table is not None else study.data.load_table(classes=task.classes)
         shifted, held_out = build_shifted_table(spec, source, task.healthy_class, out_dir / "data")
         shifted.save(manifest)
     else:
@@ -124,14 +120,15 @@ def run_site_shift(spec: SiteShiftSpec, study, out_dir: Path, progress: bool = T
     config = study.model_copy(update={"data": data, "bank": BankConfig(split="train"),
                                       "output_dir": out_dir})
     k_train = study.paired_training.k
-    checkpoints = {
-        "single": _train(config, out_dir / "models" / "single", 0, "none", {}, {}, progress)[0],
-        "paired": _train(config, out_dir / "models" / "paired", k_train, "same_center", {}, {}, progress)[0],
-        "single+aug": _train(config, out_dir / "models" / "single-aug", 0, "none", {},
-                             {"augment": _augment(spec, shared=False)}, progress)[0],
-        "paired+shared-aug": _train(config, out_dir / "models" / "paired-shared-aug", k_train, "same_center", {},
-                                    {"augment": _augment(spec, shared=True)}, progress)[0],
-    }
+    models = out_dir / "models"
+    checkpoints = {label: train_condition(config, models / folder, k, selector, overrides=overrides,
+                                          progress=progress, table=shifted).checkpoint
+                   for label, folder, k, selector, overrides in (
+                       ("single", "single", 0, "none", {}),
+                       ("paired", "paired", k_train, "same_center", {}),
+                       ("single+aug", "single-aug", 0, "none", {"augment": _augment(spec, shared=False)}),
+                       ("paired+shared-aug", "paired-shared-aug", k_train, "same_center",
+                        {"augment": _augment(spec, shared=True)}))}
     model = study.model
 
     def entry(label: str, conditions: list[ConditionConfig]) -> ModelConfig:
@@ -149,7 +146,7 @@ def run_site_shift(spec: SiteShiftSpec, study, out_dir: Path, progress: bool = T
                                                                          "baseline_model": "single",
                                                                          "conditions": single_only}),
                                       output_dir=out_dir / "eval" / tag)
-        return run_experiment(experiment, progress=progress)
+        return run_experiment(experiment, progress=progress, table=shifted)
 
     singles = [entry(m, single_only) for m in ("single", "single+aug")]
     new_site = evaluate("new-site-references", "test", SITE_REFERENCE_SPLIT,
@@ -160,20 +157,21 @@ def run_site_shift(spec: SiteShiftSpec, study, out_dir: Path, progress: bool = T
                                 [entry("single", single_only)], every_case=True)
     in_distribution = evaluate("single-on-training-sites", "val", "train", [entry("single", single_only)])
 
-    single_test = _records(new_site, "single", "none", 0)
-    target = specificity(_records(in_distribution, "single", "none", 0), task.healthy_class)
-    recalibrated, bias = recalibrate(single_test, _records(calibration_refs, "single", "none", 0),
+    single_test = new_site.records_for("single", "none", 0)
+    target = specificity(in_distribution.records_for("single", "none", 0), task.healthy_class)
+    recalibrated, bias = recalibrate(single_test, calibration_refs.records_for("single", "none", 0),
                                      task.healthy_class, target)
     rows = {
-        ("single", "training sites (validation, no shift)", "none"): _records(in_distribution, "single", "none", 0),
+        ("single", "training sites (validation, no shift)", "none"): in_distribution.records_for("single", "none", 0),
         ("single", "new site", "none"): single_test,
         ("single recalibrated on new-site healthy references", "new site", "none"): recalibrated,
-        ("single+aug", "new site", "none"): _records(new_site, "single+aug", "none", 0),
+        ("single+aug", "new site", "none"): new_site.records_for("single+aug", "none", 0),
     }
     for label in ("paired", "paired+shared-aug"):
-        rows[(label, "new site", f"{spec.k} new-site references")] = _records(new_site, label, "random", spec.k)
-        rows[(label, "new site", f"{spec.k} training-site references")] = _records(training_sites, label, "random", spec.k)
-    summary = summarise({"|".join(key): recs for key, recs in rows.items()}, task.classes, task.healthy_class,
+        rows[(label, "new site", f"{spec.k} new-site references")] = new_site.records_for(label, "random", spec.k)
+        rows[(label, "new site", f"{spec.k} training-site references")] = training_sites.records_for(label, "random",
+                                                                                                    spec.k)
+    summary = summarise(rows, task.classes, task.healthy_class,
                         n_boot=study.eval.n_boot, metrics=["accuracy", "auroc", "balanced_accuracy"])
     frame = []
     for (model_label, evaluated_on, refs), (_, row) in zip(rows, summary.iterrows()):

@@ -5,6 +5,8 @@ manifest, validates, keeps the best checkpoint and writes ``output_dir/final``,
 which loads with ``create_backend({"name": output_dir / "final"})`` like any checkpoint.
 ``train_on_examples(SFTSettings(...), train_examples, val_examples)`` runs the same
 loop on examples given as (request, gold answer) pairs, e.g. multi-image QA.
+``train_condition(study, output_dir, k, ...)`` trains one model of a study's comparison
+(or reuses the finished run there).
 """
 
 from .config import LoraConfig, SFTSettings, TrainConfig
@@ -17,8 +19,10 @@ from .examples import (
                        RequestExamples,
                        encode_examples,
 )
+from .runs import TrainedModel, same_class_balance, train_condition
 from .sft import TrainResult, train, train_on_examples
 
 __all__ = ["CaseExamples", "ExampleBuilder", "ExampleSource", "ExampleValidator",
            "LabelledRequest", "LoraConfig", "RequestExamples", "SFTSettings", "TrainConfig", "TrainResult",
-           "encode_examples", "example_rng", "select_train_cases", "subset_order", "train", "train_on_examples"]
+           "TrainedModel", "encode_examples", "example_rng", "same_class_balance", "select_train_cases", "subset_order",
+           "train", "train_condition", "train_on_examples"]

@@ -18,9 +18,8 @@ import numpy as np
 from PIL import Image
 
 from ..backends.encoding import AnswerBatch, answer_token_ids, chat_prompt, encode_answers
-from ..cases import Case, stable_digest
+from ..cases import Case, case_rng, stable_digest
 from ..errors import ConfigError
-from ..evaluation.runner import case_rng
 from ..imaging import load_image
 from ..prompts import PromptBuilder, Request
 from ..references.bank import ReferenceBank

@@ -67,10 +67,10 @@ from ..backends.processors import load_processor
 from ..atomic import atomic_dir, atomic_write_text, folder_lock
 from ..runtime import environment_record
 from ..backends.tiny import TinySpec, build_tiny_vlm, built_tiny_vlm
-from ..cases import Case, CaseTable
+from ..cases import Case, CaseTable, select_eval_cases
 from ..errors import BankError, ConfigError
 from ..evaluation.metrics import compute_metrics
-from ..evaluation.runner import prepare_data, select_eval_cases
+from ..datasets.preparation import prepare_data
 from ..imaging import load_image
 from ..references.bank import ReferenceBank
 from .balance import (
@@ -385,13 +385,14 @@ def _check_resume(config: SFTSettings, comparable: dict[str, Any], last_dir: Pat
 
 
 def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop_after: int | None = None,
-          console: Console | None = None) -> TrainResult:
+          console: Console | None = None, table: CaseTable | None = None) -> TrainResult:
     """Fine-tune ``config.model`` on comparative (or k=0 single-image) examples.
 
     ``resume=True`` continues from ``output_dir/last`` when it exists (the config must be the
     same apart from ``output_dir``). ``stop_after`` ends this call after that many optimizer
     steps in total, saving ``last/`` as an interruption would; a later ``resume=True`` call
-    continues with the same schedule.
+    continues with the same schedule. ``table``: the cases ``config.data`` describes, when the
+    caller has read them already (a study reads its manifest once for every stage).
     """
     comparable = _comparable(config)
     saved = _check_resume(config, comparable, Path(config.output_dir) / "last") if resume else None
@@ -399,7 +400,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False, stop
     # data
     config = prepare_data(config)  # the data written if needed; an adapter's task completes config.task
     task = config.task
-    table = config.data.load_table(classes=task.classes)
+    table = table if table is not None else config.data.load_table(classes=task.classes)
     train_cases = _train_cases(config, table)
     val_cases: list[Case] = []
     if config.val_split:
