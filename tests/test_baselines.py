@@ -1,7 +1,7 @@
 import pytest
 
-from seeinpairs.baselines import cnn_baseline, logistic_baseline, pixel_features
 from seeinpairs.errors import ConfigError
+from seeinpairs.studies.baselines import cnn_baseline, logistic_baseline, pixel_features
 
 
 def test_baseline_learns_the_synthetic_task_and_reproduces_with_the_same_seed(synthetic_data):

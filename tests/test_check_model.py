@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from seeinpairs.backends.tiny import TINY_FAMILIES
-from seeinpairs.check_model import CHECKS
+from seeinpairs.studies.check_model import CHECKS
 
 COLUMNS = ["load", *(label for label, _ in CHECKS)]
 #: checks whose fast path may be absent for a family (then "not registered" with the reason)
@@ -15,7 +15,7 @@ OPTIONAL = {"prefix cache", "vision cache", "attribution"}
 
 def run_main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """The console entry point in-process: (exit status, stdout, stderr)."""
-    from seeinpairs.cli import main
+    from seeinpairs.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["seeinpairs", *map(str, args)])
     with pytest.raises(SystemExit) as info:
@@ -60,7 +60,7 @@ def test_json_output_has_every_check_with_timings(tiny_models, monkeypatch, caps
 
 
 def test_a_fast_path_that_differs_fails_with_one_line(tiny_models, monkeypatch, capsys):
-    monkeypatch.setattr("seeinpairs.check_model.TOLERANCE", 0.0)  # no difference is small enough
+    monkeypatch.setattr("seeinpairs.studies.check_model.TOLERANCE", 0.0)  # no difference is small enough
     code, out, err = run_main(monkeypatch, capsys, "check-model", tiny_models["idefics3"], "--device", "cpu")
     assert code == 2
     assert "shared prompt failed" in out

@@ -79,7 +79,7 @@ def test_version_and_log_level_options():
     from typer.testing import CliRunner
 
     from seeinpairs import __version__
-    from seeinpairs.cli import app
+    from seeinpairs.cli.app import app
 
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"seeinpairs {__version__}"
@@ -100,7 +100,7 @@ def test_help_texts_carry_no_docstring_markup():
     """Every command's --help reads as plain text: no reStructuredText roles or double backticks."""
     import typer.main
 
-    from seeinpairs.cli import app
+    from seeinpairs.cli.app import app
 
     def commands(command, path):
         yield path, command

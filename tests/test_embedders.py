@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from seeinpairs.cases import Case
-from seeinpairs.embedders import EMBEDDERS, Embedder, PixelEmbedder, create_embedder, embedder_key, list_embedders
+from seeinpairs.embeddings.images import (
+    EMBEDDERS,
+    Embedder,
+    PixelEmbedder,
+    create_embedder,
+    embedder_key,
+    list_embedders,
+)
 from seeinpairs.errors import ConfigError, RegistryError
 from seeinpairs.references import ReferenceBank, create_selector
 

@@ -7,7 +7,12 @@ import sys
 
 import pytest
 
-from seeinpairs.runtime import available_cores, cgroup_cpu_limit, environment_record, environment_summary
+from seeinpairs.runtime import (
+    available_cores,
+    cgroup_cpu_limit,
+    environment_record,
+    environment_summary,
+)
 
 
 @pytest.mark.parametrize("files, limit", [
@@ -28,7 +33,7 @@ def _threads_in_child(args: list[str], env: dict[str, str]) -> dict:
     """Run the CLI's option callback in a fresh process, then report what torch uses."""
     code = ("import json, os, sys\n"
             "from typer.testing import CliRunner\n"
-            "from seeinpairs.cli import app\n"
+            "from seeinpairs.cli.app import app\n"
             "CliRunner().invoke(app, sys.argv[1:] + ['list'])\n"
             "import torch\n"
             "print(json.dumps({'threads': torch.get_num_threads(), 'policy': os.environ.get('OMP_WAIT_POLICY')}))\n")

@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from seeinpairs.cli import app
+from seeinpairs.cli.app import app
 from seeinpairs.stages import stage_done, stage_lines
-from seeinpairs.study import StudyConfig, run_study
+from seeinpairs.studies.study import StudyConfig, run_study
 
 sys.path.insert(0, str(Path(__file__).parent / "datasets"))
 from adapter_layouts import build_medmnist  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 from seeinpairs.datasets.synthetic import SYNTHETIC_TASK
 from seeinpairs.errors import BackendError
 from seeinpairs.settings import ModelConfig
-from seeinpairs.study import StudyConfig, run_study
+from seeinpairs.studies.study import StudyConfig, run_study
 
 
 def small_study(tmp_path) -> StudyConfig:
@@ -68,7 +68,7 @@ def test_study_trains_both_modes_on_the_same_cases_and_writes_the_report(tmp_pat
 
 def test_a_study_reads_its_manifest_once_and_hands_the_cases_to_every_stage(tmp_path, monkeypatch):
     from seeinpairs.cases import CaseTable
-    from seeinpairs.study import SampleEfficiencyConfig
+    from seeinpairs.studies.study import SampleEfficiencyConfig
 
     sweep = SampleEfficiencyConfig(ladder=[8], train={"max_steps": 1})
     config = small_study(tmp_path).model_copy(update={"evidence": None, "sample_efficiency": sweep})
@@ -95,7 +95,7 @@ def test_changed_training_settings_retrain_instead_of_reusing(tmp_path):
 
 def test_a_flat_training_loss_labels_that_models_conditions_as_failed_training():
     from seeinpairs.evaluation.degenerate import failed_rows
-    from seeinpairs.study import mark_failed_training, training_failure
+    from seeinpairs.studies.study import mark_failed_training, training_failure
 
     summary = pd.DataFrame({"model": ["single-trained", "paired-trained", "paired-trained"], "k": [0, 1, 2],
                             "degenerate": ["", "", "near-constant probabilities (largest sd over cases 0.0002 < 0.005)"],
@@ -122,7 +122,7 @@ def test_a_run_made_before_class_balancing_is_retrained_only_where_balancing_now
 
 
 def test_a_study_reports_a_model_with_a_flat_training_loss_as_failed_training(tmp_path, monkeypatch):
-    import seeinpairs.study as study
+    import seeinpairs.studies.study as study
 
     real_train = study.train_condition
     why = "flat training loss: 0.583 over the last 120 steps, 0.584 before, at the class prior's 0.582"

@@ -9,8 +9,14 @@ from shared_helpers import SHARED_DATA
 from seeinpairs.cases import CaseTable
 from seeinpairs.datasets.synthetic import SYNTHETIC_TASK
 from seeinpairs.errors import ConfigError
-from seeinpairs.baselines import BASELINES
-from seeinpairs.suite import BaselineSpec, StudySuiteConfig, deep_merge, run_suite, violations
+from seeinpairs.studies.baselines import BASELINES
+from seeinpairs.studies.suite import (
+    BaselineSpec,
+    StudySuiteConfig,
+    deep_merge,
+    run_suite,
+    violations,
+)
 
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "study_real.yaml"
 

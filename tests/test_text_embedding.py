@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from seeinpairs.embeddings.text import get_text_embedder
 from seeinpairs.errors import ConfigError
-from seeinpairs.text_embedding import get_text_embedder
 
 
 def test_packaged_sentence_model_ranks_paraphrase_above_unrelated_text():

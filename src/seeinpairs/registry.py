@@ -169,9 +169,9 @@ def _what(target: Any) -> str:
 _CATALOGUE: tuple[str, ...] = (
     "seeinpairs.backends.base:BACKENDS",
     "seeinpairs.backends.tiny:TINY_FAMILIES",
-    "seeinpairs.baselines:BASELINES",
+    "seeinpairs.studies.baselines:BASELINES",
     "seeinpairs.datasets.registry:DATASETS",
-    "seeinpairs.embedders:EMBEDDERS",
+    "seeinpairs.embeddings.images:EMBEDDERS",
     "seeinpairs.evaluation.metrics:METRICS",
     "seeinpairs.explain.layouts:LAYOUTS",
     "seeinpairs.mim.generate:QA_GENERATORS",

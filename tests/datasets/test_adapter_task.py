@@ -9,18 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from adapter_layouts import build_medmnist
 
+from seeinpairs.datasets.preparation import adapter_task_file, prepare_data
 from seeinpairs.datasets.registry import dataset_classes, describe_classes, load_dataset
 from seeinpairs.errors import ConfigError
-from seeinpairs.datasets.preparation import adapter_task_file, prepare_data
 from seeinpairs.evaluation.config import ExperimentConfig
 from seeinpairs.evaluation.runner import run_experiment
 from seeinpairs.settings import PartialTask, complete_task
-from seeinpairs.study import StudyConfig
+from seeinpairs.studies.study import StudyConfig
 from seeinpairs.tasks import Task
 from seeinpairs.training.config import TrainConfig
-
-from adapter_layouts import build_medmnist
 
 ADAPTER = Task(name="breastmnist", question="Malignant?", classes=["malignant", "normal/benign"],
                healthy_class="normal/benign", descriptions={"malignant": "a malignant lesion"},

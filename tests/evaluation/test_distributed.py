@@ -12,11 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from seeinpairs.evaluation.config import ExperimentConfig
 from seeinpairs.distributed import DistContext
+from seeinpairs.evaluation.config import ExperimentConfig
 from seeinpairs.evaluation.runner import run_experiment
 from seeinpairs.evaluation.store import PredictionStore, rank_file_name
-
 
 
 def record(case: str, key: str = "run1", **over) -> dict:

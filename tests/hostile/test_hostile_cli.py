@@ -102,7 +102,7 @@ def test_bad_configs_are_rejected_before_torch_is_imported(tmp_path):
     (tmp_path / "s.yaml").write_text("model: {name: x\n")
     script = textwrap.dedent("""
         import sys
-        from seeinpairs.cli import main
+        from seeinpairs.cli.app import main
         for argv in (["--help"], ["eval", "--help"], ["eval", "c.yaml"], ["serve", "s.yaml"],
                      ["explain", "c.yaml", "--case-id", "x"], ["eval", "c.yaml", "--max-cases", "0"]):
             sys.argv = ["seeinpairs", *argv]

@@ -69,7 +69,7 @@ store.PredictionStore.append = append
 def cli(args: list, hook: str | None = None, env: dict | None = None, wait: bool = True):
     """Run ``seeinpairs ARGS`` in a fresh process, with one of ``HOOKS`` installed first."""
     prelude = "import os, signal, sys\n" + (HOOKS[hook] if hook else "")
-    script = prelude + "\nsys.argv = ['seeinpairs', *sys.argv[1:]]\nfrom seeinpairs.cli import main\nmain()\n"
+    script = prelude + "\nsys.argv = ['seeinpairs', *sys.argv[1:]]\nfrom seeinpairs.cli.app import main\nmain()\n"
     command = [sys.executable, "-c", script, *map(str, args)]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):

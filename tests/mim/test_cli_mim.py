@@ -3,7 +3,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from seeinpairs.cli_mim import app, parse_roots
+from seeinpairs.cli.mim import app, parse_roots
 from seeinpairs.errors import ConfigError
 
 runner = CliRunner()
@@ -99,7 +99,7 @@ def test_train_command(mim_files, tmp_path):
 def test_summary_prints_integer_counts_and_open_scores(capsys):
     import pandas as pd
 
-    from seeinpairs.cli_mim import print_summary
+    from seeinpairs.cli.mim import print_summary
 
     summary = pd.DataFrame([
         {"level": "all", "group": "all", "n": 11, "accuracy": 0.5, "accuracy_lo": 0.2, "accuracy_hi": 0.8,

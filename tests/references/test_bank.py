@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from seeinpairs.cases import Case, CaseTable
-from seeinpairs.embedders import PixelEmbedder
+from seeinpairs.embeddings.images import PixelEmbedder
 from seeinpairs.errors import BankError
 from seeinpairs.references import ReferenceBank
 from seeinpairs.tasks import Task

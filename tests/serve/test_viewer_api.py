@@ -110,7 +110,7 @@ def test_named_references_are_shown_in_order_and_move_the_answer(client, synthet
 
 
 def test_embedding_selector_reports_the_cosine_distance(synthetic_data, tiny_models, served_backend, query):
-    from seeinpairs.embedders import create_embedder
+    from seeinpairs.embeddings.images import create_embedder
     from seeinpairs.serve.app import create_app
 
     _, table, _ = synthetic_data

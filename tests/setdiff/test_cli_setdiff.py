@@ -8,7 +8,7 @@ import pytest
 from setdiff_helpers import write_image
 from typer.testing import CliRunner
 
-from seeinpairs.cli import app, main
+from seeinpairs.cli.app import app, main
 
 
 def _bench(tmp_path):
@@ -132,7 +132,7 @@ def test_benchmark_reports_option_measures_conditions_per_round(tmp_path, monkey
 def test_reports_lm_run_says_where_report_text_goes(tmp_path, monkeypatch):
     from setdiff_helpers import ScriptedBackend
 
-    import seeinpairs.cli_setdiff as cli
+    import seeinpairs.cli.setdiff as cli
 
     jsonl = _bench(tmp_path)
     files = tmp_path / "files"

@@ -8,7 +8,7 @@ from seeinpairs.cases import CaseTable
 from seeinpairs.datasets.synthetic import SYNTHETIC_TASK
 from seeinpairs.errors import ConfigError
 from seeinpairs.siteshift.experiment import SiteShiftSpec, run_site_shift
-from seeinpairs.study import StudyConfig
+from seeinpairs.studies.study import StudyConfig
 
 
 def tiny_study(tmp_path, synthetic_data):

@@ -109,7 +109,7 @@ def test_the_train_command_names_the_balancing_and_warns_of_a_flat_loss(tmp_path
     from typer.testing import CliRunner
 
     import seeinpairs.training.sft as sft
-    from seeinpairs.cli import app
+    from seeinpairs.cli.app import app
     from seeinpairs.datasets.synthetic import SYNTHETIC_TASK
 
     config = tmp_path / "train.yaml"

@@ -115,7 +115,7 @@ def _rouge_l(**_: Any) -> OpenMetric:
 @OPEN_METRICS.register("embedding")
 def _embedding(model: str | None = None, **_: Any) -> OpenMetric:
     """Cosine similarity of the text embeddings of prediction and reference."""
-    from ..text_embedding import DEFAULT_TEXT_MODEL, get_text_embedder
+    from ..embeddings.text import DEFAULT_TEXT_MODEL, get_text_embedder
 
     embedder = get_text_embedder(model or DEFAULT_TEXT_MODEL)
 

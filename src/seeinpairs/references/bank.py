@@ -19,7 +19,7 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_text
 from ..cases import Case
-from ..embedders import Embedder, create_embedder, embedder_key, l2_normalise
+from ..embeddings.images import Embedder, create_embedder, embedder_key, l2_normalise
 from ..errors import BankError
 from ..imaging import Window, image_hash, load_image
 from ..tasks import Task

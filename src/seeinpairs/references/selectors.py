@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..cases import Case
-from ..embedders import Embedder, create_embedder
+from ..embeddings.images import Embedder, create_embedder
 from ..errors import BankError, ConfigError
 from ..registry import Registry
 from .bank import ReferenceBank

@@ -132,7 +132,7 @@ class EmbeddingJudge(Judge):
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            from ..text_embedding import DEFAULT_TEXT_MODEL, get_text_embedder
+            from ..embeddings.text import DEFAULT_TEXT_MODEL, get_text_embedder
 
             self._embedder = get_text_embedder(self.model or DEFAULT_TEXT_MODEL)
         return self._embedder

@@ -334,7 +334,7 @@ def deduplicate(texts: Sequence[str], embedder: Any = None, threshold: float = 0
     if len(unique) < 2:
         return unique
     if embedder is None:
-        from ..text_embedding import get_text_embedder
+        from ..embeddings.text import get_text_embedder
 
         embedder = get_text_embedder()
     vectors = embedder.encode(unique)

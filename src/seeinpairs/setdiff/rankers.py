@@ -217,7 +217,7 @@ class DualEncoderRanker(Ranker):
         import transformers
         from transformers import AutoModel, AutoTokenizer
 
-        from ..embedders import load_image_processor
+        from ..embeddings.images import load_image_processor
 
         transformers.utils.logging.disable_progress_bar()
         try:
@@ -315,7 +315,7 @@ class AttributeRanker(Ranker):
         if all(e is not None for e in exact):
             return exact
         if self._embedder is None:
-            from ..text_embedding import get_text_embedder
+            from ..embeddings.text import get_text_embedder
 
             self._embedder = get_text_embedder()
         sims = self._embedder.similarity(list(hypotheses), names)

@@ -16,8 +16,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from .cli_console import make_console
-from .errors import ConfigError
+from ..errors import ConfigError
+from .console import make_console
 
 setdiff_app = typer.Typer(add_completion=False, no_args_is_help=False,
                           help="Describe what distinguishes image set 1 from set 2 (RadDiff/VisDiff protocol).")
@@ -36,7 +36,7 @@ def _summary_table(frame, title: str) -> Table:
 
 
 def _backend(kind: str, model: str | None, device: str, base_url: str | None, role: str) -> Any:
-    from .backends import create_backend
+    from ..backends import create_backend
 
     if not model:
         hint = (" (or --ranker dual_encoder --ranker-model open_clip:<name>, or --ranker random for chance)"
@@ -81,16 +81,16 @@ def run_command(
     output: Path = typer.Option(Path("runs/setdiff"), file_okay=False, help="Where outcomes, summary and report go."),
 ) -> None:
     """Propose, rank and judge differences between image sets; print acc@k when ground truth is known."""
-    from .cases import CaseTable
-    from .setdiff import (
+    from ..cases import CaseTable
+    from ..setdiff import (
         create_judge,
         create_proposer,
         create_ranker,
         load_pairs,
         pair_from_table,
     )
-    from .setdiff.pipeline import run_setdiff
-    from .setdiff.report import setdiff_section, write_setdiff_report
+    from ..setdiff.pipeline import run_setdiff
+    from ..setdiff.report import setdiff_section, write_setdiff_report
 
     if (benchmark is None) == (manifest is None):
         raise ConfigError("give a benchmark file or --manifest with --set1 and --set2 (exactly one of them)")
@@ -159,7 +159,7 @@ def run_command(
 
 def _attach_reports(pairs, spec: str, image_root: Path | None):
     """Join reports to the pairs' images; print how many were found (never their text)."""
-    from .setdiff.reports import attach_reports, load_report_source
+    from ..setdiff.reports import attach_reports, load_report_source
 
     kind, _, location = spec.partition(":")
     source = load_report_source(kind, location or None, image_root)
@@ -184,7 +184,7 @@ def _radiology(benchmark: Path | None, fmt: str) -> bool:
     """Whether the input is RadDiffBench-format (the default vocabulary's domain) or a case table."""
     if benchmark is None:
         return True  # a case table: the user's own medical images
-    from .setdiff.inputs import benchmark_format
+    from ..setdiff.inputs import benchmark_format
 
     return benchmark_format(benchmark, fmt) == "raddiff"
 
@@ -200,7 +200,7 @@ def validate_command(
                                                     "(to inspect a file without its images)."),
 ) -> None:
     """Check a benchmark file: pairs, difficulties, images referenced and missing; every problem one line."""
-    from .setdiff import load_pairs
+    from ..setdiff import load_pairs
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -233,7 +233,7 @@ class _NoTruthJudge:
     name = "none"
 
     def judge(self, hypotheses, pair):
-        from .setdiff.judges import Judgement
+        from ..setdiff.judges import Judgement
 
         return [Judgement(h, 0, True, "no ground truth") for h in hypotheses]
 
@@ -257,10 +257,10 @@ def benchmark_command(
                                "(the tiny VLM, trained with --train-images/--train-steps)."),
 ) -> None:
     """The offline benchmark: 24 generated set pairs, VLM ranker vs random vs ground-truth attributes."""
-    from .setdiff.benchmark import run_setdiff_benchmark
+    from ..setdiff.benchmark import run_setdiff_benchmark
 
     if reports:
-        from .setdiff.report_benchmark import RANKER_NAMES, run_report_benchmark
+        from ..setdiff.report_benchmark import RANKER_NAMES, run_report_benchmark
 
         if ranker not in RANKER_NAMES:
             raise ConfigError(f"option '--ranker': '{ranker}' (use {' or '.join(RANKER_NAMES)})")
@@ -281,7 +281,7 @@ def benchmark_command(
 @setdiff_app.command("list")
 def list_command() -> None:
     """The registered proposers, rankers and judges."""
-    from .setdiff import list_judges, list_proposers, list_rankers
+    from ..setdiff import list_judges, list_proposers, list_rankers
 
     console.print("proposers: " + ", ".join(list_proposers()))
     console.print("rankers: " + ", ".join(list_rankers()))

@@ -9,14 +9,14 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def _runner(config: Path):
-    from .evaluation.config import ExperimentConfig
+    from ..evaluation.config import ExperimentConfig
 
     experiment = ExperimentConfig.from_yaml(config)  # before the runner's torch import: config errors come fast
-    from .evaluation.runner import ExperimentRunner
+    from ..evaluation.runner import ExperimentRunner
 
     return ExperimentRunner(experiment, progress=False)
 
@@ -34,7 +34,7 @@ def _model(runner, label: str | None):
 def _local_backend(runner, model):
     """The model's backend with its weights here (attribution needs gradients). Its options are left
     out: they tune scoring speed (a vision cache would even block the gradients), not the weights."""
-    from .backends import local_backend
+    from ..backends import local_backend
 
     return local_backend(runner.concrete_model(model).model_copy(update={"options": {}}), "attribution")
 
@@ -59,10 +59,10 @@ def register(app: typer.Typer, console: Console) -> None:
     ) -> None:
         """Attribution maps of every image in one case's prompt (references and query) toward an option."""
         runner = _runner(config)
-        from .cases import case_rng
-        from .explain.attribution import RequestExplainer
-        from .explain.overlay import METHOD_TITLES, overlay_png
-        from .references.selectors import create_selector
+        from ..cases import case_rng
+        from ..explain.attribution import RequestExplainer
+        from ..explain.overlay import METHOD_TITLES, overlay_png
+        from ..references.selectors import create_selector
 
         cases = {c.case_id: c for c in runner.table}
         if case_id not in cases:
@@ -111,9 +111,9 @@ def register(app: typer.Typer, console: Console) -> None:
     ) -> None:
         """Localization (pointing game, energy in mask), reference use and layer analysis, single vs paired."""
         runner = _runner(config)
-        from .explain.evidence import EvidenceConfig, EvidenceRunner
-        from .explain.report import evidence_section
-        from .report import ReportInputs, write_report
+        from ..explain.evidence import EvidenceConfig, EvidenceRunner
+        from ..explain.report import evidence_section
+        from ..report import ReportInputs, write_report
 
         evidence_config = EvidenceConfig(split=runner.config.eval.split, n_localization=n_localization,
                                          n_cases=n_cases, methods=method, selector=selector, k=k,
@@ -127,7 +127,7 @@ def register(app: typer.Typer, console: Console) -> None:
         report = write_report(output / "report.html", ReportInputs(
             title=f"seeinpairs evidence: {runner.config.name}", sections=[evidence_section(result)],
             metadata={"config": str(config), "single": single, "paired": paired}))
-        from .explain.report import evidence_findings
+        from ..explain.report import evidence_findings
 
         for line in evidence_findings(result):
             console.print(line)

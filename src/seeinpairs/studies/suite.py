@@ -1,6 +1,6 @@
 """A suite of comparative studies: several data sets, several training seeds, one report.
 
-Each entry of ``studies`` is a full :class:`~seeinpairs.study.StudyConfig`
+Each entry of ``studies`` is a full :class:`~seeinpairs.studies.study.StudyConfig`
 (task, data, model, training, evaluation grid, sample-efficiency ladder,
 anchor). A *profile* (``quick`` for CI-size runs, ``full`` for the reported
 figures) overrides the budget of every study in one place: training steps,
@@ -29,16 +29,16 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..atomic import FileSet, atomic_write_text
+from ..cases import CaseTable
+from ..configfile import ConfigFile, resolve_path
+from ..datasets.preparation import prepare_data
+from ..errors import ConfigError
+from ..evaluation.audit import audit_references
+from ..evaluation.degenerate import failed_rows
+from ..siteshift.experiment import SiteShiftSpec, run_site_shift
+from ..stages import stage_done
 from .baselines import BASELINES
-from .atomic import FileSet, atomic_write_text
-from .cases import CaseTable
-from .configfile import ConfigFile, resolve_path
-from .errors import ConfigError
-from .evaluation.audit import audit_references
-from .evaluation.degenerate import failed_rows
-from .datasets.preparation import prepare_data
-from .siteshift.experiment import SiteShiftSpec, run_site_shift
-from .stages import stage_done
 from .study import StudyConfig, StudyResult, run_study
 
 HEADLINE_METRICS = ("auroc", "accuracy", "macro_f1")
@@ -72,7 +72,7 @@ class SuiteProfile(BaseModel):
 class BaselineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    #: which image-only baselines to train (names in :data:`~seeinpairs.baselines.BASELINES`)
+    #: which image-only baselines to train (names in :data:`~seeinpairs.studies.baselines.BASELINES`)
     kinds: list[str] = Field(default_factory=lambda: ["logistic", "cnn"], min_length=1)
     size: int = Field(28, ge=4)
     color: bool = False

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 

@@ -20,21 +20,30 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import Field, model_validator
 
-from .atomic import atomic_write_text
-from .cases import CaseTable
-from .configfile import ConfigFile, resolve_path
-from .datasets.preparation import prepare_data
-from .evaluation.config import EvalConfig, ExperimentConfig
-from .evaluation.runner import ExperimentResult, run_experiment
-from .evaluation.stats import write_tables
-from .explain.evidence import EvidenceConfig, EvidenceResult, EvidenceRunner
-from .explain.report import evidence_section
-from .references.bank import ReferenceBank
-from .runtime import environment_summary
-from .settings import (BankConfig, ConditionConfig, ConfigTask, DataConfig, ModelConfig, ReferenceCount, StrictModel,
-                       check_partial_task, partial_task_input)
-from .stages import stage_done
-from .training import train_condition
+from ..atomic import atomic_write_text
+from ..cases import CaseTable
+from ..configfile import ConfigFile, resolve_path
+from ..datasets.preparation import prepare_data
+from ..evaluation.config import EvalConfig, ExperimentConfig
+from ..evaluation.runner import ExperimentResult, run_experiment
+from ..evaluation.stats import write_tables
+from ..explain.evidence import EvidenceConfig, EvidenceResult, EvidenceRunner
+from ..explain.report import evidence_section
+from ..references.bank import ReferenceBank
+from ..runtime import environment_summary
+from ..settings import (
+    BankConfig,
+    ConditionConfig,
+    ConfigTask,
+    DataConfig,
+    ModelConfig,
+    ReferenceCount,
+    StrictModel,
+    check_partial_task,
+    partial_task_input,
+)
+from ..stages import stage_done
+from ..training import train_condition
 
 SINGLE_LABEL = "single-trained"
 PAIRED_LABEL = "paired-trained"
@@ -201,7 +210,12 @@ def run_sample_efficiency(config: StudyConfig, progress: bool = True, table: Cas
 def run_study(config: StudyConfig, progress: bool = True, table: CaseTable | None = None) -> StudyResult:
     """Train, evaluate, sweep and report one study. The manifest is read once here (or by the caller,
     who passes ``table``: the cases ``config.data`` describes) and handed to every stage."""
-    from .report import DEFAULT_LIMITATIONS, ReportInputs, examples_from_records, write_report
+    from ..report import (
+        DEFAULT_LIMITATIONS,
+        ReportInputs,
+        examples_from_records,
+        write_report,
+    )
 
     started = time.perf_counter()
     out = Path(config.output_dir)
@@ -263,7 +277,7 @@ def run_study(config: StudyConfig, progress: bool = True, table: CaseTable | Non
 
 def run_study_evidence(config: StudyConfig, table: CaseTable, single: Path, paired: Path) -> EvidenceResult:
     """The evidence analysis of the study's two trained models (masks resolve like the images)."""
-    from .backends import local_backend
+    from ..backends import local_backend
 
     # the trained folders, with the model's dtype, device and batch size (its options tune the base model's scoring)
     backends = [local_backend(config.model.model_copy(update={"name": str(path), "tiny": None, "options": {}}),

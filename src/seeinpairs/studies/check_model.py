@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import BackendError
-from .prompts import Request
+from ..errors import BackendError
+from ..prompts import Request
 
 #: largest allowed absolute difference between a fast path's log-likelihoods and its reference (float32)
 TOLERANCE = 1e-4
@@ -88,9 +88,11 @@ def vlm_model_type(name_or_path: str, **hub: Any) -> str:
     """The model type of a vision-language checkpoint; a one-line :class:`BackendError` for anything else
     (a missing folder, a folder without ``config.json``, a text-only model)."""
     from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
 
-    from .backends.hf import peft_adapter_base
+    from ..backends.hf import peft_adapter_base
 
     path = Path(name_or_path).expanduser()
     source = name_or_path
@@ -141,7 +143,7 @@ class _Checker:
     """Runs the checks on one loaded backend; each returns (status, detail)."""
 
     def __init__(self, backend) -> None:
-        from .backends.encoding import answer_token_ids
+        from ..backends.encoding import answer_token_ids
 
         self.backend = backend
         self.model_type = str(getattr(backend.model.config, "model_type", ""))
@@ -166,8 +168,8 @@ class _Checker:
 
     def shared_prompt(self) -> tuple[str, str]:
         """The shared-prompt path run directly (the backend would fall back silently-equal on a mismatch)."""
-        from .backends.encoding import answer_token_ids, encode_prompts
-        from .backends.shared_prompt import score_prompt_options
+        from ..backends.encoding import answer_token_ids, encode_prompts
+        from ..backends.shared_prompt import score_prompt_options
 
         b, request = self.backend, self.multi_token
         prompt = b.prompt_text(request)
@@ -187,7 +189,11 @@ class _Checker:
         return "ok", f"{len(answers[0])} characters in 4 new tokens"
 
     def prefix_cache(self) -> tuple[str, str]:
-        from .backends.prefix_cache import prefix_cache_reason, score_with_prefix_cache, supports_prefix_cache
+        from ..backends.prefix_cache import (
+            prefix_cache_reason,
+            score_with_prefix_cache,
+            supports_prefix_cache,
+        )
 
         if not supports_prefix_cache(self.backend.model):
             return "not registered", prefix_cache_reason(self.backend.model)
@@ -201,7 +207,11 @@ class _Checker:
         return status, f"{detail}, {len(served)} of {len(self.one_token)} requests served"
 
     def vision_cache(self) -> tuple[str, str]:
-        from .backends.vision_cache import install_vision_cache, uninstall_vision_cache, vision_cache_reason
+        from ..backends.vision_cache import (
+            install_vision_cache,
+            uninstall_vision_cache,
+            vision_cache_reason,
+        )
 
         model = self.backend.model
         cache = install_vision_cache(model, 64 * 2**20, identity="check-model")
@@ -218,8 +228,8 @@ class _Checker:
         return status, f"{detail}, {cache.hits} hits"
 
     def attribution(self) -> tuple[str, str]:
-        from .backends.encoding import encode_prompts
-        from .explain.layouts import ExplainError, layout_for
+        from ..backends.encoding import encode_prompts
+        from ..explain.layouts import ExplainError, layout_for
 
         b = self.backend
         try:
@@ -240,7 +250,7 @@ class _Checker:
         from peft import LoraConfig
         from peft.tuners.tuners_utils import check_target_module_exists
 
-        from .backends.lora_targets import language_model_name, language_model_targets
+        from ..backends.lora_targets import language_model_name, language_model_targets
 
         model = self.backend.model
         targets = language_model_targets(model)
@@ -308,7 +318,7 @@ def check_model(name_or_path: str | Path, device: str = "auto", dtype: str = "fl
 
     ``hub``: the ``hf`` backend's options (``revision``, ``local_files_only``, ``trust_remote_code`` ...).
     """
-    from .backends import create_backend
+    from ..backends import create_backend
 
     name = str(name_or_path)
     start = time.perf_counter()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from .report import (
+from ..report import (
     DEFAULT_LIMITATIONS,
     ReportInputs,
     ReportSection,
@@ -23,7 +23,7 @@ from .report import (
     sample_efficiency,
     write_report,
 )
-from .report.plots import learning_curve_caption, plot_learning_curves, png_data_uri
+from ..report.plots import learning_curve_caption, plot_learning_curves, png_data_uri
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:

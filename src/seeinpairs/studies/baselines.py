@@ -24,12 +24,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .cases import Case, CaseTable
-from .errors import ConfigError
-from .evaluation.stats import summarise
-from .imaging import load_image
-from .registry import Registry
-from .tasks import Task
+from ..cases import Case, CaseTable
+from ..errors import ConfigError
+from ..evaluation.stats import summarise
+from ..imaging import load_image
+from ..registry import Registry
+from ..tasks import Task
 
 
 @dataclass

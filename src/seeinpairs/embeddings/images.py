@@ -21,8 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import BackendError, ConfigError
-from .registry import Registry
+from ..errors import BackendError, ConfigError
+from ..registry import Registry
 
 __all__ = [
     "EMBEDDERS",
@@ -216,7 +216,7 @@ class HFEmbedder(Embedder):
             import torch  # noqa: F401
             from transformers import AutoModel
 
-            from .backends.sources import checkpoint_fingerprint
+            from ..backends.sources import checkpoint_fingerprint
         except ImportError as exc:  # pragma: no cover - both are core dependencies
             raise ConfigError(f"embedder 'hf:{model_id}' needs torch and transformers ({_first_line(exc)})") from None
         local = Path(model_id).expanduser()

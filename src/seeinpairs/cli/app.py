@@ -19,14 +19,19 @@ from rich.table import Table
 from rich.text import Text
 
 try:  # recent typer bundles its own click, whose usage errors are not ``click``'s classes
-    from typer._click.exceptions import BadParameter, ClickException, NoSuchOption, UsageError
+    from typer._click.exceptions import (
+        BadParameter,
+        ClickException,
+        NoSuchOption,
+        UsageError,
+    )
 except ImportError:  # older typer runs on click itself
     from click.exceptions import BadParameter, ClickException, NoSuchOption, UsageError
 
-from .cli_console import make_console
-from .cli_explain import register as register_explain
-from .errors import SeeInPairsError
-from .stages import lines_wanted, stage_lines
+from ..errors import SeeInPairsError
+from ..stages import lines_wanted, stage_lines
+from .console import make_console
+from .explain import register as register_explain
 
 app = typer.Typer(add_completion=True, no_args_is_help=False,
                   help="Reference-guided comparative diagnosis with vision-language models.")
@@ -39,7 +44,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def _print_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .. import __version__
 
         console.print(f"seeinpairs {__version__}")
         raise typer.Exit()
@@ -61,7 +66,7 @@ def options(
                                  help="Print the version and exit."),
 ) -> None:
     """Reference-guided comparative diagnosis with vision-language models."""
-    from .runtime import configure_threads
+    from ..runtime import configure_threads
 
     if log_level is not None and log_level.lower() not in LOG_LEVELS:
         raise typer.BadParameter(f"'{log_level}' is not one of {', '.join(LOG_LEVELS)}", param_hint="'--log-level'")
@@ -129,10 +134,10 @@ def eval_command(
     Under 'torchrun --nproc_per_node N' (or 'accelerate launch') the cases are
     sharded across the N processes; rank 0 writes the tables and prints.
     """
-    from .evaluation.config import ExperimentConfig
+    from ..evaluation.config import ExperimentConfig
 
     cfg = ExperimentConfig.from_yaml(config)  # before the runner's torch import: config errors come fast
-    from .evaluation.runner import run_experiment
+    from ..evaluation.runner import run_experiment
 
     updates = {}
     if output is not None:
@@ -173,7 +178,7 @@ def demo(
                                               "one line per finished stage."),
 ) -> None:
     """The embedded study: generated benchmark, tiny VLMs trained single vs paired, report."""
-    from .demo import run_demo
+    from ..studies.demo import run_demo
 
     with stage_lines(lines_wanted(progress)):
         result = run_demo(output, family=family, patients=patients, progress=progress)
@@ -187,7 +192,7 @@ def study(
                                               "one line per finished stage."),
 ) -> None:
     """Train single-image and comparative models, evaluate across selectors and k, write the report."""
-    from .study import StudyConfig, run_study
+    from ..studies.study import StudyConfig, run_study
 
     cfg = StudyConfig.from_yaml(config)
     with stage_lines(lines_wanted(progress)):
@@ -204,7 +209,7 @@ def suite(
                                               "one line per finished stage."),
 ) -> None:
     """Several comparative studies over training seeds: leakage audit, image-only baseline, one report."""
-    from .suite import StudySuiteConfig, run_suite, violations
+    from ..studies.suite import StudySuiteConfig, run_suite, violations
 
     cfg = StudySuiteConfig.from_yaml(config)
     with stage_lines(lines_wanted(progress)):
@@ -223,8 +228,8 @@ def train(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Comparative supervised fine-tuning (k=0: single-image) with full training or LoRA."""
-    from .training.config import TrainConfig
-    from .training.sft import train as run_training
+    from ..training.config import TrainConfig
+    from ..training.sft import train as run_training
 
     result = run_training(TrainConfig.from_yaml(config), progress=progress, resume=resume)
     console.print(f"checkpoint: {result.checkpoint} ({result.steps} steps, {result.seconds:.0f} s)")
@@ -247,7 +252,7 @@ def build_tiny(
     seed: int = typer.Option(0, min=0),
 ) -> None:
     """Build a tiny randomly initialised VLM of a real architecture, offline."""
-    from .backends.tiny import build_tiny_vlm
+    from ..backends.tiny import build_tiny_vlm
 
     console.print(f"saved {build_tiny_vlm(family, output, texts=text, seed=seed)}")
 
@@ -265,9 +270,9 @@ def validate(
 
     All problems are listed (one per line, with row and file) before the one-line error.
     """
-    from .cases import check_manifest
-    from .errors import ManifestError
-    from .tasks import Task
+    from ..cases import check_manifest
+    from ..errors import ManifestError
+    from ..tasks import Task
 
     classes = Task.from_yaml(task).classes if task is not None else None
     check = check_manifest(manifest, image_root=image_root, classes=classes, decode=not quick,
@@ -301,12 +306,12 @@ def serve(
                                         help="Bearer token required on /v1 endpoints."),
 ) -> None:
     """Serve the diagnosis API, an OpenAI-compatible chat endpoint and the web page for one model."""
-    from .serve.schemas import ServeConfig
+    from ..serve.schemas import ServeConfig
 
     cfg = ServeConfig.from_yaml(config)  # before the app's torch import: config errors come fast
     import uvicorn
 
-    from .serve.app import create_app
+    from ..serve.app import create_app
 
     if token:
         cfg = cfg.model_copy(update={"auth_token": token})
@@ -331,7 +336,7 @@ def check_model_command(
     targets) with timings; exits 2 with a one-line reason when loading or a check fails."""
     import json
 
-    from .check_model import check_model, raise_on_failure
+    from ..studies.check_model import check_model, raise_on_failure
 
     result = check_model(model, device=device, dtype=dtype, revision=revision, local_files_only=local_files_only,
                          trust_remote_code=trust_remote_code)
@@ -348,9 +353,9 @@ def check_model_command(
 def list_components() -> None:
     """List every registry (backends, selectors, metrics, data set adapters, ...) with its entries and
     what each is, the tiny model families not supported, and the class names each data set adapter gives."""
-    from .backends.tiny_families import UNSUPPORTED_FAMILIES
-    from .datasets.registry import dataset_classes, list_datasets
-    from .registry import registries
+    from ..backends.tiny_families import UNSUPPORTED_FAMILIES
+    from ..datasets.registry import dataset_classes, list_datasets
+    from ..registry import registries
 
     for registry in registries():
         console.print(f"{registry.kind} ({len(registry.list_names())}):", markup=False, highlight=False)
@@ -367,9 +372,11 @@ def list_components() -> None:
 
 
 register_explain(app, console)
-from .cli_setdiff import setdiff_app  # noqa: E402  (the setdiff command group)
+from .setdiff import setdiff_app  # noqa: E402  (the setdiff command group)
+
 app.add_typer(setdiff_app, name="setdiff")
-from .cli_mim import app as mim_app  # noqa: E402  (multi-image QA commands)
+from .mim import app as mim_app  # noqa: E402  (multi-image QA commands)
+
 app.add_typer(mim_app, name="mim")
 
 
@@ -419,6 +426,3 @@ def main() -> None:
     if isinstance(status, int) and status:  # without standalone mode click returns an explicit Exit's code
         sys.exit(status)
 
-
-if __name__ == "__main__":
-    main()

@@ -14,9 +14,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .cli_console import make_console
-from .errors import ConfigError
-from .mim.format import ABILITIES, DEFAULT_ROOT, KNOWN_DATASETS, FileKind, check_root_names
+from ..errors import ConfigError
+from ..mim.format import (
+    ABILITIES,
+    DEFAULT_ROOT,
+    KNOWN_DATASETS,
+    FileKind,
+    check_root_names,
+)
+from .console import make_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="Multi-image medical QA (Med-MIM layout): validate, generate, train, evaluate, demo.")
@@ -111,7 +117,7 @@ def validate(
 ) -> None:
     """Check files: structure, placeholders, options, images. Every problem is listed, one line each,
     with counts of items, abilities, sources, multiple-choice/open items and images."""
-    from .mim.format import MimDataset
+    from ..mim.format import MimDataset
 
     roots = parse_roots(root)
     dataset = MimDataset.load(files, roots, kind=parse_kind(split, ability), check_images="none", strict=False)
@@ -153,8 +159,8 @@ def generate(
     seed: int = typer.Option(0, min=0),
 ) -> None:
     """Generate multi-image questions (co-reference, comparison, temporal, reasoning) from a case table."""
-    from .cases import CaseTable
-    from .mim.generate import QAGenConfig, generate_qa
+    from ..cases import CaseTable
+    from ..mim.generate import QAGenConfig, generate_qa
 
     table = CaseTable.load(manifest, image_root=image_root)
     config = QAGenConfig(n_items={"train": train, "val": val, "test": test}, dataset=dataset, prefix=prefix,
@@ -176,7 +182,7 @@ def synthetic(
     seed: int = typer.Option(0, min=0),
 ) -> None:
     """Generate the longitudinal, two-view synthetic case table (input for 'mim generate')."""
-    from .datasets.synthetic_series import SeriesConfig, generate_series
+    from ..datasets.synthetic_series import SeriesConfig, generate_series
 
     table = generate_series(output, SeriesConfig(n_patients=patients, seed=seed))
     console.print(f"{len(table)} images of {patients} patients: {output / 'manifest.csv'}")
@@ -202,9 +208,9 @@ def evaluate(
     """Evaluate a model on Med-MIM-format files: accuracy per ability, source and split with 95% CIs.
 
     Malformed items are skipped (one line each, and skipped_<condition>.csv beside the results)."""
-    from .backends import create_backend
-    from .mim.evaluate import evaluate as run
-    from .mim.format import MimDataset
+    from ..backends import create_backend
+    from ..mim.evaluate import evaluate as run
+    from ..mim.format import MimDataset
 
     roots = parse_roots(root)
     dataset = MimDataset.load(files, roots, kind=parse_kind(split, ability), check_images="none", strict=strict)
@@ -241,9 +247,9 @@ def train(
     strict: bool = typer.Option(False, help=STRICT_HELP),
 ) -> None:
     """Multi-image SFT on Med-MIM-format items (full training for tiny models, LoRA for pretrained ones)."""
-    from .mim.format import MimDataset
-    from .mim.train import train_mim
-    from .training import SFTSettings
+    from ..mim.format import MimDataset
+    from ..mim.train import train_mim
+    from ..training import SFTSettings
 
     if (model is None) == (tiny is None):
         raise ConfigError("give exactly one of --model (a checkpoint) or --tiny (a tiny model family)")
@@ -271,7 +277,7 @@ def demo(
     progress: bool = typer.Option(True),
 ) -> None:
     """Offline: generate the multi-image benchmark, evaluate a tiny VLM, SFT it, evaluate again, ablate, report."""
-    from .mim.demo import MimDemoConfig, run_mim_demo
+    from ..mim.demo import MimDemoConfig, run_mim_demo
 
     overrides = {k: v for k, v in {"steps": steps, "patients": patients}.items() if v is not None}
     result, _ = run_mim_demo(output, MimDemoConfig(**overrides), progress=progress)

@@ -1,0 +1,2 @@
+"""Embeddings for retrieval and matching: image embedders (reference retrieval) and text embedders
+(set-difference ranking and judging, open-ended answer similarity)."""
