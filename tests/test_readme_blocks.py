@@ -63,3 +63,21 @@ def test_yaml_config_block_is_a_valid_config(block):
         pytest.fail("not valid YAML (see test_yaml_block_parses)")
     assert isinstance(data, dict)
     _schema_check(data)
+
+
+@pytest.mark.parametrize("block", readme_blocks(("python",)))
+def test_python_block_compiles(block):
+    compile(block, "README.md", "exec")
+
+
+def test_the_family_matrix_lists_every_registered_and_unsupported_family():
+    """The matrix is generated (benchmarks/family_matrix.py); a family added since must be in it."""
+    from seeinpairs.backends.tiny import TINY_FAMILIES
+    from seeinpairs.backends.tiny_families import UNSUPPORTED_FAMILIES
+
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Model families"):text.index("### Data-set adapters")]
+    rows = {line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")} - {"family"}
+    unsupported = set(re.findall(r"^- (\w+): ", section, re.MULTILINE))
+    assert rows == set(TINY_FAMILIES.list_names())
+    assert unsupported == set(UNSUPPORTED_FAMILIES)
