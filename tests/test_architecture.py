@@ -384,3 +384,31 @@ def test_the_layer_map_is_read_by_longest_prefix():
     assert layer_of("siteshift.experiment") > layer_of("siteshift.augment") > layer_of("cases")
     assert layer_of("") == layer_of("tasks") and layer_of("cli") == len(LAYERS) - 1
     assert layer_of("cli.mim") == len(LAYERS) - 1 and layer_of("evaluation.runner") == layer_of("evaluation")
+
+
+#: the backend classes and their constructors: only backends/ builds a backend directly
+BACKEND_CONSTRUCTORS = ("HFBackend", "OpenAICompatBackend", "from_components", "from_config")
+
+
+def direct_backend_constructions(sources: dict[str, str]) -> list[str]:
+    """``module:line`` of each call of a backend class or constructor in a module outside ``backends``."""
+    found = []
+    for module, text in sources.items():
+        if module == "backends" or module.startswith("backends."):
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+                if name in BACKEND_CONSTRUCTORS:
+                    found.append(f"{module}:{node.lineno}: {name}(...)")
+    return found
+
+
+def test_backends_are_built_only_through_the_backends_package_doors():
+    """``create_backend(model_config)`` (or ``loaded_backend`` for weights in memory) everywhere else."""
+    sources = {module: path.read_text(encoding="utf-8") for module, path in modules().items()}
+    found = direct_backend_constructions(sources)
+    assert not found, "backends built outside backends/ (use create_backend or loaded_backend):\n" + "\n".join(found)
+    planted = {"serve.x": "from ..backends.hf import HFBackend\nb = HFBackend('m')\n"
+                          "c = HFBackend.from_components(m, p)\n"}
+    assert len(direct_backend_constructions(planted)) == 2

@@ -9,14 +9,8 @@ import pytest
 from PIL import Image
 
 from seeinpairs.cases import Case
-from seeinpairs.embeddings.images import (
-    EMBEDDERS,
-    Embedder,
-    PixelEmbedder,
-    create_embedder,
-    embedder_key,
-    list_embedders,
-)
+from seeinpairs.embeddings.images import (EMBEDDERS, Embedder, PixelEmbedder, create_embedder, embedder_key,
+                                          list_embedders)
 from seeinpairs.errors import ConfigError, RegistryError
 from seeinpairs.references import ReferenceBank, create_selector
 

@@ -7,12 +7,7 @@ import sys
 
 import pytest
 
-from seeinpairs.runtime import (
-    available_cores,
-    cgroup_cpu_limit,
-    environment_record,
-    environment_summary,
-)
+from seeinpairs.runtime import available_cores, cgroup_cpu_limit, environment_record, environment_summary
 
 
 @pytest.mark.parametrize("files, limit", [

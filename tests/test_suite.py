@@ -10,13 +10,7 @@ from seeinpairs.cases import CaseTable
 from seeinpairs.datasets.synthetic import SYNTHETIC_TASK
 from seeinpairs.errors import ConfigError
 from seeinpairs.studies.baselines import BASELINES
-from seeinpairs.studies.suite import (
-    BaselineSpec,
-    StudySuiteConfig,
-    deep_merge,
-    run_suite,
-    violations,
-)
+from seeinpairs.studies.suite import BaselineSpec, StudySuiteConfig, deep_merge, run_suite, violations
 
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "study_real.yaml"
 

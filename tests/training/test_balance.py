@@ -6,15 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from seeinpairs.training.balance import (
-    answer_loss,
-    balanced_order,
-    class_weights,
-    example_weights,
-    flat_loss,
-    prior_entropy,
-    resolve_class_balance,
-)
+from seeinpairs.training.balance import (answer_loss, balanced_order, class_weights, example_weights, flat_loss,
+                                         prior_entropy, resolve_class_balance)
 
 LABELS = ["normal"] * 30 + ["abnormal"] * 10
 

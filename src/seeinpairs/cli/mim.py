@@ -15,13 +15,7 @@ import typer
 from rich.table import Table
 
 from ..errors import ConfigError
-from ..mim.format import (
-    ABILITIES,
-    DEFAULT_ROOT,
-    KNOWN_DATASETS,
-    FileKind,
-    check_root_names,
-)
+from ..mim.format import ABILITIES, DEFAULT_ROOT, KNOWN_DATASETS, FileKind, check_root_names
 from .console import make_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=False,

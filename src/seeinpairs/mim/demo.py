@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from ..backends import create_backend
-from ..backends.hf import HFBackend
+from ..backends.in_memory import loaded_backend
 from ..datasets.synthetic import SiteProfile
 from ..datasets.synthetic_series import SeriesConfig, generate_series
 from ..report import ReportInputs, ReportSection, write_report
@@ -128,7 +128,7 @@ def run_mim_demo(output_dir: str | Path, config: MimDemoConfig | None = None,
                            batch_size=config.batch_size, lr=config.lr, max_steps=config.steps,
                            eval_every=config.eval_every, seed=config.seed, output_dir=out / "sft")
     result = train_mim(settings, train, val, progress=progress)
-    trained = HFBackend.from_components(result.model, result.processor, name="mim-sft", batch_size=32)
+    trained = loaded_backend(result.model, result.processor, name="mim-sft", batch_size=32)
     initial = create_backend({"name": str(out / "sft" / "base_model"), "device": "cpu", "batch_size": 32})
 
     evaluations = {

@@ -215,10 +215,10 @@ def attribute_examples(records: Sequence[Mapping[str, Any]], concepts: Mapping[s
 def attribute_vlm_ranker(trained: Any) -> VLMRanker:
     """The VLM ranker over a model from :func:`train_attribute_vlm`; each generated image is decoded
     once (every hypothesis is asked of the same images)."""
-    from ..backends.hf import HFBackend
+    from ..backends.in_memory import loaded_backend
 
-    backend = HFBackend.from_components(trained.model, trained.processor, name="setdiff-attribute-vlm",
-                                        batch_size=64, vision_cache_mb=64)
+    backend = loaded_backend(trained.model, trained.processor, name="setdiff-attribute-vlm", batch_size=64,
+                             vision_cache_mb=64)
 
     @lru_cache(maxsize=None)
     def load(path: str) -> Image.Image:

@@ -31,17 +31,8 @@ from ..explain.evidence import EvidenceConfig, EvidenceResult, EvidenceRunner
 from ..explain.report import evidence_section
 from ..references.bank import ReferenceBank
 from ..runtime import environment_summary
-from ..settings import (
-    BankConfig,
-    ConditionConfig,
-    ConfigTask,
-    DataConfig,
-    ModelConfig,
-    ReferenceCount,
-    StrictModel,
-    check_partial_task,
-    partial_task_input,
-)
+from ..settings import (BankConfig, ConditionConfig, ConfigTask, DataConfig, ModelConfig, ReferenceCount, StrictModel,
+                        check_partial_task, partial_task_input)
 from ..stages import stage_done
 from ..training import train_condition
 

@@ -8,21 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..report import (
-    DEFAULT_LIMITATIONS,
-    ReportInputs,
-    ReportSection,
-    anchor_metrics_text,
-    ci_cell,
-    findings_from,
-    fmt,
-    fmt_ci,
-    metrics_table,
-    paired_table,
-    render_fragment,
-    sample_efficiency,
-    write_report,
-)
+from ..report import (DEFAULT_LIMITATIONS, ReportInputs, ReportSection, anchor_metrics_text, ci_cell, findings_from,
+                      fmt, fmt_ci, metrics_table, paired_table, render_fragment, sample_efficiency, write_report)
 from ..report.plots import learning_curve_caption, plot_learning_curves, png_data_uri
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ..backends.base import option_probabilities
 from ..backends.encoding import AnswerBatch, answer_log_probs, answer_token_ids, chat_prompt
-from ..backends.hf import HFBackend
+from ..backends.in_memory import loaded_backend
 from ..cases import Case
 from ..errors import ConfigError
 from ..prompts import Request
@@ -204,7 +204,7 @@ class ExampleValidator:
         self.open = [i for i in range(len(self.examples)) if i not in scored]
 
     def __call__(self, model) -> dict[str, float]:
-        backend = HFBackend.from_components(model, self.processor, name="training", batch_size=self.batch_size)
+        backend = loaded_backend(model, self.processor, name="training", batch_size=self.batch_size)
         nll, correct = 0.0, 0
         try:
             scores = backend.score_options([self.examples[i].request for i in self.scored])

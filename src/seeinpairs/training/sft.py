@@ -47,53 +47,31 @@ import numpy as np
 import torch
 import transformers
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoModelForImageTextToText
 
-from ..backends.base import option_probabilities
+from ..atomic import atomic_dir, atomic_write_text, folder_lock
 from ..backends import require_local_weights
+from ..backends.base import option_probabilities
 from ..backends.encoding import answer_log_probs, answer_token_ids, chat_prompt
-from ..backends.hf import HFBackend
+from ..backends.in_memory import loaded_backend
 from ..backends.modeling import DTYPES, resolve_device
 from ..backends.modeling import base_model as unwrapped_base_model
 from ..backends.processors import load_processor
-from ..atomic import atomic_dir, atomic_write_text, folder_lock
-from ..runtime import environment_record
 from ..backends.tiny import TinySpec, build_tiny_vlm, built_tiny_vlm
 from ..cases import Case, CaseTable, select_eval_cases
+from ..datasets.preparation import prepare_data
 from ..errors import BankError, ConfigError
 from ..evaluation.metrics import compute_metrics
-from ..datasets.preparation import prepare_data
 from ..imaging import load_image
 from ..references.bank import ReferenceBank
-from .balance import (
-    answer_loss,
-    balanced_order,
-    class_weights,
-    example_weights,
-    flat_loss,
-    prior_entropy,
-    resolve_class_balance,
-)
+from ..runtime import environment_record
+from .balance import (answer_loss, balanced_order, class_weights, example_weights, flat_loss, prior_entropy,
+                      resolve_class_balance)
 from .config import SFTSettings, TrainConfig
 from .data import ExampleBuilder, select_train_cases
-from .examples import (
-    CaseExamples,
-    ExampleLike,
-    ExampleSource,
-    ExampleValidator,
-    RequestExamples,
-    as_labelled,
-    example_texts,
-    examples_digest,
-)
+from .examples import (CaseExamples, ExampleLike, ExampleSource, ExampleValidator, RequestExamples, as_labelled,
+                       example_texts, examples_digest)
 
 STATE_FILE = "trainer_state.pt"
 
@@ -336,7 +314,7 @@ class Validator:
         self.processor = processor
 
     def __call__(self, model) -> dict[str, float]:
-        backend = HFBackend.from_components(model, self.processor, name="training", batch_size=self.batch_size)
+        backend = loaded_backend(model, self.processor, name="training", batch_size=self.batch_size)
         try:
             scores = backend.score_options(self.requests)
         finally:
