@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,16 @@ def test_analysis_and_prose_import_no_template_code(module):
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert not {"jinja2", "markupsafe", "html", "tables"} & {name.split(".")[0] for name in imported}
 
+
+
+@pytest.mark.parametrize("module", ["seeinpairs.report.analysis", "seeinpairs.report.tables",
+                                    "seeinpairs.report.findings"])
+def test_the_numbers_import_without_matplotlib_or_templates(module):
+    """A caller of the numbers alone (the suite's tables, a notebook) should not pay for plotting or HTML."""
+    probe = (f"import sys, {module}; "
+             "print(sorted({'matplotlib', 'jinja2'} & {name.split('.')[0] for name in sys.modules}))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 def test_the_best_condition_is_the_largest_gain_and_its_tests_come_with_it():
     summary, tests = make_results({("embedding", 1): 0.83, ("random", 2): 0.86, ("random", 1): 0.78})

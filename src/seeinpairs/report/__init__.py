@@ -6,58 +6,29 @@ and :mod:`.html` renders the page from one :class:`ReportInputs`; :mod:`.format`
 number the same way throughout.
 """
 
-from .analysis import (
-    ModelComparison,
-    SampleEfficiency,
-    compare_model,
-    sample_efficiency,
-    sample_efficiency_ratio,
-)
-from .findings import DEFAULT_LIMITATIONS, efficiency_findings, findings_from, model_findings
-from .format import ci_cell, fmt, fmt_ci, fmt_delta, fmt_p
-from .html import ReportInputs, ReportSection, examples_from_records, render_fragment, render_report, write_report
-from .plots import (
-    aggregate_curves,
-    aggregate_seeds,
-    baselines_from_tests,
-    metric_by_k_figure,
-    plot_example,
-    plot_learning_curves,
-    plot_metric_by_k,
-    png_data_uri,
-)
-from .tables import anchor_metrics_text, metrics_table, paired_table
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "DEFAULT_LIMITATIONS",
-    "ModelComparison",
-    "ReportInputs",
-    "ReportSection",
-    "SampleEfficiency",
-    "aggregate_curves",
-    "aggregate_seeds",
-    "anchor_metrics_text",
-    "baselines_from_tests",
-    "ci_cell",
-    "compare_model",
-    "efficiency_findings",
-    "examples_from_records",
-    "findings_from",
-    "fmt",
-    "fmt_ci",
-    "fmt_delta",
-    "fmt_p",
-    "metric_by_k_figure",
-    "metrics_table",
-    "model_findings",
-    "paired_table",
-    "plot_example",
-    "plot_learning_curves",
-    "plot_metric_by_k",
-    "png_data_uri",
-    "render_fragment",
-    "render_report",
-    "sample_efficiency",
-    "sample_efficiency_ratio",
-    "write_report",
-]
+#: public name -> submodule; loaded on first use so that a caller of the numbers alone
+#: (:mod:`.analysis`, :mod:`.tables`) does not import matplotlib and Jinja2
+_EXPORTS = {
+    "ModelComparison": "analysis", "SampleEfficiency": "analysis", "aggregate_curves": "analysis",
+    "aggregate_seeds": "analysis", "baselines_from_tests": "analysis", "compare_model": "analysis",
+    "sample_efficiency": "analysis", "sample_efficiency_ratio": "analysis",
+    "DEFAULT_LIMITATIONS": "findings", "efficiency_findings": "findings", "findings_from": "findings",
+    "model_findings": "findings",
+    "ci_cell": "format", "fmt": "format", "fmt_ci": "format", "fmt_delta": "format", "fmt_p": "format",
+    "ReportInputs": "html", "ReportSection": "html", "examples_from_records": "html", "render_fragment": "html",
+    "render_report": "html", "write_report": "html",
+    "metric_by_k_figure": "plots", "plot_example": "plots", "plot_learning_curves": "plots",
+    "plot_metric_by_k": "plots", "png_data_uri": "plots",
+    "anchor_metrics_text": "tables", "metrics_table": "tables", "paired_table": "tables",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

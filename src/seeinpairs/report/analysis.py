@@ -1,9 +1,20 @@
 """The numbers behind the report's findings: sample-efficiency curves and each model's paired-vs-single comparison.
 
-Nothing here writes HTML or sentences: :func:`sample_efficiency` reads learning curves,
+Nothing here writes HTML or sentences or draws: :func:`sample_efficiency` reads learning curves,
 :func:`compare_model` reads one model's evaluation rows and paired tests, and both return
 dataclasses that :mod:`.findings` words and :mod:`.html` renders. Keeping them apart lets the
-analysis be tested on its own numbers and the prose on constructed analyses.
+analysis be tested on its own numbers and the prose on constructed analyses, and keeps
+matplotlib out of every caller that only needs the numbers.
+
+Aggregation over seeds is explicit and shared by the figures, tables and captions:
+
+* metric by selector and k (:func:`aggregate_seeds`): the point is the mean over
+  seeds; with one seed the bar is that run's 95% bootstrap CI, with several it
+  is the envelope of the per-seed CIs (lowest lower bound to highest upper
+  bound), which covers both case sampling and seed-to-seed variation.
+* learning curves (:func:`aggregate_curves`): the point is the mean over seeds;
+  the band is the min-max over seeds where there are several, or the run's own
+  bootstrap CI (``<metric>_lo``/``<metric>_hi``) where there is one.
 """
 
 from __future__ import annotations
@@ -17,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.degenerate import failed_rows
+from ..evaluation.metrics import METRICS
 from .format import finite, fmt_n
-from .plots import aggregate_curves, aggregate_seeds, baselines_from_tests, higher_is_better
 
 #: the smallest learning-curve ladder a sample-efficiency ratio is stated for: fewer sizes or one seed give
 #: a ratio that interpolates between two noisy points with no interval at all
@@ -29,6 +40,123 @@ MIN_LADDER_SEEDS = 2
 def is_empty(frame: Any) -> bool:
     """Whether ``frame`` is missing, not a data frame, or has no rows (a section then renders "not run")."""
     return frame is None or not isinstance(frame, pd.DataFrame) or frame.empty
+
+
+# ------------------------------------------------------------------- metrics
+def metric_name(metric: str) -> str:
+    """Display name of a metric (``auroc`` -> ``AUROC``), from its spec; an unregistered name with spaces."""
+    return METRICS.get(metric).display_name if metric in METRICS else metric.replace("_", " ")
+
+
+def higher_is_better(metric: str) -> bool:
+    """The metric's direction, from its spec (an unregistered name counts as higher-is-better)."""
+    return METRICS.get(metric).higher_is_better if metric in METRICS else True
+
+
+def _finite_values(values: pd.Series) -> np.ndarray:
+    arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    return arr[np.isfinite(arr)]
+
+
+def _nanmean(values: pd.Series) -> float:
+    arr = _finite_values(values)
+    return float(arr.mean()) if arr.size else float("nan")
+
+
+def _nanmin(values: pd.Series) -> float:
+    arr = _finite_values(values)
+    return float(arr.min()) if arr.size else float("nan")
+
+
+def _nanmax(values: pd.Series) -> float:
+    arr = _finite_values(values)
+    return float(arr.max()) if arr.size else float("nan")
+
+
+def _with_defaults(frame: pd.DataFrame, defaults: Mapping[str, Any]) -> pd.DataFrame:
+    """A copy of ``frame`` with each column of ``defaults`` it lacks filled with that default
+    (results from older or partial runs lack the identifying columns a single model or seed needs no value for)."""
+    out = frame.copy()
+    for column, value in defaults.items():
+        if column not in out.columns:
+            out[column] = value
+    return out
+
+
+# ------------------------------------------------------------------- aggregation over seeds
+def aggregate_seeds(summary: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    """One row per (model, selector, k): ``n_seeds``, ``value`` (mean over seeds), ``lo``, ``hi``.
+
+    With one seed ``lo``/``hi`` are that run's bootstrap CI; with several they
+    are the envelope of the per-seed CIs (min of ``<metric>_lo``, max of
+    ``<metric>_hi``). NaN values are ignored; a group with none left is NaN.
+    Rows without the metric column give an empty frame.
+    """
+    columns = ["model", "mode", "selector", "k", "n_seeds", "value", "lo", "hi"]
+    if summary is None or summary.empty or metric not in summary.columns:
+        return pd.DataFrame(columns=columns)
+    frame = _with_defaults(summary, {"model": "", "selector": "none", "k": 0, "seed": 0,
+                                     metric + "_lo": float("nan"), metric + "_hi": float("nan")})
+    frame["model"] = frame["model"].astype(str)
+    frame["selector"] = frame["selector"].astype(str)
+    frame["k"] = pd.to_numeric(frame["k"], errors="coerce").fillna(0).astype(int)
+    rows = []
+    for (model, selector, k), group in frame.groupby(["model", "selector", "k"], sort=False):
+        seeds = group["seed"].nunique(dropna=False)
+        if len(group) == 1:
+            lo, hi = float(group[metric + "_lo"].iloc[0]), float(group[metric + "_hi"].iloc[0])
+        else:
+            lo, hi = _nanmin(group[metric + "_lo"]), _nanmax(group[metric + "_hi"])
+        rows.append({"model": model, "mode": "single" if k == 0 else "paired", "selector": selector, "k": k,
+                     "n_seeds": int(seeds), "value": _nanmean(group[metric]), "lo": lo, "hi": hi})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def aggregate_curves(curves: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    """One row per (model, mode, n_train) of a learning-curve frame: mean over seeds with a band.
+
+    ``band`` says how ``lo``/``hi`` were made: ``"seeds"`` (min-max over
+    several seeds), ``"bootstrap"`` (one seed: its ``<metric>_lo``/``_hi``)
+    or ``"none"`` (one seed and no CI columns).
+    """
+    columns = ["model", "mode", "n_train", "n_seeds", "value", "lo", "hi", "band"]
+    if curves is None or curves.empty or metric not in curves.columns or "n_train" not in curves.columns:
+        return pd.DataFrame(columns=columns)
+    frame = _with_defaults(curves, {"model": "", "mode": "single", "seed": 0})
+    frame["model"] = frame["model"].astype(str)
+    frame["mode"] = frame["mode"].astype(str)
+    frame["n_train"] = pd.to_numeric(frame["n_train"], errors="coerce")
+    frame = frame[frame["n_train"].notna()]
+    has_ci = metric + "_lo" in frame.columns and metric + "_hi" in frame.columns
+    rows = []
+    for (model, mode, n_train), group in frame.groupby(["model", "mode", "n_train"], sort=True):
+        values = pd.to_numeric(group[metric], errors="coerce")
+        measured = values[np.isfinite(values.to_numpy(dtype=float))]
+        if len(measured) >= 2:
+            lo, hi, band = float(measured.min()), float(measured.max()), "seeds"
+        elif has_ci and len(group) == 1:
+            lo, hi = float(group[metric + "_lo"].iloc[0]), float(group[metric + "_hi"].iloc[0])
+            band = "bootstrap" if finite(lo) and finite(hi) else "none"
+        else:
+            lo = hi = float("nan")
+            band = "none"
+        rows.append({"model": model, "mode": mode, "n_train": float(n_train), "n_seeds": int(group["seed"].nunique()),
+                     "value": _nanmean(values), "lo": lo, "hi": hi, "band": band})
+    out = pd.DataFrame(rows, columns=columns)
+    return out
+
+
+def baselines_from_tests(paired_tests: pd.DataFrame | None) -> dict[str, str]:
+    """Model -> the model whose single-image run its paired conditions were compared with (``baseline`` column)."""
+    if paired_tests is None or paired_tests.empty or not {"model", "baseline"} <= set(paired_tests.columns):
+        return {}
+    out = {}
+    for model, group in paired_tests.groupby(paired_tests["model"].astype(str)):
+        named = group["baseline"].dropna().astype(str)
+        if len(named):
+            out[str(model)] = str(named.mode().iloc[0])
+    return out
+
 
 
 # ------------------------------------------------------------------- sample efficiency
@@ -63,6 +191,8 @@ class SampleEfficiency:
     #: (n, mean over seeds) per training-set size, for reporting the raw curve when no ratio is estimable
     single_curve: tuple[tuple[float, float], ...] = ()
     paired_curve: tuple[tuple[float, float], ...] = ()
+    #: the target is what single training reaches at its largest training set (``target_source`` words it)
+    target_from_single: bool = False
 
     @property
     def estimable(self) -> bool:
@@ -158,7 +288,8 @@ def sample_efficiency(
                             n_sizes=len(set(ns_s.tolist()) & set(ns_p.tolist())), n_seeds=len(seeds),
                             seed_ratios=seed_ratios,
                             single_curve=tuple(zip(ns_s.tolist(), v_s.tolist())),
-                            paired_curve=tuple(zip(ns_p.tolist(), v_p.tolist())))
+                            paired_curve=tuple(zip(ns_p.tolist(), v_p.tolist())),
+                            target_from_single=target is None and bool(ns_s.size))
 
 
 def _ratio(ns_s: np.ndarray, v_s: np.ndarray, ns_p: np.ndarray, v_p: np.ndarray, goal: float, higher: bool) -> float:

@@ -24,11 +24,11 @@ from .analysis import (
     coerce_efficiency,
     compare_model,
     is_empty,
+    metric_name,
     split_prior,
     subjects,
 )
 from .format import condition_label, finite, fmt, fmt_ci, fmt_delta, fmt_n, list_text, p_text
-from .plots import metric_name
 
 NO_RESULTS = "No evaluation results: the single-vs-paired comparison was not run."
 
@@ -314,7 +314,7 @@ def efficiency_target(e: SampleEfficiency) -> str | None:
     if not _ratio_stated(e):
         return None
     name = metric_name(e.metric)
-    if e.target_source.startswith("single at"):
+    if e.target_from_single:
         return (f"Sample efficiency target: the single model's {name} at its largest training set "
                 f"(n={fmt_n(e.largest_n_single)}), {fmt(e.target)}.")
     return f"Sample efficiency target: {name} {fmt(e.target)} ({e.target_source})."

@@ -7,7 +7,7 @@ of the findings write the same value the same way (``NA`` for a missing or non-f
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -128,3 +128,20 @@ def list_text(items: Sequence[str]) -> str:
     if len(items) <= LIST_LIMIT:
         return ", ".join(items)
     return ", ".join(items[:LIST_LIMIT]) + f" and {len(items) - LIST_LIMIT} more"
+
+
+def format_probabilities(probabilities: Any, options: Sequence[str] | None = None, digits: int = 2) -> str:
+    """``"normal 0.20, abnormal 0.80"`` from a mapping, or from a list aligned with ``options``."""
+    if probabilities is None:
+        return ""
+    if isinstance(probabilities, Mapping):
+        items = list(probabilities.items())
+    else:
+        values = list(probabilities)
+        names = list(options) if options is not None and len(options) == len(values) else \
+            [str(i) for i in range(len(values))]
+        items = list(zip(names, values))
+    parts = []
+    for name, value in items:
+        parts.append(f"{name} {float(value):.{digits}f}" if finite(value) else f"{name} NA")
+    return ", ".join(parts)

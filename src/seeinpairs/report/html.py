@@ -20,11 +20,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..atomic import atomic_write_text
-from .analysis import SampleEfficiency, coerce_efficiency, is_empty
+from .analysis import SampleEfficiency, baselines_from_tests, coerce_efficiency, is_empty
 from .findings import DEFAULT_LIMITATIONS, efficiency_findings, findings_from
+from .format import format_probabilities
 from .plots import (
-    baselines_from_tests,
-    format_probabilities,
     learning_curve_caption,
     metric_by_k_caption,
     plot_example,

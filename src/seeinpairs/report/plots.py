@@ -6,22 +6,14 @@ optionally writes the same bytes to ``path``. Figures are small (about 100 dpi)
 because the report embeds them as base64 data URIs to stay one self-contained
 file; :func:`png_data_uri` makes such a URI.
 
-Aggregation over seeds is explicit and shared with the tables and captions:
-
-* metric by selector and k (:func:`aggregate_seeds`): the point is the mean over
-  seeds; with one seed the bar is that run's 95% bootstrap CI, with several it
-  is the envelope of the per-seed CIs (lowest lower bound to highest upper
-  bound), which covers both case sampling and seed-to-seed variation.
-* learning curves (:func:`aggregate_curves`): the point is the mean over seeds;
-  the band is the min-max over seeds where there are several, or the run's own
-  bootstrap CI (``<metric>_lo``/``<metric>_hi``) where there is one.
+The numbers drawn come from :mod:`.analysis` (:func:`~.analysis.aggregate_seeds`,
+:func:`~.analysis.aggregate_curves`), which the tables and captions share.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,22 +23,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..evaluation.metrics import METRICS
+from .analysis import aggregate_curves, aggregate_seeds, metric_name
+from .format import finite, format_probabilities
 
 DPI = 100
 #: the metrics drawn by default, in panel order
 PLOT_METRICS = ("auroc", "accuracy")
 _THUMBNAIL = 256
-
-
-def metric_name(metric: str) -> str:
-    """Display name of a metric (``auroc`` -> ``AUROC``), from its spec; an unregistered name with spaces."""
-    return METRICS.get(metric).display_name if metric in METRICS else metric.replace("_", " ")
-
-
-def higher_is_better(metric: str) -> bool:
-    """The metric's direction, from its spec (an unregistered name counts as higher-is-better)."""
-    return METRICS.get(metric).higher_is_better if metric in METRICS else True
 
 
 def png_data_uri(png: bytes) -> str:
@@ -72,110 +55,6 @@ def _finish(fig: Figure, path: str | Path | None) -> bytes:
     return png
 
 
-def _nanmean(values: pd.Series) -> float:
-    arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    arr = arr[np.isfinite(arr)]
-    return float(arr.mean()) if arr.size else float("nan")
-
-
-def _nanmin(values: pd.Series) -> float:
-    arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    arr = arr[np.isfinite(arr)]
-    return float(arr.min()) if arr.size else float("nan")
-
-
-def _nanmax(values: pd.Series) -> float:
-    arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    arr = arr[np.isfinite(arr)]
-    return float(arr.max()) if arr.size else float("nan")
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return value is not None and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-# ------------------------------------------------------------------- aggregation
-def aggregate_seeds(summary: pd.DataFrame | None, metric: str) -> pd.DataFrame:
-    """One row per (model, selector, k): ``n_seeds``, ``value`` (mean over seeds), ``lo``, ``hi``.
-
-    With one seed ``lo``/``hi`` are that run's bootstrap CI; with several they
-    are the envelope of the per-seed CIs (min of ``<metric>_lo``, max of
-    ``<metric>_hi``). NaN values are ignored; a group with none left is NaN.
-    Rows without the metric column give an empty frame.
-    """
-    columns = ["model", "mode", "selector", "k", "n_seeds", "value", "lo", "hi"]
-    if summary is None or summary.empty or metric not in summary.columns:
-        return pd.DataFrame(columns=columns)
-    frame = summary.copy()
-    if "model" not in frame.columns:
-        frame["model"] = ""
-    if "selector" not in frame.columns:
-        frame["selector"] = "none"
-    if "k" not in frame.columns:
-        frame["k"] = 0
-    if "seed" not in frame.columns:
-        frame["seed"] = 0
-    for suffix in ("_lo", "_hi"):
-        if metric + suffix not in frame.columns:
-            frame[metric + suffix] = float("nan")
-    frame["model"] = frame["model"].astype(str)
-    frame["selector"] = frame["selector"].astype(str)
-    frame["k"] = pd.to_numeric(frame["k"], errors="coerce").fillna(0).astype(int)
-    rows = []
-    for (model, selector, k), group in frame.groupby(["model", "selector", "k"], sort=False):
-        seeds = group["seed"].nunique(dropna=False)
-        if len(group) == 1:
-            lo, hi = float(group[metric + "_lo"].iloc[0]), float(group[metric + "_hi"].iloc[0])
-        else:
-            lo, hi = _nanmin(group[metric + "_lo"]), _nanmax(group[metric + "_hi"])
-        rows.append({"model": model, "mode": "single" if k == 0 else "paired", "selector": selector, "k": k,
-                     "n_seeds": int(seeds), "value": _nanmean(group[metric]), "lo": lo, "hi": hi})
-    return pd.DataFrame(rows, columns=columns)
-
-
-def aggregate_curves(curves: pd.DataFrame | None, metric: str) -> pd.DataFrame:
-    """One row per (model, mode, n_train) of a learning-curve frame: mean over seeds with a band.
-
-    ``band`` says how ``lo``/``hi`` were made: ``"seeds"`` (min-max over
-    several seeds), ``"bootstrap"`` (one seed: its ``<metric>_lo``/``_hi``)
-    or ``"none"`` (one seed and no CI columns).
-    """
-    columns = ["model", "mode", "n_train", "n_seeds", "value", "lo", "hi", "band"]
-    if curves is None or curves.empty or metric not in curves.columns or "n_train" not in curves.columns:
-        return pd.DataFrame(columns=columns)
-    frame = curves.copy()
-    if "model" not in frame.columns:
-        frame["model"] = ""
-    if "mode" not in frame.columns:
-        frame["mode"] = "single"
-    if "seed" not in frame.columns:
-        frame["seed"] = 0
-    frame["model"] = frame["model"].astype(str)
-    frame["mode"] = frame["mode"].astype(str)
-    frame["n_train"] = pd.to_numeric(frame["n_train"], errors="coerce")
-    frame = frame[frame["n_train"].notna()]
-    has_ci = metric + "_lo" in frame.columns and metric + "_hi" in frame.columns
-    rows = []
-    for (model, mode, n_train), group in frame.groupby(["model", "mode", "n_train"], sort=True):
-        values = pd.to_numeric(group[metric], errors="coerce")
-        finite = values[np.isfinite(values.to_numpy(dtype=float))]
-        if len(finite) >= 2:
-            lo, hi, band = float(finite.min()), float(finite.max()), "seeds"
-        elif has_ci and len(group) == 1:
-            lo, hi = float(group[metric + "_lo"].iloc[0]), float(group[metric + "_hi"].iloc[0])
-            band = "bootstrap" if _finite(lo) and _finite(hi) else "none"
-        else:
-            lo = hi = float("nan")
-            band = "none"
-        rows.append({"model": model, "mode": mode, "n_train": float(n_train), "n_seeds": int(group["seed"].nunique()),
-                     "value": _nanmean(values), "lo": lo, "hi": hi, "band": band})
-    out = pd.DataFrame(rows, columns=columns)
-    return out
-
-
 # ------------------------------------------------------------------- metric by selector and k
 def _present(frame: pd.DataFrame | None, metrics: Sequence[str]) -> list[str]:
     if frame is None or frame.empty:
@@ -192,18 +71,6 @@ def metric_by_k_caption(summary: pd.DataFrame | None) -> str:
         return base + "Error bars: 95% bootstrap CI over cases (one seed)."
     return base + (f"Points: mean over {seeds} seeds; error bars and band: envelope of the per-seed 95% bootstrap "
                    "CIs (lowest lower to highest upper bound), covering case sampling and seed variation.")
-
-
-def baselines_from_tests(paired_tests: pd.DataFrame | None) -> dict[str, str]:
-    """Model -> the model whose single-image run its paired conditions were compared with (``baseline`` column)."""
-    if paired_tests is None or paired_tests.empty or not {"model", "baseline"} <= set(paired_tests.columns):
-        return {}
-    out = {}
-    for model, group in paired_tests.groupby(paired_tests["model"].astype(str)):
-        named = group["baseline"].dropna().astype(str)
-        if len(named):
-            out[str(model)] = str(named.mode().iloc[0])
-    return out
 
 
 def _panels(data: pd.DataFrame, baselines: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -229,11 +96,11 @@ def _panels(data: pd.DataFrame, baselines: Mapping[str, str]) -> list[tuple[str,
 
 def _draw_single(ax: Any, single: pd.DataFrame, label: str) -> None:
     """The single-image value as a dashed line across the panel, with its interval as a shaded band."""
-    if single.empty or not _finite(single["value"].iloc[0]):
+    if single.empty or not finite(single["value"].iloc[0]):
         return
     s = single.iloc[0]
     ax.axhline(s["value"], color="black", linestyle="--", linewidth=1.2, label=label)
-    if _finite(s["lo"]) and _finite(s["hi"]):
+    if finite(s["lo"]) and finite(s["hi"]):
         ax.axhspan(s["lo"], s["hi"], color="grey", alpha=0.18, linewidth=0, label="single-image 95% CI")
     ax.plot([0], [s["value"]], marker="s", color="black")
 
@@ -364,7 +231,7 @@ def plot_learning_curves(
                     ax.fill_between(x[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
                 drew = True
             for value in zero["value"]:
-                if _finite(value):
+                if finite(value):
                     ax.axhline(value, linestyle=":", color=colour or "grey", label=f"{label} (n=0)")
         if drew:
             ax.set_xscale("log", base=2)
@@ -403,23 +270,6 @@ def _as_image(source: Any) -> Image.Image | None:
     image = image.copy()
     image.thumbnail((_THUMBNAIL, _THUMBNAIL))
     return image
-
-
-def format_probabilities(probabilities: Any, options: Sequence[str] | None = None, digits: int = 2) -> str:
-    """``"normal 0.20, abnormal 0.80"`` from a mapping, or from a list aligned with ``options``."""
-    if probabilities is None:
-        return ""
-    if isinstance(probabilities, Mapping):
-        items = list(probabilities.items())
-    else:
-        values = list(probabilities)
-        names = list(options) if options is not None and len(options) == len(values) else \
-            [str(i) for i in range(len(values))]
-        items = list(zip(names, values))
-    parts = []
-    for name, value in items:
-        parts.append(f"{name} {float(value):.{digits}f}" if _finite(value) else f"{name} NA")
-    return ", ".join(parts)
 
 
 def plot_example(

@@ -12,9 +12,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from ..evaluation.degenerate import failed_rows
-from .analysis import is_empty
+from .analysis import aggregate_curves, is_empty, metric_name
 from .format import ci_cell, delta_cell, finite, fmt, fmt_n, fmt_p, table_cell
-from .plots import aggregate_curves, metric_name
 
 #: metric columns shown in the tables, in this order (others with ``_lo``/``_hi`` follow)
 TABLE_METRICS = ("auroc", "accuracy", "balanced_accuracy", "macro_f1", "ece")
