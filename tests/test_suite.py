@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from shared_helpers import SHARED_DATA
@@ -9,8 +10,11 @@ from shared_helpers import SHARED_DATA
 from seeinpairs.cases import CaseTable
 from seeinpairs.datasets.synthetic import SYNTHETIC_TASK
 from seeinpairs.errors import ConfigError
+from seeinpairs.siteshift.experiment import (NEW_SITE, ON_TRAINING_SITES, PAIRED, RECALIBRATED, SINGLE, SINGLE_AUG,
+                                             TRAINING_SITES, SiteShiftRow)
 from seeinpairs.studies.baselines import BASELINES
 from seeinpairs.studies.suite import BaselineSpec, StudySuiteConfig, deep_merge, run_suite, violations
+from seeinpairs.studies.suite_report import site_shift_findings
 
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "study_real.yaml"
 
@@ -64,6 +68,26 @@ def test_suite_runs_every_study_and_seed_audits_and_reports(tmp_path):
     with pytest.raises(ConfigError, match="profile 'huge' is not defined"):
         config.study_configs("huge")
 
+
+
+def site_shift_frame(accuracy: dict) -> pd.DataFrame:
+    """A site-shift table with the experiment's own row labels; accuracy and AUROC equal per row."""
+    return pd.DataFrame([{"experiment": "e", "held_out": "c", "model": row.model, "evaluated_on": row.evaluated_on,
+                          "references": row.references, "reference_site": row.reference_site,
+                          "accuracy": value, "auroc": value} for row, value in accuracy.items()])
+
+
+def test_site_shift_findings_compare_new_site_references_with_the_controls():
+    rows = {SiteShiftRow(SINGLE, ON_TRAINING_SITES): 0.9, SiteShiftRow(SINGLE, NEW_SITE): 0.6,
+            SiteShiftRow(RECALIBRATED, NEW_SITE): 0.7, SiteShiftRow(SINGLE_AUG, NEW_SITE): 0.65,
+            SiteShiftRow(PAIRED, NEW_SITE, NEW_SITE, 2): 0.8, SiteShiftRow(PAIRED, NEW_SITE, TRAINING_SITES, 2): 0.5}
+    [text] = site_shift_findings(site_shift_frame(rows))
+    assert text.startswith("e (new site c): single accuracy 0.600, AUROC 0.600 (on the training sites 0.900 / 0.900)")
+    assert "Best accuracy: paired (2 new-site references) 0.800" in text and "beats both controls" in text
+    # only the new-site references count: the training-site row being best does not make paired beat the controls
+    rows[SiteShiftRow(PAIRED, NEW_SITE, NEW_SITE, 2)], rows[SiteShiftRow(PAIRED, NEW_SITE, TRAINING_SITES, 2)] = 0.5, 0.8
+    [text] = site_shift_findings(site_shift_frame(rows))
+    assert "paired (2 training-site references) 0.800" in text and "does not beat both controls" in text
 
 @pytest.mark.skipif(not (SHARED_DATA / "nih_cxr14_nih1000").is_dir(), reason="shared real data not present")
 def test_real_suite_quick_profile_on_nih(tmp_path):

@@ -21,14 +21,16 @@ and evaluates on the held-out site's test cases:
 * ``single`` on the training sites' validation cases: what the shift costs.
 
 Every row has accuracy and AUROC with bootstrap CIs, and the comparisons with
-``single`` on the same cases (paired bootstrap deltas, McNemar).
+``single`` on the same cases (paired bootstrap deltas, McNemar). Its labels are the
+constants below (a :class:`SiteShiftRow` per row; ``reference_site`` says where the
+references came from), so that a reader selects rows by comparing with them.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,7 +71,34 @@ class SiteShiftSpec(BaseModel):
     augment_span_training_sites: bool = True
 
 
-MODELS = ("single", "paired", "single+aug", "paired+shared-aug")
+#: the four trained models, by their labels in the site-shift table
+MODELS = SINGLE, PAIRED, SINGLE_AUG, PAIRED_SHARED_AUG = ("single", "paired", "single+aug", "paired+shared-aug")
+#: ``single`` with its healthy-option bias refitted on the new site's healthy references
+RECALIBRATED = "single recalibrated on new-site healthy references"
+#: the controls without references at inference that paired prompting has to beat
+CONTROLS = (RECALIBRATED, SINGLE_AUG)
+#: where a row was evaluated (``evaluated_on``) and where its references came from (``reference_site``)
+NEW_SITE = "new site"
+TRAINING_SITES = "training sites"
+ON_TRAINING_SITES = "training sites (validation, no shift)"
+NO_REFERENCES = "none"
+_REFERENCES_FROM = {NEW_SITE: "new-site", TRAINING_SITES: "training-site"}
+
+
+class SiteShiftRow(NamedTuple):
+    """One row of the site-shift table, typed, so that its readers select rows on fields, not on display texts."""
+
+    model: str
+    evaluated_on: str
+    reference_site: str = NO_REFERENCES
+    k: int = 0
+
+    @property
+    def references(self) -> str:
+        """The ``references`` column as shown: ``none`` or ``"<k> new-site references"`` (or training-site)."""
+        if self.reference_site == NO_REFERENCES:
+            return NO_REFERENCES
+        return f"{self.k} {_REFERENCES_FROM[self.reference_site]} references"
 
 
 def build_shifted_table(spec: SiteShiftSpec, table: CaseTable, healthy_class: str, out_dir: Path) -> tuple[CaseTable, str]:
@@ -124,10 +153,10 @@ def run_site_shift(spec: SiteShiftSpec, study, out_dir: Path, progress: bool = T
     checkpoints = {label: train_condition(config, models / folder, k, selector, overrides=overrides,
                                           progress=progress, table=shifted).checkpoint
                    for label, folder, k, selector, overrides in (
-                       ("single", "single", 0, "none", {}),
-                       ("paired", "paired", k_train, "same_center", {}),
-                       ("single+aug", "single-aug", 0, "none", {"augment": _augment(spec, shared=False)}),
-                       ("paired+shared-aug", "paired-shared-aug", k_train, "same_center",
+                       (SINGLE, "single", 0, "none", {}),
+                       (PAIRED, "paired", k_train, "same_center", {}),
+                       (SINGLE_AUG, "single-aug", 0, "none", {"augment": _augment(spec, shared=False)}),
+                       (PAIRED_SHARED_AUG, "paired-shared-aug", k_train, "same_center",
                         {"augment": _augment(spec, shared=True)}))}
     model = study.model
 
@@ -143,42 +172,44 @@ def run_site_shift(spec: SiteShiftSpec, study, out_dir: Path, progress: bool = T
         experiment = ExperimentConfig(name=f"{spec.name}-{tag}", task=task, data=config.data,
                                       bank=BankConfig(split=bank), models=models,
                                       eval=study.eval.model_copy(update={"split": split, "max_cases": max_cases,
-                                                                         "baseline_model": "single",
+                                                                         "baseline_model": SINGLE,
                                                                          "conditions": single_only}),
                                       output_dir=out_dir / "eval" / tag)
         return run_experiment(experiment, progress=progress, table=shifted)
 
-    singles = [entry(m, single_only) for m in ("single", "single+aug")]
+    pairs = (PAIRED, PAIRED_SHARED_AUG)
+    singles = [entry(m, single_only) for m in (SINGLE, SINGLE_AUG)]
     new_site = evaluate("new-site-references", "test", SITE_REFERENCE_SPLIT,
-                        singles + [entry(m, references) for m in ("paired", "paired+shared-aug")])
+                        singles + [entry(m, references) for m in pairs])
     training_sites = evaluate("training-site-references", "test", "train",
-                              [entry("single", single_only)] + [entry(m, references) for m in ("paired", "paired+shared-aug")])
+                              [entry(SINGLE, single_only)] + [entry(m, references) for m in pairs])
     calibration_refs = evaluate("single-on-new-site-references", SITE_REFERENCE_SPLIT, "train",
-                                [entry("single", single_only)], every_case=True)
-    in_distribution = evaluate("single-on-training-sites", "val", "train", [entry("single", single_only)])
+                                [entry(SINGLE, single_only)], every_case=True)
+    in_distribution = evaluate("single-on-training-sites", "val", "train", [entry(SINGLE, single_only)])
 
-    single_test = new_site.records_for("single", "none", 0)
-    target = specificity(in_distribution.records_for("single", "none", 0), task.healthy_class)
-    recalibrated, bias = recalibrate(single_test, calibration_refs.records_for("single", "none", 0),
+    single_test = new_site.records_for(SINGLE, "none", 0)
+    target = specificity(in_distribution.records_for(SINGLE, "none", 0), task.healthy_class)
+    recalibrated, bias = recalibrate(single_test, calibration_refs.records_for(SINGLE, "none", 0),
                                      task.healthy_class, target)
     rows = {
-        ("single", "training sites (validation, no shift)", "none"): in_distribution.records_for("single", "none", 0),
-        ("single", "new site", "none"): single_test,
-        ("single recalibrated on new-site healthy references", "new site", "none"): recalibrated,
-        ("single+aug", "new site", "none"): new_site.records_for("single+aug", "none", 0),
+        SiteShiftRow(SINGLE, ON_TRAINING_SITES): in_distribution.records_for(SINGLE, "none", 0),
+        SiteShiftRow(SINGLE, NEW_SITE): single_test,
+        SiteShiftRow(RECALIBRATED, NEW_SITE): recalibrated,
+        SiteShiftRow(SINGLE_AUG, NEW_SITE): new_site.records_for(SINGLE_AUG, "none", 0),
     }
-    for label in ("paired", "paired+shared-aug"):
-        rows[(label, "new site", f"{spec.k} new-site references")] = new_site.records_for(label, "random", spec.k)
-        rows[(label, "new site", f"{spec.k} training-site references")] = training_sites.records_for(label, "random",
-                                                                                                    spec.k)
+    for label in pairs:
+        rows[SiteShiftRow(label, NEW_SITE, NEW_SITE, spec.k)] = new_site.records_for(label, "random", spec.k)
+        rows[SiteShiftRow(label, NEW_SITE, TRAINING_SITES, spec.k)] = training_sites.records_for(label, "random",
+                                                                                                spec.k)
     summary = summarise(rows, task.classes, task.healthy_class,
                         n_boot=study.eval.n_boot, metrics=["accuracy", "auroc", "balanced_accuracy"])
     frame = []
-    for (model_label, evaluated_on, refs), (_, row) in zip(rows, summary.iterrows()):
-        record = {"experiment": spec.name, "held_out": held_out, "model": model_label, "evaluated_on": evaluated_on,
-                  "references": refs, **row.drop(labels=["condition"]).to_dict()}
-        recs = rows[(model_label, evaluated_on, refs)]
-        if evaluated_on == "new site" and recs is not single_test:
+    for key, (_, row) in zip(rows, summary.iterrows()):
+        record = {"experiment": spec.name, "held_out": held_out, "model": key.model, "evaluated_on": key.evaluated_on,
+                  "references": key.references, "reference_site": key.reference_site,
+                  **row.drop(labels=["condition"]).to_dict()}
+        recs = rows[key]
+        if key.evaluated_on == NEW_SITE and recs is not single_test:
             test = mcnemar(single_test, recs)
             record.update({"mcnemar_p_vs_single": test["p"]})
             for metric in ("accuracy", "auroc"):

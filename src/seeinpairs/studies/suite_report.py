@@ -11,6 +11,7 @@ import pandas as pd
 from ..report import (DEFAULT_LIMITATIONS, ReportInputs, ReportSection, anchor_metrics_text, ci_cell, findings_from,
                       fmt, fmt_ci, metrics_table, paired_table, render_fragment, sample_efficiency, write_report)
 from ..report.plots import learning_curve_caption, plot_learning_curves, png_data_uri
+from ..siteshift.experiment import CONTROLS, NEW_SITE, ON_TRAINING_SITES, SINGLE
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
@@ -95,27 +96,30 @@ def _delta(row: pd.Series, metric: str) -> str:
     return f"{value:+.3f} [{row[f'delta_{metric}_lo']:+.3f}, {row[f'delta_{metric}_hi']:+.3f}]"
 
 
+def _first(rows: pd.DataFrame) -> pd.Series | None:
+    return rows.iloc[0] if not rows.empty else None
+
+
 def site_shift_findings(frame: pd.DataFrame) -> list[str]:
     """Per experiment: what the shift cost, and which condition recovered accuracy and AUROC, as measured."""
     lines = []
     for name, part in frame.groupby("experiment", sort=False):
-        rows = {(r["model"], r["references"]): r for _, r in part.iterrows()}
-        base = next((r for (m, refs), r in rows.items() if m == "single" and r["evaluated_on"] == "new site"), None)
-        home = next((r for _, r in part.iterrows() if r["evaluated_on"].startswith("training sites")), None)
+        base = _first(part[(part["model"] == SINGLE) & (part["evaluated_on"] == NEW_SITE)])
+        home = _first(part[part["evaluated_on"] == ON_TRAINING_SITES])
         if base is None:
             continue
         held = part["held_out"].iloc[0]
         text = f"{name} (new site {held}): single accuracy {base['accuracy']:.3f}, AUROC {base['auroc']:.3f}"
         if home is not None:
             text += f" (on the training sites {home['accuracy']:.3f} / {home['auroc']:.3f})"
-        new_site = part[part["evaluated_on"] == "new site"]
+        new_site = part[part["evaluated_on"] == NEW_SITE]
         best_acc = new_site.loc[new_site["accuracy"].idxmax()]
         best_auc = new_site.loc[new_site["auroc"].idxmax()] if new_site["auroc"].notna().any() else None
         text += (f". Best accuracy: {best_acc['model']} ({best_acc['references']}) {best_acc['accuracy']:.3f}")
         if best_auc is not None:
             text += f"; best AUROC: {best_auc['model']} ({best_auc['references']}) {best_auc['auroc']:.3f}"
-        paired_new = new_site[new_site["references"].str.contains("new-site")]
-        controls = new_site[new_site["model"].str.startswith("single") & (new_site["model"] != "single")]
+        paired_new = new_site[new_site["reference_site"] == NEW_SITE]
+        controls = new_site[new_site["model"].isin(CONTROLS)]
         if not paired_new.empty and not controls.empty:
             beats = bool(paired_new["accuracy"].max() > controls["accuracy"].max()
                          and paired_new["auroc"].max() > controls["auroc"].max())
