@@ -2,8 +2,9 @@
 
 Attribution needs two inverse maps that differ per model family: from the
 processor's ``pixel_values`` back to each image's pixel grid (Qwen2-VL packs
-images into flattened, merge-ordered patches; Idefics3, Gemma 3 and LLaVA keep one
-tile per image; InternVL cuts an image into a grid of tiles plus a thumbnail), and
+images into flattened, merge-ordered patches; Gemma 3 and LLaVA keep one tile per
+image; InternVL and Idefics3 with image splitting cut an image into a grid of tiles
+plus a view of the whole image), and
 from the image placeholder tokens in ``input_ids`` back to a spatial token grid. A
 layout is registered per ``model_type``; a family that is not registered fails with
 one clear line that says what is unsupported (:data:`UNSUPPORTED_LAYOUTS`) instead of
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,11 +49,26 @@ class ImageSlot:
     #: (top, left, bottom, right) of the image inside the model grid where the processor padded around it
     #: (LLaVA-OneVision pads to a centered square); None: the top-left ``valid`` region
     content: tuple[int, int, int, int] | None = None
+    #: tokens of a second, whole-image view beside the tiles (Idefics3's global frame), raster order of
+    #: ``overview_grid``; empty for families with one view
+    overview_positions: list[int] = field(default_factory=list)
+    overview_grid: tuple[int, int] = (0, 0)
 
     def crop(self, values: np.ndarray) -> np.ndarray:
         """The part of a model-grid map that shows the image (padding cut off)."""
         top, left, bottom, right = self.content or (0, 0, *self.valid)
         return values[top:bottom, left:right]
+
+    def token_map(self, row: np.ndarray) -> tuple[np.ndarray, float]:
+        """Per-position values of the whole input (``row``) as this image's model-grid map, and their
+        absolute total over the image's tokens (the overview's tokens spread and added, see
+        :func:`add_overview`)."""
+        grid = row[self.token_positions].reshape(self.token_grid)
+        mass = float(np.abs(grid).sum())
+        if self.overview_positions:
+            overview = row[self.overview_positions].reshape(self.overview_grid)
+            grid, mass = add_overview(grid, overview), mass + float(np.abs(overview).sum())
+        return resize_map(grid, self.model_grid), mass
 
 
 class ImageLayout:
@@ -153,34 +169,104 @@ class QwenVLLayout(ImageLayout):
 @LAYOUTS.register("idefics3")
 @LAYOUTS.register("smolvlm")
 class Idefics3Layout(ImageLayout):
-    """Idefics3 / SmolVLM without image splitting: one (padded) tile per image whose
-    ``image_seq_len`` tokens form a square grid after the pixel shuffle."""
+    """Idefics3 / SmolVLM: each frame (tile) of ``pixel_values`` becomes ``image_seq_len`` tokens that form a
+    square grid after the pixel shuffle. Without image splitting an image is one (padded) frame. With
+    splitting (what real checkpoints ship) the processor resizes the longest edge, stretches the image to
+    ``rows x cols`` frames of ``max_image_size`` and cuts it into them, raster order, each frame's tokens
+    after a ``<row_i_col_j>`` marker, then adds one downscaled frame of the whole image after ``<global-img>``.
+    The arrangement is read from those markers, so it is what the processor did, not a recomputation.
+
+    A tiled image's map is its tiles' maps put together on the stretched image plus the global frame's map
+    spread over the same area (each global pixel or token covers ``rows x cols`` times the area of a tile's,
+    so its value is divided by that). The sum, not an average, because every original pixel reaches the
+    model through both views: for gradients the sum is the attribution of the original pixel (the chain
+    rule through both resizes, up to the resampling kernels), and for attention it is the attention on the
+    image per unit of its area. Either way an image's total counts each view exactly once, so the share of
+    attribution between images stays comparable with untiled families. The token grid is the tiles' token
+    grids put together; the global frame's tokens are its overview."""
+
+    def __init__(self, model, processor) -> None:
+        super().__init__(model, processor)
+        tokenizer = processor.tokenizer
+        unknown = getattr(tokenizer, "unk_token_id", None)
+        self.global_id = tokenizer.convert_tokens_to_ids("<global-img>")
+        tiles = {tokenizer.convert_tokens_to_ids(f"<row_{i}_col_{j}>"): (i, j) for i in range(1, 7) for j in range(1, 7)}
+        self.tile_ids = {token: place for token, place in tiles.items() if token is not None and token != unknown}
+
+    def _images(self, inputs: dict[str, Any]) -> list[tuple[list[list[int]], int, int, list[int], int]]:
+        """Per image: its tiles' token runs (raster order), rows, columns, the global frame's tokens and the
+        index of its first frame in ``pixel_values``."""
+        positions = self._image_token_positions(inputs)
+        ids = inputs["input_ids"][0].tolist()
+        images, tiles, first = [], [], 0
+        for run in _runs(positions):
+            marker = ids[run[0] - 1] if run[0] > 0 else None
+            if marker in self.tile_ids:
+                tiles.append((self.tile_ids[marker], run))
+            elif marker == self.global_id:
+                rows, columns = _tile_arrangement([place for place, _ in tiles])
+                images.append(([tokens for _, tokens in tiles], rows, columns, run, first))
+                first, tiles = first + len(tiles) + 1, []
+            else:
+                raise ExplainError("idefics3: image tokens are not preceded by a <row_i_col_j> or <global-img> marker")
+        if tiles:
+            raise ExplainError("idefics3: the last image's tiles have no <global-img> frame after them")
+        lengths = {len(tokens) for tiles, _, _, overview, _ in images for tokens in [*tiles, overview]}
+        if len(lengths) > 1 or first != int(inputs["pixel_values"].shape[1]):
+            raise ExplainError("idefics3: image token counts do not match the frames in pixel_values")
+        return images
 
     def slots(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None = None) -> list[ImageSlot]:
         pixels = inputs["pixel_values"]
-        positions = self._image_token_positions(inputs)
-        n_images = int(pixels.shape[1])
-        if n_images == 0 or len(positions) % n_images:
-            raise ExplainError("image tokens do not divide evenly among the images")
-        per_image = len(positions) // n_images
-        side = math.isqrt(per_image)
-        if side * side != per_image or getattr(self.processor.image_processor, "do_image_splitting", False):
-            raise ExplainError("attribution maps for Idefics3 need do_image_splitting=False (one tile per image)")
+        frame = (int(pixels.shape[-2]), int(pixels.shape[-1]))
         mask = inputs.get("pixel_attention_mask")
         slots = []
-        for i in range(n_images):
-            height, width = int(pixels.shape[-2]), int(pixels.shape[-1])
-            valid = (height, width)
-            if mask is not None:
-                tile = mask[0, i].bool()
-                valid = (int(tile.any(dim=1).sum()), int(tile.any(dim=0).sum()))
-            slots.append(ImageSlot(positions[i * per_image:(i + 1) * per_image], (side, side), valid, (height, width)))
+        for tiles, rows, columns, overview, first in self._images(inputs):
+            side = _square_side(len(overview), "idefics3")
+            if not tiles:  # one frame, padded to the largest in the batch
+                valid = frame
+                if mask is not None:
+                    shown = mask[0, first].bool()
+                    valid = (int(shown.any(dim=1).sum()), int(shown.any(dim=0).sum()))
+                slots.append(ImageSlot(overview, (side, side), valid, frame))
+                continue
+            tokens = np.asarray(tiles).reshape(rows, columns, side, side)
+            ordered = tokens.transpose(0, 2, 1, 3).reshape(-1).tolist()  # raster order over the whole mosaic
+            grid = (rows * frame[0], columns * frame[1])
+            slots.append(ImageSlot(ordered, (rows * side, columns * side), grid, grid,
+                                   overview_positions=overview, overview_grid=(side, side)))
         return slots
 
     def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor,
                    sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
-        values = per_element.detach().float().cpu()
-        return [values[0, i].sum(0).numpy() for i in range(values.shape[1])]
+        values = per_element.detach().float().cpu()[0].sum(1).numpy()  # (frames, H, W)
+        height, width = values.shape[-2:]
+        maps = []
+        for tiles, rows, columns, _, first in self._images(inputs):
+            overview = values[first + len(tiles)]
+            if not tiles:
+                maps.append(overview)
+                continue
+            mosaic = values[first:first + len(tiles)].reshape(rows, columns, height, width)
+            maps.append(add_overview(mosaic.transpose(0, 2, 1, 3).reshape(rows * height, columns * width), overview))
+        return maps
+
+
+def _tile_arrangement(places: list[tuple[int, int]]) -> tuple[int, int]:
+    """(rows, columns) of tiles whose ``<row_i_col_j>`` markers came in ``places`` order; a gap or another
+    order than raster is one clear error rather than a scrambled map."""
+    if not places:
+        return 0, 0
+    rows, columns = max(i for i, _ in places), max(j for _, j in places)
+    if places != [(i, j) for i in range(1, rows + 1) for j in range(1, columns + 1)]:
+        raise ExplainError(f"idefics3: tile markers {places} do not form a {rows} x {columns} grid in raster order")
+    return rows, columns
+
+
+def add_overview(mosaic: np.ndarray, overview: np.ndarray) -> np.ndarray:
+    """A tiled image's map plus its whole-image view's map resized onto it, each value of the view divided
+    by how many of the mosaic's cells it covers (so both views keep their total)."""
+    return mosaic + resize_map(overview, mosaic.shape) * (overview.size / mosaic.size)
 
 
 def _even_split(positions: list[int], n_images: int, family: str) -> int:
