@@ -149,11 +149,34 @@ def test_an_unsupported_family_is_one_line_saying_what_is_unsupported(tiny_model
     assert "\n" not in message and f"'{unsupported}'" in message and UNSUPPORTED_LAYOUTS[unsupported] in message
 
 
-def test_llava_onevision_refuses_a_single_image_in_one_line(tiny_models):
-    """One image in the prompt is cut into anyres tiles, which have no layout: a clear error, not a wrong map."""
+@pytest.mark.parametrize("size, grid", [((60, 70), (4, 4)), ((30, 100), (2, 8))])
+def test_llava_onevision_maps_a_single_anyres_image_back(tiny_models, size, grid):
+    """One image is a base view plus anyres tiles: a 60 x 70 image fills 1 x 2 tiles (56 x 112) with its
+    width padded, a 30 x 100 one the same tiles with its height padded; the square comes back where drawn."""
+    backend = HFBackend(tiny_models["llava_onevision"], device="cpu")
+    box = (10, 45, 25, 60)
+    slots, encoded = assert_squares_map_back(backend, "llava_onevision", [square_image(*size, box)], [box])
+    assert encoded["pixel_values"].shape[1] == 3  # the base view and 1 x 2 tiles
+    assert slots[0].token_grid == grid and slots[0].overview_grid == (4, 4)
+
+
+def test_llava_onevision_explains_a_single_image_with_every_method(tiny_models):
     backend = HFBackend(tiny_models["llava_onevision"], device="cpu")
     request = two_image_request([(60, 70), (48, 52)])
     single = Request(messages=[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Normal?"}]}],
                      images=request.images[:1], options=request.options)
-    with pytest.raises(ExplainError, match="llava_onevision: .*several images.*anyres"):
-        RequestExplainer.from_backend(backend).explain(single, methods=("grad_x_input",))
+    explanation = RequestExplainer.from_backend(backend).explain(single, methods=("grad_x_input", "attention"))
+    for method in ("grad_x_input", "attention"):
+        assert [m.shape for m in explanation.maps[method]] == [(60, 70)]
+        assert np.isfinite(explanation.maps[method][0]).all() and np.abs(explanation.maps[method][0]).sum() > 0
+
+
+def test_llava_onevision_refuses_tokens_that_do_not_match_the_anyres_grid_in_one_line(tiny_models):
+    """Image tokens that do not fit the grid the size implies: a clear error, not a wrong map."""
+    backend = HFBackend(tiny_models["llava_onevision"], device="cpu")
+    image = square_image(60, 70, (10, 45, 25, 60))
+    request = Request(messages=[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Normal?"}]}],
+                      images=[image], options=["normal", "abnormal"])
+    encoded = encode_prompts(backend.processor, [chat_prompt(backend.processor, request)], [[image]], "right")
+    with pytest.raises(ExplainError, match=r"^llava_onevision: \d+ image tokens do not match .*anyres grid[^\n]*$"):
+        layout_for(backend.model, backend.processor).slots(encoded, [(30, 100)])

@@ -330,20 +330,35 @@ class OneTileLayout(ImageLayout):
 
 @LAYOUTS.register("llava_onevision")
 class LlavaOnevisionLayout(ImageLayout):
-    """LLaVA-OneVision with several images in the prompt: each image is its base tile (the image padded to a
+    """LLaVA-OneVision. With several images in the prompt each image is its base tile (the image padded to a
     centered square and resized, ``pixel_values[i, 0]``) whose square token grid is followed by one newline
-    token. A prompt with
-    one image uses anyres tiles, which are not mapped (one clear error)."""
+    token.
+
+    One image in the prompt is encoded at "anyres": ``pixel_values[0, 0]`` is the whole image stretched to
+    one tile (the base view), then the tiles of the grid pinpoint that fits the image best, in raster order,
+    hold the image resized to keep its aspect and padded to a centered box. Its tokens are the base view's
+    square grid, then the tiles' features with the padding rows or columns cut off (and shrunk to at most
+    ``anyres_max_N`` tiles' worth), each row followed by a newline token. The map is the tiles' map on the
+    image's box plus the base view's map spread over it (added as for Idefics3's global frame, see
+    :class:`Idefics3Layout`); the token grid is the unpadded features, placed on the image's box (the
+    model drops partly padded feature columns, so the grid may be up to one patch narrower than the box).
+    """
+
+    def __init__(self, model, processor) -> None:
+        super().__init__(model, processor)
+        vision = model.config.vision_config
+        self.side = int(vision.image_size) // int(vision.patch_size)
+        self.pinpoints = [tuple(int(v) for v in point) for point in model.config.image_grid_pinpoints]
+        self.max_tiles = int(str(getattr(model.config, "vision_aspect_ratio", "anyres_max_9")).strip("anyres_max_"))
 
     def slots(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None = None) -> list[ImageSlot]:
         pixels = inputs["pixel_values"]
         n_images = int(pixels.shape[0])
-        if n_images < 2:
-            raise ExplainError("llava_onevision: attribution maps need a prompt with several images (a single "
-                               "image is cut into anyres tiles, which are not mapped)")
         if sizes is None or len(sizes) != n_images:
             raise ExplainError("llava_onevision: attribution maps need the original image sizes, one per image")
         positions = self._image_token_positions(inputs)
+        if n_images == 1:
+            return [self._anyres_slot(positions, sizes[0], int(pixels.shape[-1]))]
         per_image = _even_split(positions, n_images, "llava_onevision")
         side = _square_side(per_image - 1, "llava_onevision")  # the last token is the image newline
         grid = (int(pixels.shape[-2]), int(pixels.shape[-1]))
@@ -353,7 +368,56 @@ class LlavaOnevisionLayout(ImageLayout):
     def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor,
                    sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
         values = per_element.detach().float().cpu()
-        return [values[i, 0].sum(0).numpy() for i in range(values.shape[0])]
+        if values.shape[0] != 1:
+            return [values[i, 0].sum(0).numpy() for i in range(values.shape[0])]
+        if sizes is None or len(sizes) != 1:
+            raise ExplainError("llava_onevision: attribution maps need the original image size")
+        frames = values[0].sum(1).numpy()  # (1 + rows * columns, tile, tile)
+        tile = frames.shape[-1]
+        rows, columns, box = self._canvas(sizes[0], tile)
+        canvas = frames[1:1 + rows * columns].reshape(rows, columns, tile, tile)
+        canvas = canvas.transpose(0, 2, 1, 3).reshape(rows * tile, columns * tile)
+        top, left, bottom, right = box
+        return [add_overview(canvas[top:bottom, left:right], frames[0])]
+
+    def _canvas(self, size: tuple[int, int], tile: int) -> tuple[int, int, tuple[int, int, int, int]]:
+        """Rows and columns of tiles for an image of (height, width) ``size``, and the (top, left, bottom,
+        right) box the resized image fills on them (as the image processor pads it)."""
+        from transformers.image_processing_utils import select_best_resolution
+
+        best_height, best_width = select_best_resolution(list(size), self.pinpoints)
+        scale_height, scale_width = best_height / size[0], best_width / size[1]
+        if scale_width < scale_height:
+            height, width = min(math.ceil(size[0] * scale_width), best_height), best_width
+        else:
+            height, width = best_height, min(math.ceil(size[1] * scale_height), best_width)
+        top, left = (best_height - height) // 2, (best_width - width) // 2
+        return best_height // tile, best_width // tile, (top, left, top + height, left + width)
+
+    def _anyres_slot(self, positions: list[int], size: tuple[int, int], tile: int) -> ImageSlot:
+        rows, columns, (top, left, bottom, right) = self._canvas(size, tile)
+        height, width = _unpadded_features(size, rows * self.side, columns * self.side)
+        ratio = math.sqrt(height * width / (self.max_tiles * self.side ** 2))
+        if ratio > 1.1:  # the model shrinks large grids to about anyres_max_N tiles
+            height, width = int(height // ratio), int(width // ratio)
+        base = self.side ** 2
+        if len(positions) != base + height * (width + 1):
+            raise ExplainError(f"llava_onevision: {len(positions)} image tokens do not match a base view and a "
+                               f"{height} x {width} anyres grid with newlines")
+        grid = np.asarray(positions[base:]).reshape(height, width + 1)[:, :width]  # newline tokens dropped
+        shown = (bottom - top, right - left)
+        return ImageSlot(grid.reshape(-1).tolist(), (height, width), shown, shown,
+                         overview_positions=positions[:base], overview_grid=(self.side, self.side))
+
+
+def _unpadded_features(size: tuple[int, int], height: int, width: int) -> tuple[int, int]:
+    """The (rows, columns) of a ``height x width`` feature grid left after cutting the centered padding
+    around an image of (height, width) ``size`` (LLaVA-NeXT's ``unpad_image``)."""
+    if size[1] / size[0] > width / height:
+        padding = (height - int(round(size[0] * width / size[1], 7))) // 2
+        return height - 2 * padding, width
+    padding = (width - int(round(size[1] * height / size[0], 7))) // 2
+    return height, width - 2 * padding
 
 
 @LAYOUTS.register("internvl")
