@@ -349,7 +349,8 @@ class LlavaOnevisionLayout(ImageLayout):
         vision = model.config.vision_config
         self.side = int(vision.image_size) // int(vision.patch_size)
         self.pinpoints = [tuple(int(v) for v in point) for point in model.config.image_grid_pinpoints]
-        self.max_tiles = int(str(getattr(model.config, "vision_aspect_ratio", "anyres_max_9")).strip("anyres_max_"))
+        aspect = str(getattr(model.config, "vision_aspect_ratio", "anyres_max_9"))
+        self.max_tiles = int(aspect.removeprefix("anyres_max_"))
 
     def slots(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None = None) -> list[ImageSlot]:
         pixels = inputs["pixel_values"]
