@@ -43,7 +43,6 @@ from .layouts import (
     ImageSlot,
     layout_for,
     place_on_original,
-    resize_map,
     to_original,
 )
 
@@ -237,8 +236,7 @@ class RequestExplainer:
         row = row.cpu().numpy()
         maps, masses = [], []
         for slot in slots:
-            grid = row[slot.token_positions].reshape(slot.token_grid)
-            upsampled = resize_map(grid, slot.model_grid)  # token grid onto the model's pixel grid
+            upsampled, mass = slot.token_map(row)  # token grid onto the model's pixel grid
             maps.append(slot.crop(upsampled))
-            masses.append(float(np.abs(grid).sum()))
+            masses.append(mass)
         return maps, masses

@@ -2,8 +2,9 @@
 
 Attribution needs two inverse maps that differ per model family: from the
 processor's ``pixel_values`` back to each image's pixel grid (Qwen2-VL packs
-images into flattened, merge-ordered patches; Idefics3, Gemma 3 and LLaVA keep one
-tile per image; InternVL cuts an image into a grid of tiles plus a thumbnail), and
+images into flattened, merge-ordered patches; Gemma 3 and LLaVA keep one tile per
+image; InternVL and Idefics3 with image splitting cut an image into a grid of tiles
+plus a view of the whole image), and
 from the image placeholder tokens in ``input_ids`` back to a spatial token grid. A
 layout is registered per ``model_type``; a family that is not registered fails with
 one clear line that says what is unsupported (:data:`UNSUPPORTED_LAYOUTS`) instead of
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,11 +49,26 @@ class ImageSlot:
     #: (top, left, bottom, right) of the image inside the model grid where the processor padded around it
     #: (LLaVA-OneVision pads to a centered square); None: the top-left ``valid`` region
     content: tuple[int, int, int, int] | None = None
+    #: tokens of a second, whole-image view beside the tiles (Idefics3's global frame), raster order of
+    #: ``overview_grid``; empty for families with one view
+    overview_positions: list[int] = field(default_factory=list)
+    overview_grid: tuple[int, int] = (0, 0)
 
     def crop(self, values: np.ndarray) -> np.ndarray:
         """The part of a model-grid map that shows the image (padding cut off)."""
         top, left, bottom, right = self.content or (0, 0, *self.valid)
         return values[top:bottom, left:right]
+
+    def token_map(self, row: np.ndarray) -> tuple[np.ndarray, float]:
+        """Per-position values of the whole input (``row``) as this image's model-grid map, and their
+        absolute total over the image's tokens (the overview's tokens spread and added, see
+        :func:`add_overview`)."""
+        grid = row[self.token_positions].reshape(self.token_grid)
+        mass = float(np.abs(grid).sum())
+        if self.overview_positions:
+            overview = row[self.overview_positions].reshape(self.overview_grid)
+            grid, mass = add_overview(grid, overview), mass + float(np.abs(overview).sum())
+        return resize_map(grid, self.model_grid), mass
 
 
 class ImageLayout:
@@ -153,34 +169,104 @@ class QwenVLLayout(ImageLayout):
 @LAYOUTS.register("idefics3")
 @LAYOUTS.register("smolvlm")
 class Idefics3Layout(ImageLayout):
-    """Idefics3 / SmolVLM without image splitting: one (padded) tile per image whose
-    ``image_seq_len`` tokens form a square grid after the pixel shuffle."""
+    """Idefics3 / SmolVLM: each frame (tile) of ``pixel_values`` becomes ``image_seq_len`` tokens that form a
+    square grid after the pixel shuffle. Without image splitting an image is one (padded) frame. With
+    splitting (what real checkpoints ship) the processor resizes the longest edge, stretches the image to
+    ``rows x cols`` frames of ``max_image_size`` and cuts it into them, raster order, each frame's tokens
+    after a ``<row_i_col_j>`` marker, then adds one downscaled frame of the whole image after ``<global-img>``.
+    The arrangement is read from those markers, so it is what the processor did, not a recomputation.
+
+    A tiled image's map is its tiles' maps put together on the stretched image plus the global frame's map
+    spread over the same area (each global pixel or token covers ``rows x cols`` times the area of a tile's,
+    so its value is divided by that). The sum, not an average, because every original pixel reaches the
+    model through both views: for gradients the sum is the attribution of the original pixel (the chain
+    rule through both resizes, up to the resampling kernels), and for attention it is the attention on the
+    image per unit of its area. Either way an image's total counts each view exactly once, so the share of
+    attribution between images stays comparable with untiled families. The token grid is the tiles' token
+    grids put together; the global frame's tokens are its overview."""
+
+    def __init__(self, model, processor) -> None:
+        super().__init__(model, processor)
+        tokenizer = processor.tokenizer
+        unknown = getattr(tokenizer, "unk_token_id", None)
+        self.global_id = tokenizer.convert_tokens_to_ids("<global-img>")
+        tiles = {tokenizer.convert_tokens_to_ids(f"<row_{i}_col_{j}>"): (i, j) for i in range(1, 7) for j in range(1, 7)}
+        self.tile_ids = {token: place for token, place in tiles.items() if token is not None and token != unknown}
+
+    def _images(self, inputs: dict[str, Any]) -> list[tuple[list[list[int]], int, int, list[int], int]]:
+        """Per image: its tiles' token runs (raster order), rows, columns, the global frame's tokens and the
+        index of its first frame in ``pixel_values``."""
+        positions = self._image_token_positions(inputs)
+        ids = inputs["input_ids"][0].tolist()
+        images, tiles, first = [], [], 0
+        for run in _runs(positions):
+            marker = ids[run[0] - 1] if run[0] > 0 else None
+            if marker in self.tile_ids:
+                tiles.append((self.tile_ids[marker], run))
+            elif marker == self.global_id:
+                rows, columns = _tile_arrangement([place for place, _ in tiles])
+                images.append(([tokens for _, tokens in tiles], rows, columns, run, first))
+                first, tiles = first + len(tiles) + 1, []
+            else:
+                raise ExplainError("idefics3: image tokens are not preceded by a <row_i_col_j> or <global-img> marker")
+        if tiles:
+            raise ExplainError("idefics3: the last image's tiles have no <global-img> frame after them")
+        lengths = {len(tokens) for tiles, _, _, overview, _ in images for tokens in [*tiles, overview]}
+        if len(lengths) > 1 or first != int(inputs["pixel_values"].shape[1]):
+            raise ExplainError("idefics3: image token counts do not match the frames in pixel_values")
+        return images
 
     def slots(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None = None) -> list[ImageSlot]:
         pixels = inputs["pixel_values"]
-        positions = self._image_token_positions(inputs)
-        n_images = int(pixels.shape[1])
-        if n_images == 0 or len(positions) % n_images:
-            raise ExplainError("image tokens do not divide evenly among the images")
-        per_image = len(positions) // n_images
-        side = math.isqrt(per_image)
-        if side * side != per_image or getattr(self.processor.image_processor, "do_image_splitting", False):
-            raise ExplainError("attribution maps for Idefics3 need do_image_splitting=False (one tile per image)")
+        frame = (int(pixels.shape[-2]), int(pixels.shape[-1]))
         mask = inputs.get("pixel_attention_mask")
         slots = []
-        for i in range(n_images):
-            height, width = int(pixels.shape[-2]), int(pixels.shape[-1])
-            valid = (height, width)
-            if mask is not None:
-                tile = mask[0, i].bool()
-                valid = (int(tile.any(dim=1).sum()), int(tile.any(dim=0).sum()))
-            slots.append(ImageSlot(positions[i * per_image:(i + 1) * per_image], (side, side), valid, (height, width)))
+        for tiles, rows, columns, overview, first in self._images(inputs):
+            side = _square_side(len(overview), "idefics3")
+            if not tiles:  # one frame, padded to the largest in the batch
+                valid = frame
+                if mask is not None:
+                    shown = mask[0, first].bool()
+                    valid = (int(shown.any(dim=1).sum()), int(shown.any(dim=0).sum()))
+                slots.append(ImageSlot(overview, (side, side), valid, frame))
+                continue
+            tokens = np.asarray(tiles).reshape(rows, columns, side, side)
+            ordered = tokens.transpose(0, 2, 1, 3).reshape(-1).tolist()  # raster order over the whole mosaic
+            grid = (rows * frame[0], columns * frame[1])
+            slots.append(ImageSlot(ordered, (rows * side, columns * side), grid, grid,
+                                   overview_positions=overview, overview_grid=(side, side)))
         return slots
 
     def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor,
                    sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
-        values = per_element.detach().float().cpu()
-        return [values[0, i].sum(0).numpy() for i in range(values.shape[1])]
+        values = per_element.detach().float().cpu()[0].sum(1).numpy()  # (frames, H, W)
+        height, width = values.shape[-2:]
+        maps = []
+        for tiles, rows, columns, _, first in self._images(inputs):
+            overview = values[first + len(tiles)]
+            if not tiles:
+                maps.append(overview)
+                continue
+            mosaic = values[first:first + len(tiles)].reshape(rows, columns, height, width)
+            maps.append(add_overview(mosaic.transpose(0, 2, 1, 3).reshape(rows * height, columns * width), overview))
+        return maps
+
+
+def _tile_arrangement(places: list[tuple[int, int]]) -> tuple[int, int]:
+    """(rows, columns) of tiles whose ``<row_i_col_j>`` markers came in ``places`` order; a gap or another
+    order than raster is one clear error rather than a scrambled map."""
+    if not places:
+        return 0, 0
+    rows, columns = max(i for i, _ in places), max(j for _, j in places)
+    if places != [(i, j) for i in range(1, rows + 1) for j in range(1, columns + 1)]:
+        raise ExplainError(f"idefics3: tile markers {places} do not form a {rows} x {columns} grid in raster order")
+    return rows, columns
+
+
+def add_overview(mosaic: np.ndarray, overview: np.ndarray) -> np.ndarray:
+    """A tiled image's map plus its whole-image view's map resized onto it, each value of the view divided
+    by how many of the mosaic's cells it covers (so both views keep their total)."""
+    return mosaic + resize_map(overview, mosaic.shape) * (overview.size / mosaic.size)
 
 
 def _even_split(positions: list[int], n_images: int, family: str) -> int:
@@ -244,20 +330,36 @@ class OneTileLayout(ImageLayout):
 
 @LAYOUTS.register("llava_onevision")
 class LlavaOnevisionLayout(ImageLayout):
-    """LLaVA-OneVision with several images in the prompt: each image is its base tile (the image padded to a
+    """LLaVA-OneVision. With several images in the prompt each image is its base tile (the image padded to a
     centered square and resized, ``pixel_values[i, 0]``) whose square token grid is followed by one newline
-    token. A prompt with
-    one image uses anyres tiles, which are not mapped (one clear error)."""
+    token.
+
+    One image in the prompt is encoded at "anyres": ``pixel_values[0, 0]`` is the whole image stretched to
+    one tile (the base view), then the tiles of the grid pinpoint that fits the image best, in raster order,
+    hold the image resized to keep its aspect and padded to a centered box. Its tokens are the base view's
+    square grid, then the tiles' features with the padding rows or columns cut off (and shrunk to at most
+    ``anyres_max_N`` tiles' worth), each row followed by a newline token. The map is the tiles' map on the
+    image's box plus the base view's map spread over it (added as for Idefics3's global frame, see
+    :class:`Idefics3Layout`); the token grid is the unpadded features, placed on the image's box (the
+    model drops partly padded feature columns, so the grid may be up to one patch narrower than the box).
+    """
+
+    def __init__(self, model, processor) -> None:
+        super().__init__(model, processor)
+        vision = model.config.vision_config
+        self.side = int(vision.image_size) // int(vision.patch_size)
+        self.pinpoints = [tuple(int(v) for v in point) for point in model.config.image_grid_pinpoints]
+        aspect = str(getattr(model.config, "vision_aspect_ratio", "anyres_max_9"))
+        self.max_tiles = int(aspect.removeprefix("anyres_max_"))
 
     def slots(self, inputs: dict[str, Any], sizes: list[tuple[int, int]] | None = None) -> list[ImageSlot]:
         pixels = inputs["pixel_values"]
         n_images = int(pixels.shape[0])
-        if n_images < 2:
-            raise ExplainError("llava_onevision: attribution maps need a prompt with several images (a single "
-                               "image is cut into anyres tiles, which are not mapped)")
         if sizes is None or len(sizes) != n_images:
             raise ExplainError("llava_onevision: attribution maps need the original image sizes, one per image")
         positions = self._image_token_positions(inputs)
+        if n_images == 1:
+            return [self._anyres_slot(positions, sizes[0], int(pixels.shape[-1]))]
         per_image = _even_split(positions, n_images, "llava_onevision")
         side = _square_side(per_image - 1, "llava_onevision")  # the last token is the image newline
         grid = (int(pixels.shape[-2]), int(pixels.shape[-1]))
@@ -267,7 +369,56 @@ class LlavaOnevisionLayout(ImageLayout):
     def pixel_maps(self, inputs: dict[str, Any], per_element: torch.Tensor,
                    sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
         values = per_element.detach().float().cpu()
-        return [values[i, 0].sum(0).numpy() for i in range(values.shape[0])]
+        if values.shape[0] != 1:
+            return [values[i, 0].sum(0).numpy() for i in range(values.shape[0])]
+        if sizes is None or len(sizes) != 1:
+            raise ExplainError("llava_onevision: attribution maps need the original image size")
+        frames = values[0].sum(1).numpy()  # (1 + rows * columns, tile, tile)
+        tile = frames.shape[-1]
+        rows, columns, box = self._canvas(sizes[0], tile)
+        canvas = frames[1:1 + rows * columns].reshape(rows, columns, tile, tile)
+        canvas = canvas.transpose(0, 2, 1, 3).reshape(rows * tile, columns * tile)
+        top, left, bottom, right = box
+        return [add_overview(canvas[top:bottom, left:right], frames[0])]
+
+    def _canvas(self, size: tuple[int, int], tile: int) -> tuple[int, int, tuple[int, int, int, int]]:
+        """Rows and columns of tiles for an image of (height, width) ``size``, and the (top, left, bottom,
+        right) box the resized image fills on them (as the image processor pads it)."""
+        from transformers.image_processing_utils import select_best_resolution
+
+        best_height, best_width = select_best_resolution(list(size), self.pinpoints)
+        scale_height, scale_width = best_height / size[0], best_width / size[1]
+        if scale_width < scale_height:
+            height, width = min(math.ceil(size[0] * scale_width), best_height), best_width
+        else:
+            height, width = best_height, min(math.ceil(size[1] * scale_height), best_width)
+        top, left = (best_height - height) // 2, (best_width - width) // 2
+        return best_height // tile, best_width // tile, (top, left, top + height, left + width)
+
+    def _anyres_slot(self, positions: list[int], size: tuple[int, int], tile: int) -> ImageSlot:
+        rows, columns, (top, left, bottom, right) = self._canvas(size, tile)
+        height, width = _unpadded_features(size, rows * self.side, columns * self.side)
+        ratio = math.sqrt(height * width / (self.max_tiles * self.side ** 2))
+        if ratio > 1.1:  # the model shrinks large grids to about anyres_max_N tiles
+            height, width = int(height // ratio), int(width // ratio)
+        base = self.side ** 2
+        if len(positions) != base + height * (width + 1):
+            raise ExplainError(f"llava_onevision: {len(positions)} image tokens do not match a base view and a "
+                               f"{height} x {width} anyres grid with newlines")
+        grid = np.asarray(positions[base:]).reshape(height, width + 1)[:, :width]  # newline tokens dropped
+        shown = (bottom - top, right - left)
+        return ImageSlot(grid.reshape(-1).tolist(), (height, width), shown, shown,
+                         overview_positions=positions[:base], overview_grid=(self.side, self.side))
+
+
+def _unpadded_features(size: tuple[int, int], height: int, width: int) -> tuple[int, int]:
+    """The (rows, columns) of a ``height x width`` feature grid left after cutting the centered padding
+    around an image of (height, width) ``size`` (LLaVA-NeXT's ``unpad_image``)."""
+    if size[1] / size[0] > width / height:
+        padding = (height - int(round(size[0] * width / size[1], 7))) // 2
+        return height - 2 * padding, width
+    padding = (width - int(round(size[1] * height / size[0], 7))) // 2
+    return height, width - 2 * padding
 
 
 @LAYOUTS.register("internvl")
