@@ -127,3 +127,13 @@ def test_list_shows_every_tiny_family_and_the_unsupported_ones_with_their_reason
         assert family in result.stdout
     for family in UNSUPPORTED_FAMILIES:
         assert f"not supported: {family}:" in result.stdout
+
+
+def test_a_hub_log_line_is_printed_once():
+    """huggingface_hub has its own handler; propagating to ours too printed each offline retry twice."""
+    code = ("from seeinpairs.cli.app import configure_logging\nconfigure_logging()\n"
+            "from huggingface_hub.utils import logging as hub_logging\n"
+            "hub_logging.get_logger('huggingface_hub.utils._http').warning('retrying the hub')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("retrying the hub") == 1, result.stderr

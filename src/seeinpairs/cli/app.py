@@ -402,9 +402,16 @@ def print_error(message: str) -> None:
     err_console.print(Text("error:", style="red"), message, highlight=False, soft_wrap=True)
 
 
+def configure_logging() -> None:
+    """One handler for every log line, ``LEVEL logger: message``. huggingface_hub attaches its own handler and
+    still propagates to the root one, so each of its lines (e.g. every retry of an unreachable hub) came twice."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("huggingface_hub").propagate = False
+
+
 def main() -> None:
     """The console entry point: user errors and usage errors are one ``error:`` line and exit status 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         status = app(standalone_mode=False)
     except SeeInPairsError as exc:
