@@ -64,6 +64,7 @@ class OpenAICompatOptions(BackendOptions):
     generation_tokens: int = Field(8, ge=1)
     extra_body: dict[str, Any] | None = None
     scoring: Literal["auto", "first_token", "prompt_logprobs"] = "auto"
+    image_turns: bool = False
 
 
 #: backend name -> its options; a new backend declares its options here

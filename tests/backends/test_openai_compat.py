@@ -53,6 +53,22 @@ def test_messages_carry_pixels_only(requests_):
     assert len(urls) == 3 and all(u.startswith("data:image/png;base64,") for u in urls)
 
 
+def test_image_turns_put_each_label_right_before_its_own_image(requests_):
+    """For servers whose template renders a message's images first: one user turn per image, the label
+    that names an image ending the turn before it."""
+    request = requests_[2]  # two references and the query
+    plain = openai_messages(request)
+    turns = openai_messages(request, image_turns=True)
+    assert len(plain) == 1 and len(turns) == 4 and all(t["role"] == "user" for t in turns)
+    assert [sum(p["type"] == "image_url" for p in t["content"]) for t in turns] == [0, 1, 1, 1]
+    labels = ["Reference 1:", "Reference 2:", "Query:"]
+    for turn, label in zip(turns[:3], labels):
+        assert turn["content"][-1]["type"] == "text" and turn["content"][-1]["text"].rstrip().endswith(label)
+    flat = [p for t in turns for p in t["content"]]
+    assert [p.get("image_url") for p in flat if p["type"] == "image_url"] == \
+        [p.get("image_url") for p in plain[0]["content"] if p["type"] == "image_url"]
+
+
 def test_first_token_matching_rules():
     top = {"normal": -1.0, " abnormal": -2.0, "ab": -3.0, "x": -5.0}
     scores, notes = first_token_scores(["normal", "abnormal"], top)

@@ -57,6 +57,7 @@ from ..errors import BackendError
 from ..prompts import Request
 from ..settings import ModelConfig
 from .base import Backend, Scored
+from .chat_layout import one_image_per_turn
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +75,12 @@ def image_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def openai_messages(request: Request) -> list[dict]:
-    """The request's chat messages with each image slot replaced by an ``image_url`` data URL."""
+def openai_messages(request: Request, image_turns: bool = False) -> list[dict]:
+    """The request's chat messages with each image slot replaced by an ``image_url`` data URL; with
+    ``image_turns``, every image starts a new user turn (:func:`.chat_layout.one_image_per_turn`)."""
     images = iter(request.images)
     messages = []
-    for message in request.messages:
+    for message in one_image_per_turn(request.messages) if image_turns else request.messages:
         content = message.get("content")
         if isinstance(content, str):
             messages.append({"role": message["role"], "content": content})
@@ -163,7 +165,8 @@ class OpenAICompatBackend(Backend):
                  api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 60.0, max_retries: int = 4,
                  backoff: float = 0.5, concurrency: int = 4, top_logprobs: int = 20,
                  fallback: bool = True, generation_tokens: int = 8, extra_body: dict[str, Any] | None = None,
-                 scoring: str = "auto", transport: httpx.BaseTransport | None = None) -> None:
+                 scoring: str = "auto", image_turns: bool = False,
+                 transport: httpx.BaseTransport | None = None) -> None:
         """The keyword parameters after ``model`` (except ``transport``, for tests) are the config's
         ``options`` (:class:`seeinpairs.backend_options.OpenAICompatOptions`). ``extra_body`` is merged
         into every request body: server-specific fields such as vLLM's ``chat_template_kwargs:
@@ -173,7 +176,12 @@ class OpenAICompatBackend(Backend):
         scores each whole option from the log-probabilities of the prompt with the option appended
         as the assistant's answer (vLLM's ``prompt_logprobs``; one request per option); ``auto``
         keeps the first-token score where it is exact (every option found as a whole returned token)
-        and rescores the other requests with prompt log-probabilities where the server offers them."""
+        and rescores the other requests with prompt log-probabilities where the server offers them.
+
+        ``image_turns``: every image starts a new user turn, for a served model whose chat template renders
+        a message's images before its text (llava-hf's LLaVA 1.5 and LLaVA-OneVision): the client cannot
+        read the server's template, so the user says so, and each "Reference i:" / "Query:" label then
+        still precedes its own image."""
         if not model:
             raise BackendError("openai_compat: 'model' (the served model name) is required")
         if top_logprobs < 1:
@@ -195,6 +203,7 @@ class OpenAICompatBackend(Backend):
         if scoring not in ("auto", "first_token", "prompt_logprobs"):
             raise BackendError(f"openai_compat: scoring must be auto, first_token or prompt_logprobs, got {scoring!r}")
         self.scoring = scoring
+        self.image_turns = image_turns
         self._prompt_logprobs_served: bool | None = None  # learnt from the first request that asks for them
         self._refused_constraints: dict[str, bool] = {}  # choice constraints the server refused
         self._model_checked = False
@@ -209,7 +218,7 @@ class OpenAICompatBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
                 "scoring": self.scoring, "top_logprobs": self.top_logprobs, "fallback": self.fallback,
-                "extra_body": self.extra_body}
+                "extra_body": self.extra_body, "image_turns": self.image_turns}
 
     def close(self) -> None:
         self.client.close()
@@ -271,7 +280,7 @@ class OpenAICompatBackend(Backend):
 
     # ----- backend API ----------------------------------------------------------------------------
     def _score_one(self, request: Request) -> tuple[list[float], dict[str, Any]]:
-        messages = openai_messages(request)
+        messages = openai_messages(request, self.image_turns)
         body = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0,
                 "logprobs": True, "top_logprobs": self.top_logprobs}
         if self.scoring == "prompt_logprobs":
@@ -356,7 +365,7 @@ class OpenAICompatBackend(Backend):
 
     def generate(self, requests: Sequence[Request], max_new_tokens: int = 32) -> list[str]:
         self.check_model()
-        return self._map(lambda r: self._generate_one(openai_messages(r), max_new_tokens), list(requests))
+        return self._map(lambda r: self._generate_one(openai_messages(r, self.image_turns), max_new_tokens), list(requests))
 
 
 def _message_text(data: Any, base_url: str) -> str:
