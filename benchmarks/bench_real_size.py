@@ -36,7 +36,8 @@ from _common import (
     timed,
 )
 
-from seeinpairs.backends.hf import HFBackend, answer_token_ids
+from seeinpairs.backends.encoding import answer_token_ids
+from seeinpairs.backends.hf import HFBackend
 from seeinpairs.backends.tiny import TINY_FAMILIES, TinySpec
 
 #: layer sizes of published Qwen2-VL checkpoints (their config.json); vision tower shared by both

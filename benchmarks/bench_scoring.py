@@ -32,7 +32,8 @@ from _common import (
 )
 from PIL import Image
 
-from seeinpairs.backends.hf import HFBackend, answer_token_ids
+from seeinpairs.backends.encoding import answer_token_ids
+from seeinpairs.backends.hf import HFBackend
 from seeinpairs.cases import Case
 from seeinpairs.prompts import PromptBuilder
 from seeinpairs.training import SFTSettings, train_on_examples

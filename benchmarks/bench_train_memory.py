@@ -28,9 +28,9 @@ import torch
 from _common import TASK, RequestFactory, random_image
 from bench_real_size import PRESETS, build
 
-from seeinpairs.backends.hf import answer_log_probs
+from seeinpairs.backends.encoding import answer_log_probs
+from seeinpairs.backends.lora_targets import language_model_targets
 from seeinpairs.training.balance import answer_loss
-from seeinpairs.training.config import DEFAULT_LORA_TARGETS
 from seeinpairs.training.examples import RequestExamples
 from seeinpairs.training.sft import set_activation_checkpointing
 
@@ -86,7 +86,7 @@ def main() -> None:
 
     started = time.perf_counter()
     backend = build(args.preset, args.image_size, getattr(torch, args.dtype), args.device)
-    model = get_peft_model(backend.model, LoraConfig(r=16, lora_alpha=32, target_modules=DEFAULT_LORA_TARGETS["qwen2_vl"]))
+    model = get_peft_model(backend.model, LoraConfig(r=16, lora_alpha=32, target_modules=language_model_targets(backend.model)))
     model.train()
     parameters = sum(p.numel() for p in model.parameters())
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"

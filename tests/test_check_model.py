@@ -60,7 +60,7 @@ def test_json_output_has_every_check_with_timings(tiny_models, monkeypatch, caps
 
 
 def test_a_fast_path_that_differs_fails_with_one_line(tiny_models, monkeypatch, capsys):
-    monkeypatch.setattr("seeinpairs.studies.check_model.TOLERANCE", 0.0)  # no difference is small enough
+    monkeypatch.setattr("seeinpairs.studies.check_model.tolerance", lambda model: 0.0)  # no difference is small enough
     code, out, err = run_main(monkeypatch, capsys, "check-model", tiny_models["idefics3"], "--device", "cpu")
     assert code == 2
     assert "shared prompt failed" in out
@@ -89,3 +89,15 @@ def test_a_folder_that_is_not_a_vlm_exits_2_with_one_line(tmp_path, monkeypatch,
     assert code == 2 and not out
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {folder}: ") and message in lines[0]
+
+
+def test_a_checkpoint_without_its_weights_exits_2_with_one_line(tiny_models, tmp_path, monkeypatch, capsys):
+    """Config and processor files present, the weights file missing (an interrupted download)."""
+    import shutil
+
+    folder = tmp_path / "no-weights"
+    shutil.copytree(tiny_models["qwen2_vl"], folder,
+                    ignore=lambda _, names: [n for n in names if n.endswith((".safetensors", ".bin"))])
+    code, out, err = run_main(monkeypatch, capsys, "check-model", folder, "--device", "cpu")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: cannot load model '{folder}'"), err

@@ -101,8 +101,11 @@ def test_results_are_found_by_the_condition_key_fields_never_by_its_display_name
                                                                ConditionKey("paired-trained", "random", 2, 1, "paired"):
                                                                    [{"case_id": "c"}]})
     assert result.records_for("paired-trained", "random", 2) == [{"case_id": "b"}]
+    assert result.records_for("paired-trained", "random", 2, seed=1) == [{"case_id": "c"}]
     with pytest.raises(KeyError):
         result.records_for("paired-trained", "random", 3)
+    with pytest.raises(KeyError):
+        result.records_for("paired-trained", "random", 2, seed=5)
 
 
 def test_case_rng_is_order_independent():

@@ -102,8 +102,9 @@ def create_backend(model: ModelConfig | Mapping[str, Any]) -> Backend:
 
     Options are checked against the backend's declared ones first, so a misspelt option is a
     one-line :class:`BackendError` naming it and the allowed names, not a constructor's TypeError;
-    so is any other invalid field of a mapping. A tiny model is built first
-    (:func:`~.sources.concrete_model`): its config then names the built folder.
+    so is any other invalid field of a mapping. A tiny model must be built first
+    (:func:`~.sources.concrete_model`, which needs the data's texts for its tokenizer): its config then
+    names the built folder; a config still asking for one is refused in one line.
     """
     fields = model.model_dump() if isinstance(model, ModelConfig) else dict(model)
     name = str(fields.get("backend", "hf"))

@@ -114,7 +114,10 @@ class HFBackend(Backend):
         self.processor = load_processor(source, **kwargs)
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         model_kwargs = {**kwargs, **({"attn_implementation": attn_implementation} if attn_implementation else {})}
-        self.model = AutoModelForImageTextToText.from_pretrained(source, dtype=DTYPES[dtype], **model_kwargs)
+        try:
+            self.model = AutoModelForImageTextToText.from_pretrained(source, dtype=DTYPES[dtype], **model_kwargs)
+        except (OSError, ValueError) as exc:  # no weights file, a config no image-text class reads, ...
+            raise BackendError(f"cannot load model '{source}': {str(exc).splitlines()[0]}") from None
         if adapter_base is not None:
             from peft import PeftModel
 
@@ -199,7 +202,8 @@ class HFBackend(Backend):
                       for prompt, r in zip(prompts, requests)]
         one_token = [self.single_pass and bool(ids) and all(len(i) == 1 for i in ids) for ids in option_ids]
         single = [ri for ri, flag in enumerate(one_token) if flag]
-        notes: list[str | None] = [None if flag else "prefix-cache: options of several tokens" for flag in one_token]
+        why_not = "options of several tokens" if self.single_pass else "single-pass scoring is off"
+        notes: list[str | None] = [None if flag else f"prefix-cache: {why_not}" for flag in one_token]
         if self.prefix_cache and single:  # groups sharing a reference prefix: the prefix's KV is computed once
             single_notes: list[str | None] = [None] * len(single)
             cached = score_with_prefix_cache(self, [requests[ri] for ri in single], [prompts[ri] for ri in single],

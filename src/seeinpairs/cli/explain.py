@@ -32,11 +32,17 @@ def _model(runner, label: str | None):
 
 
 def _local_backend(runner, model):
-    """The model's backend with its weights here (attribution needs gradients). Its options are left
-    out: they tune scoring speed (a vision cache would even block the gradients), not the weights."""
+    """The model's backend with its weights here (attribution needs gradients). The caches are left out:
+    they tune scoring speed (a vision cache would even block the gradients); where the weights come from
+    (revision, cache folder, offline, remote code) is kept."""
     from ..backends import local_backend
 
-    return local_backend(runner.concrete_model(model).model_copy(update={"options": {}}), "attribution")
+    options = {key: value for key, value in model.options.items() if key not in SCORING_CACHES}
+    return local_backend(runner.concrete_model(model).model_copy(update={"options": options}), "attribution")
+
+
+#: backend options that only speed scoring up, left out when a model is explained
+SCORING_CACHES = ("vision_cache_mb", "prefix_cache")
 
 
 def register(app: typer.Typer, console: Console) -> None:

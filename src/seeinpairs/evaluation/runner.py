@@ -120,12 +120,13 @@ class ExperimentResult:
     records: dict[ConditionKey, list[dict]] = field(default_factory=dict)
     output_dir: Path | None = None
 
-    def records_for(self, model: str, selector: str, k: int) -> list[dict]:
-        """The records of the first condition of ``model`` with ``selector`` and ``k`` (in grid order)."""
+    def records_for(self, model: str, selector: str, k: int, seed: int | None = None) -> list[dict]:
+        """The records of the first condition of ``model`` with ``selector`` and ``k`` (in grid order), of
+        ``seed`` when given."""
         for key, records in self.records.items():
-            if (key.model, key.selector, key.k) == (model, selector, k):
+            if (key.model, key.selector, key.k) == (model, selector, k) and seed in (None, key.seed):
                 return records
-        raise KeyError(f"{model} {selector} k={k}")
+        raise KeyError(f"{model} {selector} k={k}" + ("" if seed is None else f" seed {seed}"))
 
 
 def lock_name(dist: DistContext) -> str:

@@ -8,7 +8,9 @@ uncached scores, the attribution layout, and the default LoRA targets. Each chec
 is timed. A fast path that is not registered for the family is reported with the
 reason, not as a failure: the backend then runs the slower reference path and
 gives the same scores. A check fails when something raises, a score is not
-finite, or a fast path that runs differs from its reference by ``TOLERANCE`` or more.
+finite, or a fast path that runs differs from its reference by the tolerance the prefix
+cache itself uses (:func:`~seeinpairs.backends.prefix_cache.tolerance`: 1e-4 in float32, 5e-2 in half
+precision, whose rounding differs between a one-pass and a two-pass computation) or more.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..backends.prefix_cache import tolerance
 from ..errors import BackendError
 from ..prompts import Request
 
-#: largest allowed absolute difference between a fast path's log-likelihoods and its reference (float32)
-TOLERANCE = 1e-4
 #: option pairs tried for one-token scoring, the first whose options are one token each is used
 ONE_TOKEN_OPTIONS = (("A", "B"), ("yes", "no"), ("normal", "abnormal"))
 MULTI_TOKEN_OPTIONS = ("normal", "abnormal with a pleural effusion")
@@ -147,6 +148,7 @@ class _Checker:
 
         self.backend = backend
         self.model_type = str(getattr(backend.model.config, "model_type", ""))
+        self.tolerance = tolerance(backend.model)  # what counts as equal to the reference path
         reference, *queries = generated_images(3)
         prompt = backend.prompt_text(comparative_request(reference, queries[0], ()))
         one_token = next((pair for pair in ONE_TOKEN_OPTIONS
@@ -180,7 +182,7 @@ class _Checker:
         with torch.inference_mode():
             shared = _finite(score_prompt_options(b.model, encoded, [ids], pad_id, rows_per_pass=b.batch_size))
         reference = self._score([request], shared_prompt=False)
-        return _compare(shared, reference, "shared prompt vs per-option")
+        return _compare(shared, reference, "shared prompt vs per-option", self.tolerance)
 
     def generation(self) -> tuple[str, str]:
         answers = self.backend.generate(self.one_token[:1], max_new_tokens=4)
@@ -203,7 +205,8 @@ class _Checker:
         if not served:
             why = next((note for note in notes if note), "no request was served")
             return "fallback", f"{why}; the uncached path ran"
-        status, detail = _compare([c for c, _ in served], [r for _, r in served], "prefix cache vs uncached")
+        status, detail = _compare([c for c, _ in served], [r for _, r in served], "prefix cache vs uncached",
+                                  self.tolerance)
         return status, f"{detail}, {len(served)} of {len(self.one_token)} requests served"
 
     def vision_cache(self) -> tuple[str, str]:
@@ -224,7 +227,7 @@ class _Checker:
             uninstall_vision_cache(model)
         if cache.hits == 0:
             return "fallback", "the cache was installed but never hit"
-        status, detail = _compare(filled + reused, self._reference() * 2, "vision cache vs uncached")
+        status, detail = _compare(filled + reused, self._reference() * 2, "vision cache vs uncached", self.tolerance)
         return status, f"{detail}, {cache.hits} hits"
 
     def attribution(self) -> tuple[str, str]:
@@ -260,7 +263,9 @@ class _Checker:
         matched = [n for n, _ in model.named_modules() if check_target_module_exists(config, n)]
         language_model = language_model_name(model) or ""
         outside = [n for n in matched if not n.startswith(language_model + ".")]
-        if not matched or outside or not language_model:
+        if not matched or not language_model:
+            return "failed", f"the default targets {targets!r} match no module of the language model"
+        if outside:
             return "failed", f"targets reach outside the language model: {outside[:3]}"
         return "ok", f"{len(matched)} attention projections in {language_model}"
 
@@ -286,10 +291,10 @@ def _finite(scores: list[list[float]]) -> list[list[float]]:
     return scores
 
 
-def _compare(fast: list[list[float]], reference: list[list[float]], what: str) -> tuple[str, str]:
+def _compare(fast: list[list[float]], reference: list[list[float]], what: str, bound: float) -> tuple[str, str]:
     difference = max(abs(a - b) for f, r in zip(fast, reference) for a, b in zip(f, r))
-    status = "ok" if difference < TOLERANCE else "failed"
-    return status, f"{what}: max abs difference {difference:.1e} (tolerance {TOLERANCE:.0e})"
+    status = "ok" if difference < bound else "failed"
+    return status, f"{what}: max abs difference {difference:.1e} (tolerance {bound:.0e})"
 
 
 #: the row's columns in order, by the method of :class:`_Checker` that computes each
@@ -327,7 +332,10 @@ def check_model(name_or_path: str | Path, device: str = "auto", dtype: str = "fl
     backend = create_backend({"name": name, "device": device, "dtype": dtype, "options": hub})
     result = ModelCheck(name, model_type, [Check("load", "ok", f"{type(backend.model).__name__} on "
                                                                 f"{backend.device}", time.perf_counter() - start)])
-    checker = _Checker(backend)
+    try:
+        checker = _Checker(backend)
+    except (BackendError, ValueError, TypeError, KeyError) as exc:  # the chat template or tokenizer rejects a request
+        raise BackendError(f"{name}: cannot build test requests ({str(exc).splitlines()[0]})") from None
     result.checks += [_timed(label, getattr(checker, method)) for label, method in CHECKS]
     return result
 

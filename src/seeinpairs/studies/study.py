@@ -233,7 +233,7 @@ def run_study(config: StudyConfig, progress: bool = True, table: CaseTable | Non
     if config.examples and not evaluation.paired_tests.empty:
         best = evaluation.paired_tests.sort_values("delta_auroc", ascending=False).iloc[0]
         try:
-            records = evaluation.records_for(PAIRED_LABEL, best["selector"], best["k"])
+            records = evaluation.records_for(PAIRED_LABEL, best["selector"], int(best["k"]), int(best["seed"]))
         except KeyError:
             records = None
         if records is not None:
