@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,11 +27,11 @@ def main() -> None:
 
     import httpx
     import numpy as np
-    import uvicorn
 
     from seeinpairs.backends.tiny import build_tiny_vlm
     from seeinpairs.datasets.synthetic import SyntheticConfig, generate_synthetic
     from seeinpairs.serve.app import create_app
+    from seeinpairs.serve.background import serve_in_thread
     from seeinpairs.serve.schemas import ServeConfig
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,34 +42,24 @@ def main() -> None:
                                         "selector": {"name": args.selector, "k": args.k},
                                         "model": {"name": str(model), "label": "tiny"}, "auth_token": "bench"})
         app = create_app(config)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        queries = [c for c in table if c.split == "test"]
-        payloads = [Path(queries[i % len(queries)].image).read_bytes() for i in range(args.requests)]
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer bench"},
-                              timeout=120)
-        client.post("/v1/diagnose", files={"image": ("q.png", payloads[0], "image/png")})  # warm-up
+        with serve_in_thread(app) as url:
+            queries = [c for c in table if c.split == "test"]
+            payloads = [Path(queries[i % len(queries)].image).read_bytes() for i in range(args.requests)]
+            client = httpx.Client(base_url=url, headers={"Authorization": "Bearer bench"}, timeout=120)
+            client.post("/v1/diagnose", files={"image": ("q.png", payloads[0], "image/png")})  # warm-up
 
-        def one(data: bytes) -> tuple[float, bool]:
+            def one(data: bytes) -> tuple[float, bool]:
+                start = time.perf_counter()
+                try:
+                    ok = client.post("/v1/diagnose", files={"image": ("q.png", data, "image/png")}).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                return time.perf_counter() - start, ok
+
             start = time.perf_counter()
-            try:
-                ok = client.post("/v1/diagnose", files={"image": ("q.png", data, "image/png")}).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            return time.perf_counter() - start, ok
-
-        start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-            results = list(pool.map(one, payloads))
-        elapsed = time.perf_counter() - start
-        server.should_exit = True
-        thread.join(timeout=10)
+            with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+                results = list(pool.map(one, payloads))
+            elapsed = time.perf_counter() - start
     latencies = np.array([t for t, _ in results]) * 1000
     failed = sum(1 for _, ok in results if not ok)
     print(f"requests={args.requests} concurrency={args.concurrency} selector={args.selector} k={args.k}")

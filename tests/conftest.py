@@ -15,13 +15,13 @@ os.environ.setdefault("SEEINPAIRS_CACHE", __import__("tempfile").mkdtemp(prefix=
 from pathlib import Path
 
 import pytest
+from seeinpairs.serve.background import serve_in_thread
 from shared_helpers import (  # noqa: F401
     SERVE_TOKEN,
     SHARED_DATA,
     TASK_TEXTS,
     random_image,
     serve_config,
-    serve_in_thread,
 )
 
 
